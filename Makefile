@@ -1,0 +1,26 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create .venv if missing, then run the demo workflow
+#   make test   create .venv if missing, then run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+
+.PHONY: run test lint venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+run: venv
+	$(VENV)/bin/snakemake --cores $(CORES) --printshellcmds
+	@cat results/demo/tables.md
+
+test: venv
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/snakemake --lint

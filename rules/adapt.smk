@@ -1,0 +1,17 @@
+rule fit_tca:
+    input:
+        "results/{experiment}/fused/{backbone}/{featureset}.h5",
+    output:
+        "results/{experiment}/adapted/{backbone}/{featureset}/tca.h5",
+    params:
+        tca=tca_params,
+    log:
+        "logs/{experiment}/fit_tca/{backbone}/{featureset}.log",
+    benchmark:
+        "benchmarks/{experiment}/fit_tca/{backbone}/{featureset}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/fit_tca.py"

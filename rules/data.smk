@@ -1,0 +1,32 @@
+rule make_demo_data:
+    output:
+        directory("results/{experiment}/demo_data"),
+    params:
+        synthetic=demo_params,
+        image_size=config["image_size"],
+    log:
+        "logs/{experiment}/make_demo_data.log",
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/make_demo_data.py"
+
+
+rule prepare_images:
+    input:
+        demo_data_input,
+    output:
+        manifest="results/{experiment}/manifest/{domain}.tsv",
+        images="results/{experiment}/images/{domain}.h5",
+    params:
+        images=images_params,
+    log:
+        "logs/{experiment}/prepare_images/{domain}.log",
+    benchmark:
+        "benchmarks/{experiment}/prepare_images/{domain}.tsv"
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/prepare_images.py"

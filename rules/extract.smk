@@ -1,0 +1,20 @@
+rule extract_features:
+    input:
+        images="results/{experiment}/images/{domain}.h5",
+        weights="resources/weights/{backbone}.pth",
+        record="resources/weights/{backbone}.json",
+    output:
+        "results/{experiment}/features/{backbone}/{domain}/{layer}.h5",
+    params:
+        extract=extract_params,
+    threads: workflow.cores
+    log:
+        "logs/{experiment}/extract_features/{backbone}/{domain}/{layer}.log",
+    benchmark:
+        "benchmarks/{experiment}/extract_features/{backbone}/{domain}/{layer}.tsv"
+    resources:
+        mem_mb=6000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/extract_features.py"

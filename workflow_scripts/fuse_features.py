@@ -1,0 +1,16 @@
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from layerfuse._snakemake import run
+from layerfuse.stages import fuse_featureset
+
+run(
+    lambda: fuse_featureset(
+        snakemake.input.global_source,
+        snakemake.input.global_target,
+        snakemake.input.get("local"),
+        snakemake.params.scaling,
+        snakemake.output[0],
+    )
+)
