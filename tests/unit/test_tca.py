@@ -1,0 +1,93 @@
+"""TCA against a direct dense generalized eigensolve, and as a scikit-learn transformer."""
+import numpy as np
+import pytest
+from scipy import linalg
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from layerfuse.tca import TCA, rbf_kernel
+
+
+def _shifted(rng, n=40, d=6):
+    xs = rng.randn(n, d)
+    xt = rng.randn(n, d) * 1.3 + 1.0
+    return np.vstack([xs, xt]), np.r_[np.zeros(n), -np.ones(n)]
+
+
+def _dense_reference(X, domain, gamma, mu, k):
+    n = len(X)
+    K = rbf_kernel(X, X, gamma)
+    src = domain >= 0
+    e = np.where(src, 1 / src.sum(), -1 / (~src).sum())
+    H = np.eye(n) - 1.0 / n
+    vals, vecs = linalg.eigh(K @ H @ K, K @ np.outer(e, e) @ K + mu * np.eye(n))
+    return vals[::-1][:k], vecs[:, ::-1][:, :k]
+
+
+@pytest.mark.parametrize("mu", [0.1, 1.0, 10.0])
+def test_exact_matches_dense_reference(rng, mu):
+    """Eigenvalues and subspace equal scipy's generalized symmetric eigh on the dense matrices."""
+    X, dom = _shifted(rng)
+    tca = TCA(8, gamma=0.05, mu=mu).fit(X, dom)
+    vals, vecs = _dense_reference(X, dom, 0.05, mu, 8)
+    np.testing.assert_allclose(tca.eigenvalues_, vals, rtol=1e-8)
+    assert linalg.subspace_angles(tca.coef_, vecs).max() < 1e-6
+
+
+def test_components_are_nested(rng):
+    """The leading k components of a larger fit equal a fit with k (one fit serves all dims)."""
+    X, dom = _shifted(rng)
+    big = TCA(20, random_state=0).fit_transform(X, dom)
+    small = TCA(5, random_state=0).fit_transform(X, dom)
+    np.testing.assert_allclose(big[:, :5], small, atol=1e-8)
+
+
+def test_transform_out_of_sample_and_deterministic(rng):
+    X, dom = _shifted(rng)
+    a = TCA(4).fit(X, dom)
+    b = TCA(4).fit(X, dom)
+    np.testing.assert_array_equal(a.transform(X[:5]), b.transform(X[:5]))
+    np.testing.assert_allclose(a.transform(X), a.embedding_, atol=1e-10)
+
+
+def test_tca_reduces_mmd(rng):
+    """The domains' mean embeddings are closer after TCA than kernel PCA (no MMD penalty, huge mu)."""
+    X, dom = _shifted(rng)
+    src = dom >= 0
+    gap = lambda Z: np.linalg.norm(Z[src].mean(0) - Z[~src].mean(0)) / np.linalg.norm(Z.std(0))  # noqa: E731
+    assert gap(TCA(4, mu=0.01).fit_transform(X, dom)) < gap(TCA(4, mu=1e6).fit_transform(X, dom))
+
+
+def test_target_labels_never_used(rng):
+    """fit takes domains, not labels: shuffling target rows' order only permutes their output."""
+    X, dom = _shifted(rng)
+    perm = np.r_[np.arange(40), 40 + rng.permutation(40)]
+    a = TCA(4, gamma=0.1).fit_transform(X, dom)
+    b = TCA(4, gamma=0.1).fit_transform(X[perm], dom)
+    np.testing.assert_allclose(a[perm], b, atol=1e-8)
+
+
+def test_in_pipeline(rng):
+    X, dom = _shifted(rng)
+    pipe = make_pipeline(StandardScaler(), TCA(3))
+    assert pipe.fit_transform(X, dom).shape == (80, 3)
+
+
+@pytest.mark.parametrize("kwargs,X_fn,match", [
+    ({"n_components": 500}, None, "exceeds the number of samples"),
+    ({"mu": -1}, None, "mu must be"),
+    ({"gamma": "wide"}, None, "gamma must be"),
+    ({}, lambda X: np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X), "NaN"),
+])
+def test_bad_input(rng, kwargs, X_fn, match):
+    X, dom = _shifted(rng)
+    if X_fn:
+        X = X_fn(X)
+    with pytest.raises(ValueError, match=match):
+        TCA(**{"n_components": 3, **kwargs}).fit(X, dom)
+
+
+def test_one_domain_empty(rng):
+    X, _ = _shifted(rng)
+    with pytest.raises(ValueError, match="source and target"):
+        TCA(3).fit(X, np.zeros(len(X)))

@@ -1,0 +1,142 @@
+"""Real Snakemake runs on a tiny config: the full grid, incremental reruns, lint, bad config."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = Path(__file__).with_name("config.yaml")
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, config: Path = CONFIG, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(config), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, config: Path = CONFIG, *extra: str) -> dict[str, int]:
+    """{rule: count} of what a dry run would execute."""
+    out = snakemake(workdir, "--dry-run", *extra, config=config).stdout
+    jobs = {}
+    if "Job stats:" not in out:
+        return jobs
+    table = out.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def variant(tmp_path: Path, name: str, **changes) -> Path:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """The tiny config run to completion once (real weights, real HDF5, real Snakemake)."""
+    workdir = tmp_path_factory.mktemp("run")
+    proc = snakemake(workdir)
+    return workdir, proc
+
+
+def test_full_grid(finished_run):
+    """Every cell of the grid is scored and gathered: 4 feature sets x (no TCA + 2 dims)."""
+    workdir, proc = finished_run
+    df = pd.read_csv(workdir / "results/tiny/accuracy.csv")
+    assert len(df) == 4 * 3
+    assert set(df["featureset"]) == {"global", "block1-pca", "block1-flatten", "block1-pool2d"}
+    assert set(df["adapter"]) == {"none", "tca-6", "tca-4"}
+    assert df["accuracy"].between(0, 1).all()
+    assert (df["n_target"] == 12).all() and (df["n_source"] == 15).all()
+    tables = (workdir / "results/tiny/tables.md").read_text()
+    assert "| Avg |" in tables and "block1 PCA" in tables
+    assert planned_jobs(workdir) == {}, "a finished run must have nothing left to do"
+
+
+def test_feature_store_attributes(finished_run):
+    """Stores record model, weights hash, layer, preprocessing and image-list hash; no partial files."""
+    import h5py
+
+    workdir, _ = finished_run
+    with h5py.File(workdir / "results/tiny/features/imagenet/source/block1.h5") as f:
+        assert f["features"].shape == (15, 256, 15, 15)
+        assert f["features"].chunks[0] == 1
+        attrs = dict(f.attrs)
+    assert attrs["node"] == "layer1.0" and attrs["preprocessing"] == "caffe"
+    assert len(attrs["weights_sha256"]) == 64 and len(attrs["image_list_sha256"]) == 64
+    assert not list(workdir.rglob("*.partial"))
+
+
+def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
+    workdir, _ = finished_run
+    jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
+    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "all"}
+    assert jobs["evaluate_svm"] == 12
+
+
+def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
+    workdir, _ = finished_run
+    jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
+    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "all"}
+
+
+def test_unrelated_change_does_not_extract(finished_run, tmp_path):
+    """Changing the fusion scaling reruns fusion and later, never extraction or reduction."""
+    workdir, _ = finished_run
+    jobs = planned_jobs(workdir, variant(tmp_path, "fusion", **{"fusion.scaling": "l2"}))
+    assert "extract_features" not in jobs and "reduce_layer" not in jobs and "prepare_images" not in jobs
+    assert jobs["fuse_features"] == 4
+
+
+def test_adding_a_layer_runs_only_that_layer(finished_run, tmp_path):
+    workdir, _ = finished_run
+    jobs = planned_jobs(workdir, variant(tmp_path, "layer", local_layers=["block1", "block2"]))
+    assert jobs["extract_features"] == 2            # block2, source and target
+    assert jobs["reduce_layer"] == 3                # block2 x 3 reducers
+    assert jobs["fuse_features"] == 3 and jobs["fit_tca"] == 3
+    assert jobs["evaluate_svm"] == 9
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"svm.C": -1}, "C"),
+    ({"svm.gamma": 1}, "gamma"),
+    ({"local_layers": ["block9"]}, "local_layers: 'block9' is not a key of layers"),
+    ({"tca.mu": "big"}, "mu"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, change, message):
+    proc = snakemake(tmp_path, "--dry-run", config=variant(tmp_path, "bad", **change), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
