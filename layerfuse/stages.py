@@ -120,10 +120,11 @@ def fit_tca(fused, params: dict, out) -> None:
     n = len(xs) + len(xt)
     k = min(int(params["n_components"]), n)
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
-              mu=params["mu"])
+              mu=params["mu"], solver=params.get("solver", "auto"), n_landmarks=params.get("n_landmarks", 1000),
+              auto_threshold=params.get("auto_threshold", 3000))
     z = tca.fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
     write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
-               {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k})
+               {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
 
 
 def score_cell(features, adapter: str, svm: dict, meta: dict, out) -> dict:

@@ -60,8 +60,21 @@ class TCA(TransformerMixin, BaseEstimator):
         Width multiplier for the median heuristic (ignored for a float ``gamma``).
     mu : float, default=1.0
         Trade-off: larger ``mu`` keeps more variance, smaller aligns means harder.
+    solver : {"auto", "exact", "dense", "nystroem"}, default="auto"
+        ``exact``: the structured problem; a dense subset ``eigh`` (float64) up to
+        ``dense_max_samples`` samples, block subspace iteration with
+        Rayleigh-Ritz to ``tol`` above (memory 2 N² instead of 3 N²);
+        ``dense``: always the dense subset ``eigh``;
+        ``nystroem``: ``n_landmarks`` landmarks, O(N·m) memory;
+        ``auto``: ``nystroem`` above ``auto_threshold`` samples, else ``exact``.
+    n_landmarks : int, default=1000
+    auto_threshold : int, default=3000
+    dense_max_samples : int, default=8000
+    tol : float, default=1e-9
+        Relative residual at which the iterative exact solver stops.
+    max_iter : int, default=300
     random_state : int or None, default=0
-        Seeds the median-heuristic subsample.
+        Seeds the median-heuristic subsample, the landmarks and the start block.
 
     Attributes
     ----------
@@ -73,8 +86,15 @@ class TCA(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_components=64, *, kernel="rbf", gamma="median", bandwidth_factor=1.0, mu=1.0,
-                 random_state=0):
+                 solver="auto", n_landmarks=1000, auto_threshold=3000, dense_max_samples=8000, tol=1e-9,
+                 max_iter=300, random_state=0):
         self.n_components = n_components
+        self.solver = solver
+        self.n_landmarks = n_landmarks
+        self.auto_threshold = auto_threshold
+        self.dense_max_samples = dense_max_samples
+        self.tol = tol
+        self.max_iter = max_iter
         self.kernel = kernel
         self.gamma = gamma
         self.bandwidth_factor = bandwidth_factor
@@ -90,6 +110,10 @@ class TCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"gamma must be 'median' or a positive number, got {self.gamma!r}")
         if not (isinstance(self.mu, numbers.Real) and self.mu > 0):
             raise ValueError(f"mu must be a positive number, got {self.mu!r}")
+        if self.solver not in ("auto", "exact", "dense", "nystroem"):
+            raise ValueError(f"solver must be 'auto', 'exact', 'dense' or 'nystroem', got {self.solver!r}")
+        if not (isinstance(self.n_landmarks, numbers.Integral) and self.n_landmarks >= 1):
+            raise ValueError(f"n_landmarks must be a positive integer, got {self.n_landmarks!r}")
         if not (isinstance(self.bandwidth_factor, numbers.Real) and self.bandwidth_factor > 0):
             raise ValueError(f"bandwidth_factor must be positive, got {self.bandwidth_factor!r}")
 
@@ -108,6 +132,8 @@ class TCA(TransformerMixin, BaseEstimator):
         self._check_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         n = X.shape[0]
+        if np.ptp(X, axis=0).max() == 0:
+            raise ValueError("all features are constant: TCA has nothing to align")
         if domain is None:
             source = np.ones(n, dtype=bool)
         else:
@@ -122,27 +148,94 @@ class TCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_components={self.n_components} exceeds the number of samples {n}")
         self.gamma_ = (median_gamma(X, factor=self.bandwidth_factor, random_state=self.random_state)
                        if self.gamma == "median" else float(self.gamma))
-        K = self._kernel(X, X)
         e = np.where(source, 1.0 / max(ns, 1), -1.0 / max(nt, 1)) if nt else np.zeros(n)
+        solver = self.solver
+        if solver == "auto":
+            solver = "nystroem" if n > self.auto_threshold else "exact"
+        self.solver_ = solver
+        k = int(self.n_components)
+        if solver == "nystroem":
+            self._fit_nystroem(X, e, k)
+        else:
+            self._fit_exact(X, e, k, dense=(solver == "dense"))
+        self.X_fit_ = X
+        return self
+
+    def _fit_exact(self, X, e, k, dense=False):
+        """Exact TCA through the rank-one/centring structure (see the module docstring)."""
+        n = X.shape[0]
+        K = self._kernel(X, X)
         v = K @ e
         vnorm2 = float(v @ v)
         mu = float(self.mu)
         u = v / np.sqrt(vnorm2) if vnorm2 > 0 else np.zeros(n)
         c = 1.0 / np.sqrt(1.0 + vnorm2 / mu) - 1.0
-        HK = K - K.mean(axis=0, keepdims=True)
-        B = (HK + c * np.outer(HK @ u, u)) / np.sqrt(mu)       # H K A^-½
-        M = B.T @ B
-        k = int(self.n_components)
-        evals, Z = linalg.eigh(M, subset_by_index=[n - k, n - 1], driver="evr")
-        evals, Z = evals[::-1], Z[:, ::-1]
-        W = (Z + c * np.outer(u, u @ Z)) / np.sqrt(mu)        # A^-½ Z
-        signs = np.sign(W[np.abs(W).argmax(axis=0), np.arange(k)])
-        W = W * np.where(signs == 0, 1.0, signs)
+
+        def a_inv_sqrt(V):                                     # A^-½ V for a block V
+            return (V + c * np.outer(u, u @ V)) / np.sqrt(mu)
+
+        def apply_m(V):                                        # M V = A^-½ K H K A^-½ V
+            Y = K @ a_inv_sqrt(V)
+            Y -= Y.mean(axis=0, keepdims=True)
+            return a_inv_sqrt(K @ Y)
+
+        if dense or n <= self.dense_max_samples:
+            HK = K - K.mean(axis=0, keepdims=True)
+            B = a_inv_sqrt(HK.T).T                             # H K A^-½
+            evals, Z = linalg.eigh(B.T @ B, subset_by_index=[n - k, n - 1], driver="evr")
+            evals, Z = evals[::-1], Z[:, ::-1]
+            self.n_iter_ = 1  # direct solve
+        else:
+            evals, Z, self.n_iter_ = _top_eigh(apply_m, n, k, tol=self.tol, max_iter=self.max_iter,
+                                               random_state=self.random_state)
+        W = a_inv_sqrt(Z)
+        W = W * _signs(W)
         self.eigenvalues_ = evals
         self.coef_ = W
-        self.X_fit_ = X
         self.embedding_ = K @ W
-        return self
+        self._nystroem = None
+
+    def _fit_nystroem(self, X, e, k):
+        """TCA on the Nyström feature map of ``m`` landmarks: O(N·m) memory, O(N·m²) time.
+
+        With ``K ≈ Φ Φᵀ`` and ``Φ = U Σ`` (thin SVD), restricting ``W = U a`` gives the
+        r x r generalized problem ``Σ²UᵀHUΣ² a = λ (Σ²Uᵀe eᵀUΣ² + μI) a``; the embedding is
+        ``U Σ² a``.  With every sample a landmark this is exact TCA.
+        """
+        n = X.shape[0]
+        m = min(int(self.n_landmarks), n)
+        rng = np.random.default_rng(self.random_state)
+        idx = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+        landmarks = X[idx]
+        kmm = self._kernel(landmarks, landmarks)
+        lam, vec = linalg.eigh(kmm)
+        keep = lam > lam.max() * 1e-10
+        lam, vec = lam[keep], vec[:, keep]
+        proj = vec / np.sqrt(lam)                               # K_mm^-½ on its range
+        phi = self._kernel(X, landmarks) @ proj                 # N x r feature map
+        # thin SVD of Φ through its r x r Gram matrix
+        s2, V = linalg.eigh(phi.T @ phi)
+        keep = s2 > s2.max() * 1e-12
+        s2, V = s2[keep], V[:, keep]
+        sigma = np.sqrt(s2)
+        U = (phi @ V) / sigma                                   # N x r, orthonormal columns
+        r = U.shape[1]
+        if k > r:
+            raise ValueError(f"n_components={k} exceeds the Nyström rank {r}; raise n_landmarks")
+        HU = U - U.mean(axis=0, keepdims=True)
+        P = (s2[:, None] * (U.T @ HU)) * s2[None, :]
+        q = s2 * (U.T @ e)
+        Q = np.outer(q, q) + float(self.mu) * np.eye(r)
+        evals, a = linalg.eigh(P, Q, subset_by_index=[r - k, r - 1])
+        evals, a = evals[::-1], a[:, ::-1]
+        a = a * _signs(U @ a)
+        self.eigenvalues_ = evals
+        self.n_landmarks_ = m
+        self.n_iter_ = 1  # direct solve
+        self.embedding_ = U @ (s2[:, None] * a)
+        # out of sample: K(x, X) W ≈ φ(x) Φᵀ U a = φ(x) V Σ a, with φ(x) = K(x, L) proj
+        self._nystroem = (landmarks, proj @ (V * sigma) @ a)
+        self.coef_ = None
 
     def fit_transform(self, X, domain=None, **fit_params):
         return self.fit(X, domain).embedding_
@@ -151,9 +244,42 @@ class TCA(TransformerMixin, BaseEstimator):
         """Project rows of ``X`` (seen or unseen) onto the transfer components."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
+        if self._nystroem is not None:
+            landmarks, coef = self._nystroem
+            return self._kernel(X, landmarks) @ coef
         return self._kernel(X, self.X_fit_) @ self.coef_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         return tags
+
+
+def _signs(W: np.ndarray) -> np.ndarray:
+    """Per-column signs making each column's largest-magnitude entry positive."""
+    s = np.sign(W[np.abs(W).argmax(axis=0), np.arange(W.shape[1])])
+    return np.where(s == 0, 1.0, s)
+
+
+def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_state=0):
+    """Top-``k`` eigenpairs of a symmetric PSD operator by block subspace iteration.
+
+    Block size ``k + p`` (oversampled), Rayleigh-Ritz each iteration, stops when
+    every wanted Ritz pair has ``|M x - θ x| <= tol · θ``.  Only block
+    products with ``M`` are needed (BLAS-3, two N x N x b products each).
+    """
+    rng = np.random.default_rng(random_state)
+    b = min(n, k + max(16, k // 2))
+    Q, _ = linalg.qr(rng.standard_normal((n, b)), mode="economic")
+    theta = None
+    for it in range(1, max_iter + 1):
+        Z = apply_m(Q)
+        T = Q.T @ Z
+        theta, S = linalg.eigh((T + T.T) / 2)
+        theta, S = theta[::-1], S[:, ::-1]
+        X = Q @ S[:, :k]
+        R = Z @ S[:, :k] - X * theta[:k]
+        if np.all(np.linalg.norm(R, axis=0) <= tol * np.maximum(theta[:k], np.finfo(float).tiny)):
+            return theta[:k], X, it
+        Q, _ = linalg.qr(Z @ S, mode="economic")
+    return theta[:k], X, max_iter

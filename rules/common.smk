@@ -104,6 +104,9 @@ def tca_params(wildcards):
         "gamma": tca["gamma"],
         "bandwidth_factor": tca["bandwidth_factor"],
         "mu": tca["mu"],
+        "solver": tca["solver"],
+        "n_landmarks": tca["n_landmarks"],
+        "auto_threshold": tca["auto_threshold"],
     }
 
 

@@ -91,3 +91,71 @@ def test_one_domain_empty(rng):
     X, _ = _shifted(rng)
     with pytest.raises(ValueError, match="source and target"):
         TCA(3).fit(X, np.zeros(len(X)))
+
+
+def test_iterative_exact_matches_dense(rng):
+    """The block subspace iteration reaches the dense solution (forced with dense_max_samples=0)."""
+    X, dom = _shifted(rng, n=150, d=5)
+    dense = TCA(6, gamma=0.2, solver="dense").fit(X, dom)
+    it = TCA(6, gamma=0.2, solver="exact", dense_max_samples=0, tol=1e-11).fit(X, dom)
+    assert it.n_iter_ > 1
+    np.testing.assert_allclose(it.eigenvalues_, dense.eigenvalues_, rtol=1e-7)
+    assert linalg.subspace_angles(it.coef_, dense.coef_).max() < 1e-6
+
+
+def test_nystroem_converges_to_exact(rng):
+    """Nyström's eigenvalues approach exact TCA as landmarks grow, and equal it with all samples."""
+    X, dom = _shifted(rng, n=100, d=5)
+    exact = TCA(5, gamma=0.1, solver="exact").fit(X, dom)
+    errors = []
+    for m in (20, 60, 200):
+        nys = TCA(5, gamma=0.1, solver="nystroem", n_landmarks=m).fit(X, dom)
+        errors.append(np.abs(nys.eigenvalues_ - exact.eigenvalues_).max() / exact.eigenvalues_[0])
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-8
+    full = TCA(5, gamma=0.1, solver="nystroem", n_landmarks=200).fit(X, dom)
+    np.testing.assert_allclose(np.abs(full.embedding_), np.abs(exact.embedding_), atol=1e-6)
+    np.testing.assert_allclose(full.transform(X[:7]), full.embedding_[:7], atol=1e-6)
+
+
+def test_nystroem_deterministic_with_random_state(rng):
+    X, dom = _shifted(rng, n=100, d=5)
+    a = TCA(4, solver="nystroem", n_landmarks=30, random_state=1).fit_transform(X, dom)
+    b = TCA(4, solver="nystroem", n_landmarks=30, random_state=1).fit_transform(X, dom)
+    c = TCA(4, solver="nystroem", n_landmarks=30, random_state=2).fit_transform(X, dom)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_auto_picks_solver(rng):
+    X, dom = _shifted(rng, n=60)
+    assert TCA(3, auto_threshold=200).fit(X, dom).solver_ == "exact"
+    assert TCA(3, auto_threshold=100, n_landmarks=40).fit(X, dom).solver_ == "nystroem"
+
+
+def test_constant_features_are_not_an_error(rng):
+    """Constant columns carry no distance; TCA still fits (the median heuristic ignores them)."""
+    X, dom = _shifted(rng)
+    X[:, 2] = 7.0
+    assert np.isfinite(TCA(3).fit_transform(X, dom)).all()
+    with pytest.raises(ValueError, match="all features are constant"):
+        TCA(3).fit(np.ones_like(X), dom)
+
+
+class _SingleDomainTCA(TCA):
+    """TCA whose fit ignores ``y``: scikit-learn's checks pass class labels where TCA takes domains."""
+
+    def fit(self, X, y=None):
+        return super().fit(X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        return super().fit_transform(X)
+
+
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+
+@parametrize_with_checks([_SingleDomainTCA(n_components=2),
+                          _SingleDomainTCA(n_components=2, solver="nystroem", n_landmarks=10)])
+def test_sklearn_estimator_checks(estimator, check):
+    """Every applicable scikit-learn estimator check (clone, pickling, dtypes, NaN, n_features_in_ …)."""
+    check(estimator)

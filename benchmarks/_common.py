@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmarks: timing and peak memory of a call in a child process."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+
+
+def _child(conn, fn, args, kwargs):
+    try:
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        elapsed = time.perf_counter() - start
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send(("ok", elapsed, peak_mb, result))
+    except Exception as exc:  # report, don't crash the benchmark
+        conn.send(("error", 0.0, 0.0, f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def measure(fn, *args, timeout: float = 900, **kwargs):
+    """Run ``fn(*args)`` in a fresh process: (seconds, peak RSS in MB, result or error string)."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args, kwargs))
+    proc.start()
+    if not parent.poll(timeout):
+        proc.kill()
+        proc.join()
+        return float("nan"), float("nan"), "timeout"
+    status, elapsed, peak, result = parent.recv()
+    proc.join()
+    if status != "ok":
+        return float("nan"), float("nan"), result
+    return elapsed, peak, result
