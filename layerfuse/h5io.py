@@ -40,10 +40,22 @@ def atomic_path(path: str | os.PathLike):
 
 
 def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: str | None = None):
-    """Create a per-image-chunked dataset ``name`` of ``shape`` in an open file."""
-    chunks = (1,) + tuple(shape[1:]) if len(shape) > 1 and shape[0] > 0 else None
-    if len(shape) == 2:  # small vectors: chunk many rows together
-        chunks = (max(1, min(shape[0], 256)), shape[1]) if shape[0] > 0 else None
+    """Create a chunked dataset ``name`` of ``shape`` in an open file.
+
+    Spatial maps ``(n, channels, h, w)`` are chunked 32 images x 16 channels, so
+    both row blocks (flatten, pool2d) and channel blocks over all images (the
+    one-pass PCA Gram matrix) read whole chunks; other arrays are chunked per
+    image (images) or per 256 rows (vectors).
+    """
+    n = shape[0]
+    if n == 0:
+        chunks = None
+    elif len(shape) == 4 and dtype != "uint8":
+        chunks = (min(n, 32), min(shape[1], 16)) + tuple(shape[2:])
+    elif len(shape) == 2:
+        chunks = (min(n, 256), shape[1])
+    else:
+        chunks = (1,) + tuple(shape[1:])
     kwargs = {}
     if compression and chunks is not None:
         kwargs = dict(compression=compression, shuffle=True)

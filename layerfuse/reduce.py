@@ -3,8 +3,8 @@
 Local maps are 256 x 55 x 55 = 774,400 values per image.  None of the reducers
 builds an n x 774k float64 matrix: flatten and pool2d work image by image, and
 PCA works from Gram matrices accumulated block by block from the HDF5 store
-(``X Xᵀ`` for the source and ``X_t X_sᵀ`` for the target), which is exact and
-needs memory for one block of rows plus n x n numbers.
+(``X_s X_sᵀ`` and ``X_t X_sᵀ``, one pass over channel blocks), which is exact and
+needs memory for one block of columns plus n x n numbers.
 """
 from __future__ import annotations
 
@@ -55,13 +55,10 @@ def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
     return pooled.reshape(n, -1)
 
 
-def _row_blocks(n: int, n_features: int, memory_mb: float):
+def _row_blocks(n: int, n_features: int, memory_mb: float, align: int = 32):
     rows = max(1, int(memory_mb * 2**20 // (4 * max(n_features, 1))))
+    rows = max(align, rows // align * align)  # whole 32-image chunks
     return [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
-
-
-def _load(dset, lo, hi):
-    return np.asarray(dset[lo:hi], dtype=np.float32).reshape(hi - lo, -1)
 
 
 @dataclass
@@ -80,32 +77,35 @@ class GramPCA:
     ----------
     n_components : int, default=256
         Capped at ``n_source - 1`` (the rank of the centred source).
-    block_memory_mb : float, default=512
-        Memory for one block of rows (float32); bounds the peak memory together
-        with the ``n x n`` Gram matrices.
+    block_memory_mb : float, default=1024
+        Memory for one block of feature columns of both domains (float32);
+        bounds the peak memory together with the ``n x n`` Gram matrices.
     """
 
-    def __init__(self, n_components: int = 256, *, block_memory_mb: float = 512):
+    def __init__(self, n_components: int = 256, *, block_memory_mb: float = 1024):
         self.n_components = n_components
         self.block_memory_mb = block_memory_mb
 
-    def _gram(self, a_dset, b_dset, n_features):
-        """``A Bᵀ`` block by block (A rows in the outer loop, float64 accumulate)."""
-        na, nb = a_dset.shape[0], b_dset.shape[0]
-        out = np.zeros((na, nb), dtype=np.float64)
-        same = a_dset is b_dset
-        blocks_a = _row_blocks(na, n_features, self.block_memory_mb / 2)
-        blocks_b = _row_blocks(nb, n_features, self.block_memory_mb / 2)
-        for ai, (alo, ahi) in enumerate(blocks_a):
-            a = _load(a_dset, alo, ahi)
-            for bi, (blo, bhi) in enumerate(blocks_b):
-                if same and bi < ai:
-                    continue
-                b = a if (same and bi == ai) else _load(b_dset, blo, bhi)
-                out[alo:ahi, blo:bhi] = a @ b.T
-                if same and bi != ai:
-                    out[blo:bhi, alo:ahi] = out[alo:ahi, blo:bhi].T
-        return out
+    def _grams(self, source, target):
+        """``X_s X_sᵀ`` and ``X_t X_sᵀ`` in one pass over blocks of feature columns.
+
+        Stores of maps are chunked by channel, so a block of channels over all
+        images reads each chunk once; memory is one column block of both domains.
+        """
+        ns, nt = source.shape[0], target.shape[0]
+        per_col = int(np.prod(source.shape[2:])) if source.ndim > 2 else 1
+        n_cols = source.shape[1]
+        step = max(1, int(self.block_memory_mb * 2**20 // (4 * per_col * (ns + nt))))
+        if source.ndim == 4 and source.chunks is not None:
+            step = max(source.chunks[1], step // source.chunks[1] * source.chunks[1])
+        g = np.zeros((ns, ns))
+        c = np.zeros((nt, ns))
+        for lo in range(0, n_cols, step):
+            xs = np.asarray(source[:, lo:lo + step], dtype=np.float32).reshape(ns, -1)
+            xt = np.asarray(target[:, lo:lo + step], dtype=np.float32).reshape(nt, -1)
+            g += xs @ xs.T
+            c += xt @ xs.T
+        return g, c
 
     def fit_transform_stores(self, source_dset, target_dset) -> PCAResult:
         """Fit on the source rows and return source and target scores."""
@@ -114,8 +114,7 @@ class GramPCA:
         if ns < 2:
             raise ValueError(f"PCA needs at least 2 source images, got {ns}")
         k = min(int(self.n_components), ns - 1, d)
-        g = self._gram(source_dset, source_dset, d)            # X_s X_sᵀ
-        c = self._gram(target_dset, source_dset, d)            # X_t X_sᵀ
+        g, c = self._grams(source_dset, target_dset)           # X_s X_sᵀ, X_t X_sᵀ
         row_mean = g.mean(axis=0)                              # (1ᵀ G / n)
         gc = g - row_mean[None, :] - row_mean[:, None] + row_mean.mean()   # H G H
         evals, evecs = np.linalg.eigh(gc)
@@ -155,7 +154,7 @@ def reduce_store_pair(source_path, target_path, method: str, params: dict) -> di
                              f"{xs.shape[1:]} vs {xt.shape[1:]}")
         if method == "pca":
             res = GramPCA(params.get("n_components", 256),
-                          block_memory_mb=params.get("block_memory_mb", 512)).fit_transform_stores(xs, xt)
+                          block_memory_mb=params.get("block_memory_mb", 1024)).fit_transform_stores(xs, xt)
             return {"source": res.source, "target": res.target}
         if method == "flatten":
             fn = lambda a: flatten_pool(a, params.get("segment", 100))  # noqa: E731

@@ -212,18 +212,24 @@ class TCA(TransformerMixin, BaseEstimator):
         keep = lam > lam.max() * 1e-10
         lam, vec = lam[keep], vec[:, keep]
         proj = vec / np.sqrt(lam)                               # K_mm^-½ on its range
-        phi = self._kernel(X, landmarks) @ proj                 # N x r feature map
-        # thin SVD of Φ through its r x r Gram matrix
+        phi = np.empty((n, proj.shape[1]))                      # N x r feature map, built in row blocks
+        for lo in range(0, n, 8192):
+            phi[lo:lo + 8192] = self._kernel(X[lo:lo + 8192], landmarks) @ proj
+        # thin SVD of Φ through its r x r Gram matrix; U overwrites Φ block by block
         s2, V = linalg.eigh(phi.T @ phi)
         keep = s2 > s2.max() * 1e-12
         s2, V = s2[keep], V[:, keep]
         sigma = np.sqrt(s2)
-        U = (phi @ V) / sigma                                   # N x r, orthonormal columns
+        to_u = V / sigma
+        U = phi if to_u.shape[1] == phi.shape[1] else np.empty((n, to_u.shape[1]))
+        for lo in range(0, n, 8192):
+            U[lo:lo + 8192] = phi[lo:lo + 8192] @ to_u
+        del phi
         r = U.shape[1]
         if k > r:
             raise ValueError(f"n_components={k} exceeds the Nyström rank {r}; raise n_landmarks")
-        HU = U - U.mean(axis=0, keepdims=True)
-        P = (s2[:, None] * (U.T @ HU)) * s2[None, :]
+        mean = U.mean(axis=0)
+        P = (s2[:, None] * (U.T @ U - n * np.outer(mean, mean))) * s2[None, :]   # Σ²UᵀHUΣ², H not formed
         q = s2 * (U.T @ e)
         Q = np.outer(q, q) + float(self.mu) * np.eye(r)
         evals, a = linalg.eigh(P, Q, subset_by_index=[r - k, r - 1])

@@ -43,7 +43,7 @@ def _store(path, x):
         f["labels"] = np.zeros(len(x), np.int64)
 
 
-@pytest.mark.parametrize("block_mb", [0.01, 512])
+@pytest.mark.parametrize("block_mb", [0.001, 1024])
 def test_gram_pca_matches_sklearn(tmp_path, rng, block_mb):
     """Source and target scores equal scikit-learn's PCA (up to sign), however blocks are cut."""
     xs = rng.randn(30, 4, 5, 5).astype(np.float32)
