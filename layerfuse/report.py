@@ -47,7 +47,9 @@ def paper_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     d["col"] = d["featureset"].map(_column_label)
     table = d.pivot_table(index="row", columns="col", values=metric, aggfunc="mean") * 100
     dims = sorted((r for r in table.index if r != "no TCA"), key=int, reverse=True)
-    cols = ["Global"] + sorted(c for c in table.columns if c != "Global")
+    order = {title: i for i, title in enumerate(REDUCER_TITLES.values())}
+    cols = ["Global"] + sorted((c for c in table.columns if c != "Global"),
+                               key=lambda c: (c.split(" ")[0], order.get(c.split(" ", 1)[1], 99), c))
     table = table.reindex(index=dims, columns=[c for c in cols if c in table.columns])
     if dims:
         table.loc["Avg"] = table.loc[dims].mean()
@@ -74,3 +76,103 @@ def table_markdown(table: pd.DataFrame, title: str = "") -> str:
             cells.append(text)
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+PAPER_TABLES = Path(__file__).with_name("data") / "paper_tables.csv"
+
+
+def load_paper_tables(path: str | os.PathLike = PAPER_TABLES) -> pd.DataFrame:
+    """The paper's Tables I-IV, one row per (table, backbone, row, featureset)."""
+    return pd.read_csv(path, comment="#")
+
+
+def group_table(df: pd.DataFrame, metric: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paper-layout table averaged over the experiments (seeds) in ``df``; returns (mean, std)."""
+    tables = [paper_table(g, metric) for _, g in df.groupby("experiment", sort=True)]
+    stacked = pd.concat(tables, keys=range(len(tables)))
+    mean = stacked.groupby(level=1, sort=False).mean().reindex(tables[0].index)
+    std = stacked.groupby(level=1, sort=False).std(ddof=0).reindex(tables[0].index)
+    return mean, std
+
+
+def paper_comparison(ours: pd.DataFrame, table_id: str, backbone: str) -> pd.DataFrame:
+    """Long table: ours, the paper's and the difference for every cell the paper reports."""
+    paper = load_paper_tables()
+    paper = paper[(paper["table"] == table_id) & (paper["backbone"] == backbone)]
+    rows = []
+    for _, p in paper.iterrows():
+        col = _column_label(p["featureset"])
+        row = str(p["row"])
+        value = ours.loc[row, col] if row in ours.index and col in ours.columns else np.nan
+        rows.append({"row": row, "column": col, "ours": value, "paper": p["accuracy"],
+                     "difference": value - p["accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(comp: pd.DataFrame, title: str) -> str:
+    """Side-by-side table: each cell ``ours / paper (±diff)``."""
+    if comp.empty:
+        return ""
+    cols = list(dict.fromkeys(comp["column"]))
+    rows = list(dict.fromkeys(comp["row"]))
+    lines = [f"### {title}", "", "| dims | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            hit = comp[(comp["row"] == r) & (comp["column"] == c)]
+            if hit.empty or pd.isna(hit["ours"].iloc[0]):
+                cells.append("–")
+            else:
+                h = hit.iloc[0]
+                cells.append(f"{h['ours']:.1f} / {h['paper']:.1f} ({h['difference']:+.1f})")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_fusion_vs_global(table: pd.DataFrame, path, title: str = "") -> None:
+    """Fig. 8/9 of the paper: mean accuracy over TCA dims of each fusion minus Global, per block."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    avg = table.loc["Avg"] if "Avg" in table.index else table.mean()
+    fusions = [c for c in table.columns if c != "Global"]
+    blocks = sorted({c.split(" ")[0] for c in fusions})
+    reducers = sorted({c.split(" ", 1)[1] for c in fusions})
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / max(len(reducers), 1)
+    for i, red in enumerate(reducers):
+        vals = [avg.get(f"{b} {red}", np.nan) - avg["Global"] for b in blocks]
+        ax.bar(np.arange(len(blocks)) + i * width, vals, width, label=red)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(blocks)) + width * (len(reducers) - 1) / 2, blocks)
+    ax.set_ylabel("fusion − global (points, mean over TCA dims)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_accuracy_vs_dims(table: pd.DataFrame, path, title: str = "") -> None:
+    """Accuracy against TCA dimensions, one line per feature set; no-TCA baselines dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = [r for r in table.index if r.isdigit()]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, col in enumerate(table.columns):
+        line, = ax.plot([int(d) for d in dims], table.loc[dims, col], marker="o", markersize=3, label=col,
+                        linewidth=2.2 if col == "Global" else 1.0, color=f"C{i % 10}")
+        if "no TCA" in table.index and not pd.isna(table.loc["no TCA", col]):
+            ax.axhline(table.loc["no TCA", col], color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xlabel("TCA components")
+    ax.set_ylabel("target accuracy (%)  (dotted: no TCA)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)

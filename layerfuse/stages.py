@@ -163,3 +163,38 @@ def summarize(score_csvs, out_csv, out_md) -> str:
     with atomic_path(out_md) as tmp:
         Path(tmp).write_text(text)
     return text
+
+
+def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png) -> str:
+    """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures."""
+    import pandas as pd
+
+    from .h5io import atomic_path
+    from .report import (comparison_markdown, group_table, paper_comparison, plot_accuracy_vs_dims,
+                         plot_fusion_vs_global, table_markdown)
+
+    df = pd.concat([pd.read_csv(p) for p in accuracy_csvs], ignore_index=True)
+    group, table_id = params["group"], params.get("paper_table")
+    n = df["experiment"].nunique()
+    parts = [f"# {group}", "", f"{n} experiment(s): {', '.join(sorted(df['experiment'].unique()))}.", ""]
+    figures_done = False
+    for backbone, bdf in df.groupby("backbone", sort=True):
+        for metric in ("accuracy", "balanced_accuracy"):
+            mean, std = group_table(bdf, metric)
+            parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
+            if n > 1:
+                parts.append(table_markdown(std, f"{backbone}: {metric} standard deviation (points)"))
+            if metric == "accuracy" and table_id:
+                comp = paper_comparison(mean, table_id, "finetuned" if backbone == "finetuned" else "imagenet")
+                parts.append(comparison_markdown(comp, f"{backbone}: ours / paper Table {table_id} (difference)"))
+            if metric == "accuracy" and not figures_done:
+                title = f"{group} ({backbone})"
+                with atomic_path(out_fusion_png) as tmp:
+                    plot_fusion_vs_global(mean, tmp, title)
+                with atomic_path(out_dims_png) as tmp:
+                    plot_accuracy_vs_dims(mean, tmp, title)
+                figures_done = True
+    text = "\n".join(parts)
+    with atomic_path(out_md) as tmp:
+        Path(tmp).write_text(text)
+    return text

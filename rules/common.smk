@@ -19,6 +19,9 @@ LAYERS = list(config["layers"])
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
 DOMAINS = ["source", "target"]
+GROUPS = {}
+for _key, _exp in config["experiments"].items():
+    GROUPS.setdefault(_exp.get("group", _key), []).append(_key)
 
 
 def _one_of(keys):
@@ -34,12 +37,28 @@ wildcard_constraints:
     featureset=_one_of(FEATURESETS),
     adapter=_one_of(ADAPTERS),
     domain="source|target",
+    group=_one_of(GROUPS) if GROUPS else "(?!)",
 
 
 def get_final_outputs():
-    return expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS) + expand(
-        "results/{experiment}/tables.md", experiment=EXPERIMENTS
+    return (
+        expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS)
+        + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
+        + expand("results/report/{group}.md", group=GROUPS)
     )
+
+
+def group_accuracy_files(wildcards):
+    return expand("results/{experiment}/accuracy.csv", experiment=GROUPS[wildcards.group])
+
+
+def group_params(wildcards):
+    members = GROUPS[wildcards.group]
+    return {
+        "group": wildcards.group,
+        "paper_table": config["experiments"][members[0]].get("paper_table"),
+        "experiments": members,
+    }
 
 
 def experiment_config(wildcards):

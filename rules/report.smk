@@ -10,3 +10,32 @@ rule aggregate_scores:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/aggregate_scores.py"
+
+
+rule report_group:
+    input:
+        group_accuracy_files,
+    output:
+        markdown=report(
+            "results/report/{group}.md",
+            category="Tables",
+            labels={"group": "{group}", "what": "tables vs paper"},
+        ),
+        fusion=report(
+            "results/report/{group}_fusion_vs_global.png",
+            category="Figures",
+            labels={"group": "{group}", "figure": "fusion - global"},
+        ),
+        dims=report(
+            "results/report/{group}_accuracy_vs_dims.png",
+            category="Figures",
+            labels={"group": "{group}", "figure": "accuracy vs TCA dims"},
+        ),
+    params:
+        report=group_params,
+    log:
+        "logs/report/{group}.log",
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/report_group.py"

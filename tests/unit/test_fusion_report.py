@@ -49,7 +49,7 @@ def test_paper_table_layout():
         rows.append({"featureset": fs, "adapter": "none", "n_components": None, "accuracy": base - 0.1})
     table = paper_table(pd.DataFrame(rows))
     assert list(table.index) == ["256", "64", "Avg", "no TCA"]
-    assert list(table.columns) == ["Global", "block1 Flatten", "block1 PCA"]
+    assert list(table.columns) == ["Global", "block1 PCA", "block1 Flatten"]
     assert table.loc["Avg", "block1 PCA"] == pytest.approx(95.0)
     md = table_markdown(table)
     assert "**95.00**" in md and "**80.00**" not in md

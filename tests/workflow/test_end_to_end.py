@@ -76,6 +76,10 @@ def test_full_grid(finished_run):
     tables = (workdir / "results/tiny/tables.md").read_text()
     assert "| Avg |" in tables and "block1 PCA" in tables
     assert planned_jobs(workdir) == {}, "a finished run must have nothing left to do"
+    report = (workdir / "results/report/tiny.md").read_text()
+    assert "mean over 1 run(s)" in report
+    for png in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png"):
+        assert (workdir / "results/report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_feature_store_attributes(finished_run):
@@ -95,14 +99,14 @@ def test_feature_store_attributes(finished_run):
 def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
-    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "all"}
+    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "all"}
     assert jobs["evaluate_svm"] == 12
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
-    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "all"}
+    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "report_group", "all"}
 
 
 def test_unrelated_change_does_not_extract(finished_run, tmp_path):
