@@ -198,3 +198,13 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
     with atomic_path(out_md) as tmp:
         Path(tmp).write_text(text)
     return text
+
+
+def dump_config(config: dict, out) -> None:
+    """Write the effective (validated, defaults filled) configuration, for the report."""
+    import yaml
+
+    from .h5io import atomic_path
+
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))

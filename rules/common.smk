@@ -45,6 +45,7 @@ def get_final_outputs():
         expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)
+        + ["results/report/config.yaml"]
     )
 
 

@@ -39,3 +39,16 @@ rule report_group:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/report_group.py"
+
+
+rule dump_config:
+    output:
+        report("results/report/config.yaml", category="Configuration"),
+    params:
+        config=config,
+    log:
+        "logs/report/dump_config.log",
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/dump_config.py"

@@ -82,6 +82,17 @@ def test_full_grid(finished_run):
         assert (workdir / "results/report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_html_report(finished_run, tmp_path):
+    """`snakemake --report` renders the tables, figures and config of a finished run."""
+    workdir, _ = finished_run
+    out = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(out))
+    html = out.read_text(errors="replace")
+    assert out.stat().st_size > 100_000
+    for name in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png", "config.yaml"):
+        assert name in html
+
+
 def test_feature_store_attributes(finished_run):
     """Stores record model, weights hash, layer, preprocessing and image-list hash; no partial files."""
     import h5py
@@ -99,14 +110,14 @@ def test_feature_store_attributes(finished_run):
 def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
-    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "all"}
+    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
     assert jobs["evaluate_svm"] == 12
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
-    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "report_group", "all"}
+    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
 
 
 def test_unrelated_change_does_not_extract(finished_run, tmp_path):
