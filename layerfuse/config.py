@@ -22,7 +22,7 @@ def adapters(config: dict) -> list[str]:
 
 def backbone_spec(backbone: dict) -> dict:
     """Architecture/preprocessing defaults that follow from the weights' origin."""
-    keras = backbone["weights"] == "keras-npm"
+    keras = backbone.get("weights") == "keras-npm"
     return {
         "architecture": backbone.get("architecture", "keras" if keras else "torchvision"),
         "preprocessing": backbone.get("preprocessing", "caffe" if keras else "torch"),
@@ -52,6 +52,12 @@ def check_config(config: dict) -> None:
         if layer == config["global_layer"]:
             raise ValueError(f"local_layers: {layer!r} is the global layer; list only local layers")
     for name, b in config["backbones"].items():
+        if "finetune" in b:
+            base = b["finetune"]["base"]
+            if base not in config["backbones"] or "finetune" in config["backbones"][base]:
+                raise ValueError(f"backbones.{name}.finetune.base: {base!r} must name a backbone with weights "
+                                 f"({', '.join(k for k, v in config['backbones'].items() if 'weights' in v)})")
+            continue
         w = b["weights"]
         if w not in ("keras-npm",) + TORCHVISION_WEIGHTS and not w.endswith((".pth", ".pt")):
             raise ValueError(f"backbones.{name}.weights: {w!r} is not keras-npm, "

@@ -208,3 +208,36 @@ def dump_config(config: dict, out) -> None:
 
     with atomic_path(out) as tmp:
         Path(tmp).write_text(yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))
+
+
+def finetune_backbone(images, base_pth, base_json, params: dict, outputs, threads: int = 1) -> list:
+    """Fine-tune ``params['trainable']`` of the base backbone on the source images only."""
+    import h5py
+    import torch
+
+    from .backbones import BackboneSpec
+    from .extract import load_backbone
+    from .finetune import FinetuneConfig, finetune, write_history
+    from .h5io import atomic_path
+    from .weights import sha256_file
+
+    torch.set_num_threads(int(threads))
+    record = json.loads(Path(base_json).read_text())
+    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    model = load_backbone(base_pth, spec, record["sha256"])
+    with h5py.File(images, "r") as f:
+        x, y = f["images"][()], f["labels"][()]
+    cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
+    sd, history = finetune(model, x, y, spec, cfg)
+    with atomic_path(outputs.pth) as tmp:
+        torch.save(sd, tmp)
+    out = {**{k: record[k] for k in ("architecture", "preprocessing", "maxpool_pad")},
+           "weights": "finetune", "base_sha256": record["sha256"], "finetune": params,
+           "sha256": sha256_file(outputs.pth), "final_loss": history[-1]["loss"],
+           "final_source_accuracy": history[-1]["source_accuracy"], "layerfuse_version": __version__}
+    with atomic_path(outputs.record) as tmp:
+        Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
+    write_history(history, outputs.curve, outputs.plot)
+    log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
+             history[-1]["source_accuracy"])
+    return history

@@ -4,7 +4,7 @@ rule evaluate_svm:
     output:
         "results/{experiment}/scores/{backbone}/{featureset}/{adapter}.csv",
     params:
-        svm=config["svm"],
+        svm=canonical(config["svm"]),
     log:
         "logs/{experiment}/evaluate_svm/{backbone}/{featureset}/{adapter}.log",
     conda:

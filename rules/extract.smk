@@ -1,8 +1,7 @@
 rule extract_features:
     input:
+        unpack(weights_files),
         images="results/{experiment}/images/{domain}.h5",
-        weights="resources/weights/{backbone}.pth",
-        record="resources/weights/{backbone}.json",
     output:
         "results/{experiment}/features/{backbone}/{domain}/{layer}.h5",
     params:

@@ -45,7 +45,7 @@ rule dump_config:
     output:
         report("results/report/config.yaml", category="Configuration"),
     params:
-        config=config,
+        config=canonical(config),
     log:
         "logs/report/dump_config.log",
     conda:

@@ -13,15 +13,43 @@ rule prepare_weights:
     input:
         weights_input,
     output:
-        pth="resources/weights/{backbone}.pth",
-        record="resources/weights/{backbone}.json",
+        pth="resources/weights/{pretrained}.pth",
+        record="resources/weights/{pretrained}.json",
     params:
-        backbone=backbone_config,
+        backbone=pretrained_config,
     log:
-        "logs/prepare_weights/{backbone}.log",
+        "logs/prepare_weights/{pretrained}.log",
     resources:
         mem_mb=2000,
     conda:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/prepare_weights.py"
+
+
+rule finetune_backbone:
+    input:
+        unpack(finetune_base),
+        images="results/{experiment}/images/source.h5",
+    output:
+        pth="results/{experiment}/weights/{finetuned}.pth",
+        record="results/{experiment}/weights/{finetuned}.json",
+        curve="results/{experiment}/finetune/{finetuned}_curve.csv",
+        plot=report(
+            "results/{experiment}/finetune/{finetuned}_curve.png",
+            category="Fine-tuning",
+            labels={"experiment": "{experiment}", "backbone": "{finetuned}"},
+        ),
+    params:
+        finetune=finetune_params,
+    threads: workflow.cores
+    log:
+        "logs/{experiment}/finetune_backbone/{finetuned}.log",
+    benchmark:
+        "benchmarks/{experiment}/finetune_backbone/{finetuned}.tsv"
+    resources:
+        mem_mb=8000,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/finetune_backbone.py"

@@ -65,10 +65,11 @@ def finished_run(tmp_path_factory):
 
 
 def test_full_grid(finished_run):
-    """Every cell of the grid is scored and gathered: 4 feature sets x (no TCA + 2 dims)."""
+    """Every cell of the grid is scored and gathered: 2 backbones x 4 feature sets x (no TCA + 2 dims)."""
     workdir, proc = finished_run
     df = pd.read_csv(workdir / "results/tiny/accuracy.csv")
-    assert len(df) == 4 * 3
+    assert len(df) == 2 * 4 * 3
+    assert set(df["backbone"]) == {"imagenet", "finetuned"}
     assert set(df["featureset"]) == {"global", "block1-pca", "block1-flatten", "block1-pool2d"}
     assert set(df["adapter"]) == {"none", "tca-6", "tca-4"}
     assert df["accuracy"].between(0, 1).all()
@@ -80,6 +81,19 @@ def test_full_grid(finished_run):
     assert "mean over 1 run(s)" in report
     for png in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png"):
         assert (workdir / "results/report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetuned_backbone(finished_run):
+    """The fine-tuned backbone trains on the source, records its curve, and shares the frozen local layers."""
+    import json
+
+    workdir, _ = finished_run
+    record = json.loads((workdir / "results/tiny/weights/finetuned.json").read_text())
+    assert record["finetune"]["trainable"] == "conv3" and len(record["sha256"]) == 64
+    curve = pd.read_csv(workdir / "results/tiny/finetune/finetuned_curve.csv")
+    assert len(curve) == 3 and curve["loss"].notna().all()
+    assert not (workdir / "results/tiny/features/finetuned/source/block1.h5").exists()
+    assert (workdir / "results/tiny/features/finetuned/source/global.h5").exists()
 
 
 def test_html_report(finished_run, tmp_path):
@@ -107,11 +121,17 @@ def test_feature_store_attributes(finished_run):
     assert not list(workdir.rglob("*.partial"))
 
 
+def test_reordered_config_reruns_nothing(finished_run, tmp_path):
+    """The same config with its keys in another order (sorted by safe_dump) plans no job."""
+    workdir, _ = finished_run
+    assert planned_jobs(workdir, variant(tmp_path, "same")) == {}
+
+
 def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
     assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
-    assert jobs["evaluate_svm"] == 12
+    assert jobs["evaluate_svm"] == 24
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
@@ -125,16 +145,17 @@ def test_unrelated_change_does_not_extract(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "fusion", **{"fusion.scaling": "l2"}))
     assert "extract_features" not in jobs and "reduce_layer" not in jobs and "prepare_images" not in jobs
-    assert jobs["fuse_features"] == 4
+    assert jobs["fuse_features"] == 8
 
 
 def test_adding_a_layer_runs_only_that_layer(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "layer", local_layers=["block1", "block2"]))
-    assert jobs["extract_features"] == 2            # block2, source and target
+    assert jobs["extract_features"] == 2            # block2, source and target, shared by both backbones
     assert jobs["reduce_layer"] == 3                # block2 x 3 reducers
-    assert jobs["fuse_features"] == 3 and jobs["fit_tca"] == 3
-    assert jobs["evaluate_svm"] == 9
+    assert jobs["fuse_features"] == 6 and jobs["fit_tca"] == 6
+    assert jobs["evaluate_svm"] == 18
+    assert "finetune_backbone" not in jobs
 
 
 def test_lint_is_clean():

@@ -1,0 +1,298 @@
+"""Fine-tune the tail of a ResNet-50 on the source domain, on cached activations.
+
+The paper fine-tunes "only the last seven layers" of Keras' ResNet-50.  In
+Keras' layer list those are ``res5c_branch2c``, ``bn5c_branch2c``, ``add_16``,
+``activation_49``, ``avg_pool``, ``fc1000`` and the ReLU before them
+(``activation_48``); the ones with weights are the last bottleneck's third
+convolution and BatchNorm and the (replaced) prediction layer.  In torchvision
+terms: ``layer4.2.conv3``, ``layer4.2.bn3`` and ``fc`` — ``trainable="conv3"``.
+
+Everything before the trainable tail is frozen and there is no augmentation,
+so its output for each source image never changes: it is computed once
+(``cache_activations``) and the tail trains on the cache, which makes 100
+epochs a matter of seconds per epoch on a CPU.  ``trainable`` can also be
+``"fc"`` (linear probe), ``"block"`` (all of ``layer4.2``) or ``"stage"``
+(all of ``layer4``).
+
+BatchNorm inside the tail is in training mode by default (batch statistics,
+running averages updated), as in Keras; ``bn="frozen"`` keeps it in eval mode.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
+           "merge_tail", "finetune", "node_is_frozen"]
+
+log = logging.getLogger("layerfuse.finetune")
+
+#: trainable tail -> (nodes whose outputs are cached, parameter-name prefixes that train)
+TRAINABLE = {
+    "fc": (["flatten"], ["fc."]),
+    "conv3": (["layer4.2.relu_1", "layer4.1.relu_2"], ["layer4.2.conv3.", "layer4.2.bn3.", "fc."]),
+    "block": (["layer4.1.relu_2"], ["layer4.2.", "fc."]),
+    "stage": (["layer3.5.relu_2"], ["layer4.", "fc."]),
+}
+
+
+@dataclass
+class FinetuneConfig:
+    """The paper's setup by default: SGD, lr 0.1, momentum 0.9, weight decay 1e-4, batch 256, 100 epochs."""
+
+    trainable: str = "conv3"
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "constant"       # constant | cosine
+    bn: str = "train"                # train | frozen
+    seed: int = 0
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {sorted(TRAINABLE)}, got {self.trainable!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.bn not in ("train", "frozen"):
+            raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}")
+
+
+class _Tail:
+    """Namespace for the tail modules built by :func:`make_tail`."""
+
+
+def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
+    """A trainable copy of the model's tail with a fresh ``num_classes`` prediction layer."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    fc = nn.Linear(model.fc.in_features, num_classes)
+    if trainable == "fc":
+        return nn.Sequential(fc)
+
+    if trainable == "conv3":
+        block = model.layer4[2]
+
+        class Conv3Tail(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv3 = copy.deepcopy(block.conv3)
+                self.bn3 = copy.deepcopy(block.bn3)
+                self.fc = fc
+
+            def forward(self, h, identity):
+                out = torch.relu(self.bn3(self.conv3(h)) + identity)
+                return self.fc(out.mean(dim=(2, 3)))
+
+        return Conv3Tail()
+
+    body = copy.deepcopy(model.layer4[2] if trainable == "block" else model.layer4)
+
+    class BodyTail(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = body
+            self.fc = fc
+
+        def forward(self, x):
+            return self.fc(self.body(x).mean(dim=(2, 3)))
+
+    return BodyTail()
+
+
+def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int = 32) -> list[np.ndarray]:
+    """Outputs of the frozen part for every image: the tail's inputs (float32 arrays)."""
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+    from tqdm import tqdm
+
+    from .backbones import preprocess
+
+    nodes = TRAINABLE[trainable][0]
+    fx = create_feature_extractor(model.eval(), return_nodes={n: n for n in nodes})
+    parts: dict[str, list] = {n: [] for n in nodes}
+    n = len(images_uint8)
+    with torch.inference_mode():
+        for lo in tqdm(range(0, n, batch_size), desc="cache", unit="batch", mininterval=2.0):
+            out = fx(preprocess(images_uint8[lo:lo + batch_size], spec))
+            for k in nodes:
+                parts[k].append(out[k].float().numpy())
+    return [np.concatenate(parts[k]) for k in nodes]
+
+
+def _train_modes(root, trainable_modules, bn: str):
+    """A callable putting ``root`` in eval and the trainable modules in train mode (BN per ``bn``)."""
+    from torch import nn
+
+    def set_modes():
+        root.eval()
+        for m in trainable_modules():
+            m.train()
+            if bn == "frozen" and isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+    return set_modes
+
+
+def _lr_at(cfg: FinetuneConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return 0.5 * cfg.lr * (1 + np.cos(np.pi * epoch / max(cfg.epochs, 1)))
+    return cfg.lr
+
+
+def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, progress: bool = True):
+    """The loop shared by the cached and the naive path: seeded shuffles, SGD, per-epoch history."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    history = []
+    bar = tqdm(range(cfg.epochs), desc="finetune", unit="epoch", disable=not progress, mininterval=1.0)
+    for epoch in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(cfg, epoch)
+        set_modes()
+        order = torch.randperm(n, generator=gen)
+        total, correct, seen = 0.0, 0, 0
+        for lo in range(0, n, cfg.batch_size):
+            idx = order[lo:lo + cfg.batch_size]
+            logits = forward_batch(idx)
+            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            seen += len(idx)
+        row = {"epoch": epoch + 1, "loss": total / seen, "source_accuracy": correct / seen,
+               "lr": opt.param_groups[0]["lr"]}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['source_accuracy']:.3f}")
+    return history
+
+
+def train_tail(tail, cached: list[np.ndarray], labels, cfg: FinetuneConfig, progress: bool = True):
+    """Train ``tail`` on cached frozen-part activations; returns the per-epoch history."""
+    import torch
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
+    history = _train(lambda idx: tail(*[t[idx] for t in tensors]), list(tail.parameters()),
+                     _train_modes(tail, tail.modules, cfg.bn), len(labels), labels, cfg, progress)
+    tail.eval()
+    return history
+
+
+def train_naive(model, images_uint8, labels, spec, cfg: FinetuneConfig, num_classes: int,
+                progress: bool = False):
+    """Reference loop: full forward/backward through the whole network each batch (frozen prefix).
+
+    Used by the tests (equality with the cached path) and the benchmark (its speed).
+    """
+    import torch
+
+    from .backbones import preprocess
+
+    model = copy.deepcopy(model)
+    torch.manual_seed(cfg.seed)
+    model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
+    prefixes = TRAINABLE[cfg.trainable][1]
+    trainable = [p for name, p in model.named_parameters() if name.startswith(tuple(prefixes))]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(tuple(prefixes)))
+    x = preprocess(images_uint8, spec)
+    modules = lambda: [m for name, m in model.named_modules()  # noqa: E731
+                       if name and (name + ".").startswith(tuple(prefixes))]
+    history = _train(lambda idx: model(x[idx]), trainable, _train_modes(model, modules, cfg.bn), len(labels),
+                     labels, cfg, progress)
+    model.eval()
+    return model, history
+
+
+def merge_tail(model, tail, trainable: str) -> dict:
+    """The full state_dict: the frozen model with the trained tail and the new prediction layer."""
+    sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    tsd = tail.state_dict()
+    if trainable == "fc":
+        mapping = {"0.": "fc."}
+    elif trainable == "conv3":
+        mapping = {"conv3.": "layer4.2.conv3.", "bn3.": "layer4.2.bn3.", "fc.": "fc."}
+    elif trainable == "block":
+        mapping = {"body.": "layer4.2.", "fc.": "fc."}
+    else:
+        mapping = {"body.": "layer4.", "fc.": "fc."}
+    for k, v in tsd.items():
+        for src, dst in mapping.items():
+            if k.startswith(src):
+                sd[dst + k[len(src):]] = v.detach().clone()
+                break
+    return sd
+
+
+def write_history(history: list[dict], csv_path, png_path=None) -> None:
+    """Training curve as CSV (and PNG)."""
+    from .h5io import atomic_path
+
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, ["epoch", "loss", "source_accuracy", "lr"])
+            w.writeheader()
+            w.writerows(history)
+    if png_path is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["loss"] for h in history], label="loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["source_accuracy"] for h in history], color="C1", label="source accuracy")
+    ax2.set_ylabel("source accuracy")
+    fig.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
+    """Cache the frozen part, train the tail; returns (state_dict, history)."""
+    import torch
+
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    num_classes = int(np.max(labels)) + 1
+    cached = cache_activations(model, images_uint8, spec, cfg.trainable)
+    tail = make_tail(model, cfg.trainable, num_classes, seed=cfg.seed)
+    history = train_tail(tail, cached, labels, cfg, progress)
+    return merge_tail(model, tail, cfg.trainable), history
+
+
+def node_is_frozen(node: str, trainable: str) -> bool:
+    """Whether a graph node's output is unchanged by fine-tuning ``trainable`` (it lies before the tail)."""
+    if node in ("avgpool", "flatten", "fc"):
+        return False
+    first = {"fc": None, "conv3": "layer4.2.conv3", "block": "layer4.2", "stage": "layer4"}[trainable]
+    if first is None:
+        return True
+    if trainable == "conv3":
+        return not (node.startswith("layer4.2.") and node.split(".")[2] in ("conv3", "bn3", "add", "relu_2"))
+    return not (node == first or node.startswith(first + "."))
