@@ -54,6 +54,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     schedule: str = "constant"       # constant | cosine
     bn: str = "train"                # train | frozen
+    precision: str = "fp32"          # fp32 | bf16 (autocast: ~3x faster tail training on AMX CPUs)
     seed: int = 0
     history: list = field(default_factory=list)
 
@@ -62,6 +63,8 @@ class FinetuneConfig:
             raise ValueError(f"trainable must be one of {sorted(TRAINABLE)}, got {self.trainable!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.bn not in ("train", "frozen"):
             raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}")
 
@@ -169,8 +172,9 @@ def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, pro
         total, correct, seen = 0.0, 0, 0
         for lo in range(0, n, cfg.batch_size):
             idx = order[lo:lo + cfg.batch_size]
-            logits = forward_batch(idx)
-            loss = torch.nn.functional.cross_entropy(logits, y[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = forward_batch(idx)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -65,6 +65,15 @@ def test_deterministic(tiny):
         assert torch.equal(a[k], b[k])
 
 
+def test_bf16_training_learns(tiny):
+    """bf16 autocast (the fast option on AMX CPUs) trains too and keeps the frozen part intact."""
+    model, images, labels = tiny
+    cfg = FinetuneConfig(epochs=15, batch_size=8, lr=0.05, precision="bf16")
+    sd, history = finetune(model, images, labels, SPEC, cfg, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert torch.equal(sd["layer1.0.conv1.weight"], model.state_dict()["layer1.0.conv1.weight"])
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="trainable"):
         FinetuneConfig(trainable="everything")
