@@ -84,6 +84,13 @@ def scan_folder(spec: DomainSpec, classes: list[str]) -> list[dict]:
         for p in files:
             row = {"image_id": f"{folder}/{p.name}", "class": cls, "label": index[cls],
                    "sha256": "", "status": "ok", "reason": ""}
+            try:
+                p.name.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes in the name (surrogate escapes)
+                row.update(image_id=f"{folder}/{p.name.encode('utf-8', 'backslashreplace').decode()}",
+                           status="skipped", reason="file name is not valid UTF-8")
+                rows.append(row)
+                continue
             if p.name.startswith("."):
                 row.update(status="skipped", reason="hidden file")
             elif p.is_dir():

@@ -83,6 +83,9 @@ def messy_dataset(tmp_path):
     (src / "dog" / "grey.png").write_bytes(_img("L"))
     (src / "dog" / "cmyk.jpg").write_bytes(_img("CMYK", fmt="JPEG"))
     (src / "dog" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with open(os.path.join(os.fsencode(src / "dog"), b"bad\xff name.png"), "wb") as f:
+        f.write(_img())
+    (src / "dog" / "spaced name é.png").write_bytes(_img())
     tgt = tmp_path / "tgt"
     for cls in ("Cat", "Dog", "bird"):
         (tgt / cls).mkdir(parents=True)
@@ -105,8 +108,10 @@ def test_prepare_domain_skips_and_records(tmp_path, messy_dataset):
     assert "not an image extension" in reasons["cat/notes.txt"]
     assert "unreadable" in reasons["dog/dangling.jpg"]
     assert rows["dog/cmyk.jpg"]["status"] == "ok" and rows["dog/grey.png"]["status"] == "ok"
+    assert rows["dog/spaced name é.png"]["status"] == "ok"
+    assert [r for k, r in reasons.items() if k.startswith("dog/bad")] == ["file name is not valid UTF-8"]
     with h5py.File(tmp_path / "s.h5") as f:
-        assert f["images"].shape == (10, 32, 32, 3)
+        assert f["images"].shape == (11, 32, 32, 3)
         assert sorted(set(f["labels"][()])) == [0, 1]
         assert len(f.attrs["image_list_sha256"]) == 64
     assert not list(tmp_path.glob("*.partial"))
