@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 
 def main(argv=None):

@@ -62,7 +62,6 @@ class BackboneSpec:
 
 def build_resnet50(spec: BackboneSpec, state_dict: dict | None = None, num_classes: int = 1000):
     """A torchvision ``resnet50`` in eval mode, adjusted to ``spec``, with ``state_dict`` loaded."""
-    import torch
     from torchvision.models import resnet50
 
     model = resnet50(weights=None, num_classes=num_classes)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import copy
 import csv
 import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,7 +54,6 @@ class FinetuneConfig:
     bn: str = "train"                # train | frozen
     precision: str = "fp32"          # fp32 | bf16 (autocast: ~3x faster tail training on AMX CPUs)
     seed: int = 0
-    history: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
@@ -67,10 +64,6 @@ class FinetuneConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.bn not in ("train", "frozen"):
             raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}")
-
-
-class _Tail:
-    """Namespace for the tail modules built by :func:`make_tail`."""
 
 
 def make_tail(model, trainable: str, num_classes: int, seed: int = 0):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from layerfuse.backbones import BackboneSpec, build_resnet50
-from layerfuse.finetune import FinetuneConfig, finetune, make_tail, train_naive, write_history
+from layerfuse.finetune import FinetuneConfig, finetune, train_naive, write_history
 
 SPEC = BackboneSpec("torchvision", "torch", True)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from layerfuse.reduce import GramPCA, flatten_pool, pool2d, reduce_store_pair
+from layerfuse.reduce import flatten_pool, pool2d, reduce_store_pair
 
 
 def test_flatten_pool_paper_size(rng):
