@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["atomic_path", "create_store", "read_store", "write_arrays", "read_arrays"]
+__all__ = ["atomic_path", "write_text_atomic", "create_store", "read_store", "write_arrays", "read_arrays"]
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -37,6 +37,12 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: str | None = None):

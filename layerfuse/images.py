@@ -18,7 +18,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
+
+from .h5io import atomic_path, create_store, write_meta
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -181,14 +184,10 @@ MANIFEST_FIELDS = ["image_id", "class", "label", "sha256", "status", "reason"]
 
 def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write manifest rows as TSV (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, MANIFEST_FIELDS, delimiter="\t", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -216,8 +215,6 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
     target when ``split`` is given).  Writes the manifest TSV and the image
     store; returns counts of kept and skipped images.
     """
-    from .h5io import atomic_path, create_store, write_meta
-    import h5py
     import json
 
     specs = {k: DomainSpec(v["path"], dict(v.get("class_map") or {})) for k, v in domains.items()}

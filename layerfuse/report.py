@@ -16,11 +16,10 @@ REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 def write_score_row(path: str | os.PathLike, row: dict) -> None:
     """Write one grid cell as a one-row CSV (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    pd.DataFrame([row]).reindex(columns=SCORE_COLUMNS).to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+    from .h5io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame([row]).reindex(columns=SCORE_COLUMNS).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def aggregate_scores(paths) -> pd.DataFrame:

