@@ -23,14 +23,21 @@ __all__ = ["TCA", "median_gamma", "rbf_kernel"]
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aa = np.einsum("ij,ij->i", a, a)[:, None]
-    bb = np.einsum("ij,ij->i", b, b)[None, :]
-    return np.maximum(aa + bb - 2.0 * (a @ b.T), 0.0)
+    """Squared Euclidean distances, computed in place in one N x M buffer."""
+    d = a @ b.T
+    aa = np.einsum("ij,ij->i", a, a)
+    bb = aa if b is a else np.einsum("ij,ij->i", b, b)
+    d *= -2.0
+    d += aa[:, None]
+    d += bb[None, :]
+    return np.maximum(d, 0.0, out=d)
 
 
 def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """``exp(-gamma * |a - b|²)`` with squared Euclidean distances."""
-    return np.exp(-gamma * _sq_dists(a, b))
+    """``exp(-gamma * |a - b|²)`` with squared Euclidean distances (no temporaries beyond the result)."""
+    k = _sq_dists(a, b)
+    k *= -gamma
+    return np.exp(k, out=k)
 
 
 def median_gamma(x: np.ndarray, *, factor: float = 1.0, max_samples: int = 2000, random_state=0) -> float:
@@ -180,9 +187,12 @@ class TCA(TransformerMixin, BaseEstimator):
             return a_inv_sqrt(K @ Y)
 
         if dense or n <= self.dense_max_samples:
-            HK = K - K.mean(axis=0, keepdims=True)
-            B = a_inv_sqrt(HK.T).T                             # H K A^-½
-            evals, Z = linalg.eigh(B.T @ B, subset_by_index=[n - k, n - 1], driver="evr")
+            B = K - K.mean(axis=0, keepdims=True)              # H K, then H K A^-½ in place
+            B += c * np.outer(B @ u, u)
+            B = B.T @ B
+            B /= mu
+            evals, Z = linalg.eigh(B, subset_by_index=[n - k, n - 1], driver="evr", overwrite_a=True)
+            del B
             evals, Z = evals[::-1], Z[:, ::-1]
             self.n_iter_ = 1  # direct solve
         else:
