@@ -1,9 +1,54 @@
 """Checks the JSON schema cannot express, and the plan derived from a validated config."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
-__all__ = ["check_config", "featuresets", "adapters", "backbone_spec", "domain_specs"]
+__all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
+           "backbone_spec", "domain_specs"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the key."""
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def validate_config(config: dict, schema_path) -> dict:
+    """Validate ``config`` against the JSON schema, filling defaults in place (as snakemake's ``validate``).
+
+    Raises :class:`ConfigError` with one line ``<dotted.key>: <problem>``, the
+    most relevant of all violations (``jsonschema.exceptions.best_match``).
+    """
+    import jsonschema
+    import yaml
+    from jsonschema.exceptions import best_match
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for key, prop in properties.items():
+                if isinstance(prop, dict) and "default" in prop:
+                    instance.setdefault(key, copy.deepcopy(prop["default"]))
+        yield from validate_properties(validator, properties, instance, subschema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+    if not isinstance(config, dict):
+        raise ConfigError(f"config: expected a mapping of keys, got {type(config).__name__}")
+    error = best_match(validator.iter_errors(config))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "config"
+        message = error.message
+        if error.validator == "oneOf" and all("required" in b for b in error.validator_value):
+            message = "needs exactly one of: " + " | ".join("+".join(b["required"]) for b in error.validator_value)
+        raise ConfigError(_one_line(f"{where}: {message}"))
+    return config
 
 TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 
@@ -41,33 +86,106 @@ def domain_specs(experiment: dict, data_dir: str) -> dict:
 
 
 def check_config(config: dict) -> None:
-    """Raise ``ValueError`` naming the key and the fix for what the schema cannot check."""
+    """Raise ``ConfigError`` naming the key and the fix for what the schema cannot check."""
     layers = config["layers"]
     if config["global_layer"] not in layers:
-        raise ValueError(f"global_layer: {config['global_layer']!r} is not a key of layers "
+        raise ConfigError(f"global_layer: {config['global_layer']!r} is not a key of layers "
                          f"({', '.join(layers)}); add it to layers")
     for layer in config["local_layers"]:
         if layer not in layers:
-            raise ValueError(f"local_layers: {layer!r} is not a key of layers ({', '.join(layers)})")
+            raise ConfigError(f"local_layers: {layer!r} is not a key of layers ({', '.join(layers)})")
         if layer == config["global_layer"]:
-            raise ValueError(f"local_layers: {layer!r} is the global layer; list only local layers")
+            raise ConfigError(f"local_layers: {layer!r} is the global layer; list only local layers")
     for name, b in config["backbones"].items():
         if "finetune" in b:
             base = b["finetune"]["base"]
             if base not in config["backbones"] or "finetune" in config["backbones"][base]:
-                raise ValueError(f"backbones.{name}.finetune.base: {base!r} must name a backbone with weights "
+                raise ConfigError(f"backbones.{name}.finetune.base: {base!r} must name a backbone with weights "
                                  f"({', '.join(k for k, v in config['backbones'].items() if 'weights' in v)})")
             continue
         w = b["weights"]
         if w not in ("keras-npm",) + TORCHVISION_WEIGHTS and not w.endswith((".pth", ".pt")):
-            raise ValueError(f"backbones.{name}.weights: {w!r} is not keras-npm, "
+            raise ConfigError(f"backbones.{name}.weights: {w!r} is not keras-npm, "
                              f"{' or '.join(TORCHVISION_WEIGHTS)}, or a path to a .pth file")
         if w.endswith((".pth", ".pt")) and not Path(w).is_file():
-            raise ValueError(f"backbones.{name}.weights: file {w} not found")
+            raise ConfigError(f"backbones.{name}.weights: file {w} not found")
     for name, r in config["reducers"].items():
         if r["method"] == "pca" and r.get("segment") is not None:
-            raise ValueError(f"reducers.{name}: 'segment' applies to flatten, not pca")
+            raise ConfigError(f"reducers.{name}: 'segment' applies to flatten, not pca")
     for name, exp in config["experiments"].items():
         for side in ("source", "target"):
             if side in exp and not Path(exp[side]["path"]).is_dir():
-                raise ValueError(f"experiments.{name}.{side}.path: folder {exp[side]['path']} not found")
+                raise ConfigError(f"experiments.{name}.{side}.path: folder {exp[side]['path']} not found")
+
+
+def _image_count(spec, classes: list[str]) -> int:
+    """Files with an image extension in the used class folders (an upper bound on usable images)."""
+    from .images import IMAGE_EXTENSIONS
+
+    root = Path(spec.path)
+    n = 0
+    for folder, cls in spec.folder_classes().items():
+        if cls in classes:
+            n += sum(1 for p in (root / folder).iterdir()
+                     if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return n
+
+
+def experiment_sizes(exp: dict) -> tuple[int, int]:
+    """(source, target) image counts an experiment will have at most, from its folders or demo settings."""
+    import math
+
+    from .images import DomainSpec, resolve_classes
+
+    if "synthetic" in exp:
+        syn = exp["synthetic"]
+        return syn["n_classes"] * syn["n_source"], syn["n_classes"] * syn["n_target"]
+    source = DomainSpec(exp["source"]["path"], dict(exp["source"].get("class_map") or {}))
+    target = DomainSpec(exp["target"]["path"], dict(exp["target"].get("class_map") or {})) \
+        if "target" in exp else None
+    classes = resolve_classes(source, target, exp.get("classes", "common"))
+    n_source = _image_count(source, classes)
+    if target is None:
+        n_target = math.ceil(exp["split"]["test_size"] * n_source)
+        return n_source - n_target, n_target
+    return n_source, _image_count(target, classes)
+
+
+def check_data_sizes(config: dict) -> None:
+    """Raise ``ConfigError`` when an experiment's data cannot support the requested sizes.
+
+    Catches, before any job runs: domains that share no class, a class map
+    naming a missing folder, TCA dimensions above the number of images, and
+    PCA components above the number of source images.
+    """
+    for name, exp in config["experiments"].items():
+        try:
+            n_source, n_target = experiment_sizes(exp)
+        except ValueError as exc:
+            raise ConfigError(_one_line(f"experiments.{name}: {exc}")) from None
+        if n_source == 0 or n_target == 0:
+            raise ConfigError(f"experiments.{name}: {n_source} source and {n_target} target images found; "
+                              f"both domains need images in their class folders")
+        dims = config["tca"]["dims"]
+        if dims and max(dims) > n_source + n_target:
+            raise ConfigError(f"tca.dims: {max(dims)} components exceed the {n_source + n_target} images of "
+                              f"experiment {name!r} (source + target); use at most {n_source + n_target}")
+        for rname, red in config["reducers"].items():
+            k = red.get("n_components")
+            if red["method"] == "pca" and k is not None and k > n_source - 1:
+                raise ConfigError(f"reducers.{rname}.n_components: {k} components need more than the {n_source} "
+                                  f"source images of experiment {name!r}; use at most {n_source - 1}")
+
+
+def check_output_folders(folders=("results", "logs", "benchmarks", "resources"), root=".") -> None:
+    """Raise ``ConfigError`` when an output folder is a file or cannot be written (before Snakemake scans it)."""
+    import os
+
+    root = Path(root)
+    for name in folders:
+        path = root / name
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: exists but is not a folder; move it away or run in another --directory")
+        target = path if path.exists() else root
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ConfigError(f"{target}: folder is not writable; fix its permissions or use another --directory")

@@ -14,7 +14,9 @@ leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -25,17 +27,45 @@ __all__ = ["atomic_path", "write_text_atomic", "create_store", "read_store", "wr
 STR_DTYPE = h5py.string_dtype("utf-8")
 
 
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _disk_error(exc: BaseException) -> int | None:
+    """The errno of a disk-full/unwritable error anywhere in ``exc``'s chain (h5py wraps them), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc.errno
+        m = re.search(r"errno = (\d+)", str(exc))
+        if m and int(m.group(1)) in DISK_ERRNOS:
+            return int(m.group(1))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success only."""
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success only.
+
+    A full disk, a file-size limit or an unwritable folder becomes one
+    ``OSError`` naming ``path``; the temporary file is always removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        code = _disk_error(exc)
+        if code is None and isinstance(exc, (FileExistsError, NotADirectoryError)):
+            code = exc.errno
+        if code is not None:
+            raise OSError(code, f"cannot write {path}: {os.strerror(code)}") from None
+        raise
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger("layerfuse.images")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 64_000_000  # decompression-bomb guard: ~8000x8000
+MIN_SIDE = 8  # smaller images carry no usable content at 224 px
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
             im = Image.open(io.BytesIO(data))
             if im.width * im.height > MAX_PIXELS:
                 raise ValueError(f"{im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
+            if min(im.width, im.height) < MIN_SIDE:
+                raise ValueError(f"too small ({im.width}x{im.height} pixels, minimum side {MIN_SIDE})")
             im.seek(0)
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -195,12 +198,46 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def manifest_summary(manifests: dict) -> dict:
+    """Kept/skipped counts, skipped files with reasons, and images present in both domains.
+
+    ``manifests`` maps a domain name to its manifest path.  Identical files
+    (same SHA-256) in source and target leak the target into training: they
+    are reported (and logged as a warning), not removed.
+    """
+    rows = {d: read_manifest(p) for d, p in manifests.items()}
+    out = {"kept": {}, "skipped": [], "duplicates": []}
+    for d, rs in rows.items():
+        out["kept"][d] = sum(r["status"] == "ok" for r in rs)
+        out["skipped"] += [(d, r["image_id"], r["reason"]) for r in rs if r["status"] != "ok"]
+    if {"source", "target"} <= rows.keys():
+        src = {r["sha256"]: r["image_id"] for r in rows["source"] if r["status"] == "ok" and r["sha256"]}
+        for r in rows["target"]:
+            if r["status"] == "ok" and r["sha256"] in src:
+                out["duplicates"].append((src[r["sha256"]], r["image_id"]))
+        if out["duplicates"]:
+            log.warning("%d target image(s) are identical to source images (first: source %s = target %s): "
+                        "the target leaks into training", len(out["duplicates"]), *out["duplicates"][0])
+    return out
+
+
 def split_rows(rows: list[dict], test_size: float, seed: int) -> dict[str, list[dict]]:
     """Stratified, seeded split of scanned rows into ``source`` (train) and ``target`` (test)."""
     from sklearn.model_selection import train_test_split
 
+    from collections import Counter
+
     ok = [r for r in rows if r["status"] == "ok"]
     labels = [r["label"] for r in ok]
+    counts = Counter(r["class"] for r in ok)
+    few = sorted(c for c, n in counts.items() if n < 2)
+    if few:
+        raise ValueError(f"class {few[0]!r} has {counts[few[0]]} usable image(s); a stratified split needs at "
+                         f"least 2 per class: add images or drop the folder with class_map {{{few[0]!r}: null}}")
+    n_test = int(np.ceil(test_size * len(ok))) if test_size < 1 else int(test_size)
+    if n_test < len(counts) or len(ok) - n_test < len(counts):
+        raise ValueError(f"split.test_size={test_size} leaves {n_test} of {len(ok)} images for the target; both "
+                         f"sides need one image per class ({len(counts)} classes)")
     train, test = train_test_split(ok, test_size=test_size, random_state=seed, stratify=labels)
     skipped = [r for r in rows if r["status"] != "ok"]
     key = lambda r: r["image_id"]  # noqa: E731

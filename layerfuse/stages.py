@@ -152,7 +152,27 @@ def score_cell(features, adapter: str, svm: dict, meta: dict, out) -> dict:
     return row
 
 
-def summarize(score_csvs, out_csv, out_md) -> str:
+def data_section(manifests: dict, max_listed: int = 50) -> str:
+    """Markdown: images kept per domain, skipped files with reasons, source/target duplicates."""
+    from .images import manifest_summary
+
+    s = manifest_summary(manifests)
+    lines = ["### Data", "", "Images used: " + ", ".join(f"{d} {n}" for d, n in s["kept"].items())
+             + f"; skipped: {len(s['skipped'])}.", ""]
+    if s["duplicates"]:
+        lines += [f"**Warning:** {len(s['duplicates'])} target image(s) are byte-identical to source images, "
+                  "so the target leaks into training:", ""]
+        lines += [f"- source `{a}` = target `{b}`" for a, b in s["duplicates"][:max_listed]] + [""]
+    if s["skipped"]:
+        lines += ["| domain | file | reason |", "|---|---|---|"]
+        lines += [f"| {d} | `{f}` | {r} |" for d, f, r in s["skipped"][:max_listed]]
+        if len(s["skipped"]) > max_listed:
+            lines.append(f"| … | {len(s['skipped']) - max_listed} more | see the manifests |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None) -> str:
     from .report import aggregate_scores, paper_table, table_markdown
 
     df = aggregate_scores(score_csvs)
@@ -162,6 +182,8 @@ def summarize(score_csvs, out_csv, out_md) -> str:
     for (exp, backbone), group in df.groupby(["experiment", "backbone"], sort=True):
         for metric in ("accuracy", "balanced_accuracy"):
             parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
+    if manifests:
+        parts.append(data_section(manifests))
     text = "\n".join(parts)
     write_text_atomic(out_md, text)
     return text

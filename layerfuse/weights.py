@@ -121,10 +121,17 @@ def _keras_blocks():
             yield f"{stage}{'abcdef'[b]}", f"layer{stage - 1}.{b}"
 
 
-def convert_keras_tfjs(tarball: str | os.PathLike) -> dict:
-    """Convert the npm TF.js Keras ResNet-50 to a torchvision ``resnet50`` state_dict."""
+def convert_keras_tfjs(tarball: str | os.PathLike, sha256: str | None = NPM_SHA256) -> dict:
+    """Convert the npm TF.js Keras ResNet-50 to a torchvision ``resnet50`` state_dict.
+
+    The tarball's hash is checked first (``sha256=None`` skips it, for other
+    packages): a tampered or truncated file raises ``ValueError`` naming it.
+    """
     import torch
 
+    if sha256 is not None and (got := sha256_file(tarball)) != sha256:
+        raise ValueError(f"{tarball}: sha256 {got} does not match the expected {sha256} (tampered or truncated); "
+                         "delete it and rerun to fetch it again")
     w = _read_tfjs(Path(tarball))
     sd: dict[str, torch.Tensor] = {}
 

@@ -1,18 +1,32 @@
 # Config validation, wildcard constraints and every input function.
 # Only this file reads `config`; rules receive slices of it through `params`.
 import re
+from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+import sys
 
-from layerfuse.config import adapters, backbone_spec, check_config, domain_specs, featuresets
+from layerfuse.config import (
+    adapters,
+    backbone_spec,
+    check_config,
+    check_data_sizes,
+    check_output_folders,
+    domain_specs,
+    featuresets,
+    validate_config,
+)
 from layerfuse.finetune import node_is_frozen
 
-validate(config, "../schemas/config.schema.yaml")
 try:
+    validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
     check_config(config)
+    check_data_sizes(config)
 except ValueError as exc:
-    raise WorkflowError(f"config error: {exc}")
+    sys.exit(f"config error: {exc}")
+try:
+    check_output_folders()
+except ValueError as exc:
+    sys.exit(f"error: {exc}")
 
 EXPERIMENTS = list(config["experiments"])
 BACKBONES = list(config["backbones"])

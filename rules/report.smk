@@ -1,6 +1,8 @@
 rule aggregate_scores:
     input:
-        score_files,
+        scores=score_files,
+        source_manifest="results/{experiment}/manifest/source.tsv",
+        target_manifest="results/{experiment}/manifest/target.tsv",
     output:
         csv="results/{experiment}/accuracy.csv",
         tables="results/{experiment}/tables.md",

@@ -5,4 +5,7 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 from layerfuse._snakemake import run
 from layerfuse.stages import summarize
 
-run(lambda: print(summarize(snakemake.input, snakemake.output.csv, snakemake.output.tables), file=sys.__stdout__))
+run(lambda: print(summarize(
+    snakemake.input.scores, snakemake.output.csv, snakemake.output.tables,
+    manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest}),
+    file=sys.__stdout__))

@@ -1,11 +1,14 @@
 """The config schema, the presets and the semantic checks."""
 from pathlib import Path
 
-import jsonschema
+import copy
+
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from layerfuse.config import adapters, check_config, featuresets
+from layerfuse.config import ConfigError, adapters, check_config, check_data_sizes, featuresets, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())
@@ -13,11 +16,8 @@ PRESETS = sorted((REPO / "config/presets").glob("*.yaml"))
 
 
 def _validated(cfg):
-    """Validate and fill defaults the way snakemake.utils.validate does."""
-    from snakemake.utils import validate
-
-    validate(cfg, str(REPO / "schemas/config.schema.yaml"))
-    return cfg
+    """Validate and fill defaults (what rules/common.smk does)."""
+    return validate_config(cfg, REPO / "schemas/config.schema.yaml")
 
 
 @pytest.mark.parametrize("path", [REPO / "config.yaml", REPO / "tests/workflow/config.yaml"] + PRESETS,
@@ -43,10 +43,19 @@ def test_defaults_fill_the_grid():
     {"experiments": {"x": {"synthetic": {}}}, "tca": {"dims": []}, "reducers": {"p": {"method": "svd"}}},
 ])
 def test_schema_rejects(bad):
-    from snakemake.exceptions import WorkflowError
-
-    with pytest.raises((WorkflowError, jsonschema.ValidationError)):
+    with pytest.raises(ConfigError) as exc:
         _validated(bad)
+    assert "\n" not in str(exc.value) and ": " in str(exc.value)
+
+
+def test_defaults_match_snakemake_validate():
+    """Our validator fills the same defaults as snakemake.utils.validate."""
+    from snakemake.utils import validate
+
+    ours = _validated({"experiments": {"x": {"synthetic": {}}}})
+    theirs = {"experiments": {"x": {"synthetic": {}}}}
+    validate(theirs, str(REPO / "schemas/config.schema.yaml"))
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("change,match", [
@@ -59,3 +68,73 @@ def test_semantic_errors_name_the_key(change, match):
     cfg = _validated({"experiments": {"x": {"synthetic": {}}}, **change})
     with pytest.raises(ValueError, match=match):
         check_config(cfg)
+
+
+def _tiny(**extra):
+    return _validated({"experiments": {"x": {"synthetic": {"n_classes": 3, "n_source": 5, "n_target": 4}}},
+                       "reducers": {"pca": {"method": "pca", "n_components": 8}}, "tca": {"dims": [6]}, **extra})
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"tca": {"dims": [28]}}, r"tca.dims: 28 components exceed the 27 images of experiment 'x'"),
+    ({"reducers": {"p": {"method": "pca", "n_components": 15}}}, r"reducers.p.n_components: 15 .* at most 14"),
+])
+def test_sizes_the_data_cannot_support(change, match):
+    cfg = _tiny(**change)
+    with pytest.raises(ConfigError, match=match):
+        check_data_sizes(cfg)
+
+
+def test_data_checks_on_folders(tmp_path):
+    """Domains sharing no class and a class map naming a missing folder stop the run, naming the experiment."""
+    for side, classes in (("s", ["cat", "dog"]), ("t", ["car"])):
+        for c in classes:
+            (tmp_path / side / c).mkdir(parents=True)
+            (tmp_path / side / c / "a.png").write_bytes(b"x")
+    cfg = _validated({"experiments": {"e": {"source": {"path": str(tmp_path / "s")},
+                                            "target": {"path": str(tmp_path / "t")}}}, "tca": {"dims": [1]},
+                      "reducers": {}})
+    with pytest.raises(ConfigError, match=r"^experiments.e: source .* share no class"):
+        check_data_sizes(cfg)
+    cfg["experiments"]["e"]["target"]["class_map"] = {"cow": "cat"}
+    with pytest.raises(ConfigError, match=r"^experiments.e: class_map names folder 'cow'"):
+        check_data_sizes(cfg)
+    cfg["experiments"]["e"]["target"]["class_map"] = {"car": "cat"}
+    check_data_sizes(cfg)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=6,
+)
+_keys = st.sampled_from(["experiments", "image_size", "backbones", "layers", "global_layer", "local_layers",
+                         "extract", "reducers", "fusion", "tca", "svm", "tca.dims", "tca.mu", "svm.C",
+                         "reducers.pca.n_components", "experiments.x", "experiments.x.synthetic.n_classes",
+                         "backbones.imagenet.weights", "backbones.finetuned.finetune", "layers.block1",
+                         "experiments.x.split", "nonsense"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(_keys, _json), min_size=1, max_size=4))
+def test_random_configs_never_traceback(edits):
+    """Any config either validates or raises ConfigError with one line naming a key: never another exception."""
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "tests/workflow/config.yaml").read_text()))
+    cfg["experiments"]["x"] = cfg["experiments"].pop("tiny")
+    for dotted, value in edits:
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            nxt = node.get(p) if isinstance(node, dict) else None
+            if not isinstance(nxt, dict):
+                nxt = node[p] = {} if isinstance(node, dict) else None
+            node = nxt
+        if isinstance(node, dict):
+            node[leaf] = value
+    try:
+        validate_config(cfg, REPO / "schemas/config.schema.yaml")
+        check_config(cfg)
+        check_data_sizes(cfg)
+    except ConfigError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and len(msg) <= 240 and ": " in msg

@@ -70,3 +70,20 @@ def test_state_dict_roundtrip_and_tamper(tmp_path, keras_state_dict):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a readable torch state_dict"):
         load_state_dict(tmp_path / "junk.pth")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_tarball_is_rejected_before_use(tmp_path, keras_tarball, damage):
+    """A truncated or tampered weights tarball fails the hash check with a one-line error naming it."""
+    from layerfuse.weights import convert_keras_tfjs
+
+    bad = tmp_path / "resnet.tgz"
+    data = bytearray(keras_tarball.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 3] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"resnet.tgz: sha256 .* \(tampered or truncated\)") as exc:
+        convert_keras_tfjs(bad)
+    assert "\n" not in str(exc.value)

@@ -1,0 +1,50 @@
+"""A full disk or an unwritable folder: one error line naming the output, nothing left behind."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    limit = int(sys.argv[2])
+    if limit:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))   # writes past it fail with EFBIG
+    from layerfuse._snakemake import run
+    from layerfuse.h5io import write_pair
+    run(lambda: write_pair(sys.argv[1], np.ones((200, 300)), np.ones((50, 300)), np.zeros(200), np.zeros(50)))
+""")
+
+
+def _write(path, limit=0):
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(limit)], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("limit", [4_000, 100_000])
+def test_disk_full_is_one_line_naming_the_file(tmp_path, limit):
+    """The file-size limit hits while h5py writes data (or its metadata at close): same one line either way."""
+    out = tmp_path / "pair.h5"
+    proc = _write(out, limit)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: [Errno 27] cannot write {out}: File too large"] * 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_folder_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / "results").write_text("a file where a folder should be")
+    out = tmp_path / "results" / "x" / "pair.h5"
+    proc = _write(out)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[0] == f"error: [Errno 20] cannot write {out}: Not a directory"
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_complete_write_succeeds(tmp_path):
+    out = tmp_path / "pair.h5"
+    proc = _write(out)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["pair.h5"]
