@@ -20,7 +20,7 @@ run: venv
 	@cat results/demo/tables.md
 
 test: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -rs
 
 lint: venv
 	$(VENV)/bin/snakemake --lint

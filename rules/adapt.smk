@@ -11,6 +11,7 @@ rule fit_tca:
         "benchmarks/{experiment}/fit_tca/{backbone}/{featureset}.tsv"
     resources:
         mem_mb=4000,
+        runtime=20,
     conda:
         "../envs/layerfuse.yaml"
     script:

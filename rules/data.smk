@@ -25,7 +25,8 @@ rule prepare_images:
     benchmark:
         "benchmarks/{experiment}/prepare_images/{domain}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=2500,
+        runtime=15,
     conda:
         "../envs/layerfuse.yaml"
     script:

@@ -12,7 +12,8 @@ rule extract_features:
     benchmark:
         "benchmarks/{experiment}/extract_features/{backbone}/{domain}/{layer}.tsv"
     resources:
-        mem_mb=6000,
+        mem_mb=3000,
+        runtime=60,
     conda:
         "../envs/torch.yaml"
     script:

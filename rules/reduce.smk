@@ -11,7 +11,8 @@ rule reduce_layer:
     benchmark:
         "benchmarks/{experiment}/reduce_layer/{backbone}/{local_layer}/{reducer}.tsv"
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
+        runtime=30,
     conda:
         "../envs/layerfuse.yaml"
     script:

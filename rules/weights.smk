@@ -21,6 +21,7 @@ rule prepare_weights:
         "logs/prepare_weights/{pretrained}.log",
     resources:
         mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/torch.yaml"
     script:
@@ -49,6 +50,7 @@ rule finetune_backbone:
         "benchmarks/{experiment}/finetune_backbone/{finetuned}.tsv"
     resources:
         mem_mb=8000,
+        runtime=60,
     conda:
         "../envs/torch.yaml"
     script:

@@ -5,7 +5,6 @@ Every test drives real Snakemake subprocesses on ``faults.yaml`` (real weights, 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,31 +14,17 @@ import h5py
 import pandas as pd
 import pytest
 
+from .conftest import FAULTS_CONFIG as CONFIG
+from .conftest import seeded_workdir
 from .helpers import snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
-CONFIG = Path(__file__).with_name("faults.yaml")
 ACCURACY = "results/mini/accuracy.csv"
 
 
 def run(workdir: Path, cores: int = 2, *args: str):
     return snakemake(workdir, *args, config=CONFIG, cores=cores)
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    """An uninterrupted run at --cores 2."""
-    workdir = tmp_path_factory.mktemp("baseline")
-    run(workdir)
-    return workdir
-
-
-def seeded_workdir(tmp_path: Path, baseline: Path) -> Path:
-    """A fresh working directory holding only the converted weights (they are not under test here)."""
-    workdir = tmp_path / "work"
-    shutil.copytree(baseline / "resources", workdir / "resources")
-    return workdir
 
 
 def assert_nothing_half_written(workdir: Path) -> None:
@@ -53,9 +38,9 @@ def assert_nothing_half_written(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("rule", ["extract_features", "reduce_layer", "fit_tca", "evaluate_svm"])
-def test_kill_9_then_rerun_gives_identical_results(tmp_path, baseline, rule):
+def test_kill_9_then_rerun_gives_identical_results(tmp_path, mini_baseline, rule):
     """SIGKILL the whole Snakemake process group as soon as a ``rule`` job starts; unlock, rerun, compare bytes."""
-    workdir = seeded_workdir(tmp_path, baseline)
+    workdir = seeded_workdir(tmp_path, mini_baseline)
     proc = subprocess.Popen(snakemake_cmd(workdir, config=CONFIG, cores=1), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     logs = workdir / "logs" / "mini" / rule
@@ -72,22 +57,22 @@ def test_kill_9_then_rerun_gives_identical_results(tmp_path, baseline, rule):
     assert_nothing_half_written(workdir)
     run(workdir, 2, "--unlock")
     run(workdir)
-    assert (workdir / ACCURACY).read_bytes() == (baseline / ACCURACY).read_bytes()
+    assert (workdir / ACCURACY).read_bytes() == (mini_baseline / ACCURACY).read_bytes()
     assert not list((workdir / "results").rglob("*.partial"))
 
 
-def test_same_config_gives_identical_csvs_at_one_core(tmp_path, baseline):
+def test_same_config_gives_identical_csvs_at_one_core(tmp_path, mini_baseline):
     """A second run from scratch at --cores 1 (one torch thread) writes the same accuracy CSV, byte for byte."""
-    workdir = seeded_workdir(tmp_path, baseline)
+    workdir = seeded_workdir(tmp_path, mini_baseline)
     run(workdir, 1)
-    assert (workdir / ACCURACY).read_bytes() == (baseline / ACCURACY).read_bytes()
+    assert (workdir / ACCURACY).read_bytes() == (mini_baseline / ACCURACY).read_bytes()
     df = pd.read_csv(workdir / ACCURACY)
     assert len(df) == 2 * 3 and df["accuracy"].between(0, 1).all()
 
 
-def test_results_folder_that_is_a_file_fails_in_one_line(tmp_path, baseline):
+def test_results_folder_that_is_a_file_fails_in_one_line(tmp_path, mini_baseline):
     """An unwritable results location stops the run with a one-line error naming the path."""
-    workdir = seeded_workdir(tmp_path, baseline)
+    workdir = seeded_workdir(tmp_path, mini_baseline)
     (workdir / "results").write_text("not a folder")
     proc = snakemake(workdir, config=CONFIG, check=False)
     out = proc.stdout + proc.stderr
