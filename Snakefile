@@ -12,6 +12,17 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+
+
+# Run in the submitting process, never as cluster jobs: the weights download needs
+# the internet, the others take a second and read only small files.
+localrules:
+    fetch_weights_npm,
+    dump_config,
+    aggregate_scores,
+    report_group,
+
+
 include: "rules/data.smk"
 include: "rules/weights.smk"
 include: "rules/extract.smk"
