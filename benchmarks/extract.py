@@ -7,7 +7,7 @@
   float32 at the end (what a first script does);
 * ours eager / compiled: ``prepare_domain`` (threaded decode + image store) then
   ``extract_features`` for the same four layers in one batched pass
-  (channels_last, float16 + lzf block maps, writes overlapped with compute),
+  (channels_last, float16 + zstd block maps, writes overlapped with compute),
   without and with ``torch.compile`` (its compile time included, on a cold
   inductor cache);
 * ours per layer: the workflow's four extraction jobs (``compile: auto``; each
@@ -113,6 +113,33 @@ def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model
     return facts["kept"] / (time.perf_counter() - start)
 
 
+def storage(maps_path: Path, out: Path) -> list[tuple]:
+    """Write and read back real float16 block maps with each store compression: ms/image and MB/image."""
+    import h5py
+
+    from layerfuse.h5io import create_store
+
+    with h5py.File(maps_path, "r") as f:
+        maps = f["features"][()]
+    rows = []
+    for compression in ("zstd", "lzf", "gzip", None):
+        path = out / f"maps_{compression}.h5"
+        with h5py.File(path, "w") as f:
+            d = create_store(f, "features", maps.shape, maps.dtype, compression=compression)
+            start = time.perf_counter()
+            for lo in range(0, len(maps), 32):
+                d[lo:lo + 32] = maps[lo:lo + 32]
+            write = time.perf_counter() - start
+        with h5py.File(path, "r") as f:
+            start = time.perf_counter()
+            back = f["features"][()]
+            read = time.perf_counter() - start
+        assert np.array_equal(back, maps)
+        n = len(maps)
+        rows.append((compression or "none", 1e3 * write / n, 1e3 * read / n, path.stat().st_size / n / 1e6))
+    return rows
+
+
 def peak_gflops(dtype: str) -> float:
     import torch
 
@@ -164,6 +191,11 @@ def main(argv=None):
                 continue
             frac = 100 * ips * GFLOP_PER_IMAGE / peaks[prec]
             print(f"{name:<32} {ips:>7.1f} {mb:>8.0f} {ips / base:>8.2f} {frac:>9.1f}%")
+        rows = measure(storage, tmp / "ours_fp32_eager_one_pass" / "block1.h5", tmp)[2]
+        print("\nblock1 maps (float16, real images), by store compression; all lossless (checked):")
+        print(f"{'compression':<12} {'write ms/img':>13} {'read ms/img':>12} {'MB/img':>7}")
+        for row in rows if not isinstance(rows, str) else []:
+            print(f"{row[0]:<12} {row[1]:>13.1f} {row[2]:>12.1f} {row[3]:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 The block maps come from real images (``--data``, else synthetic photos) through
 the workflow's own extraction (``layer1.0``: 256 x 55 x 55 = 774,400 values per
-image, float16 + lzf on disk), split 80/20 into source and target.
+image, float16 + zstd on disk), split 80/20 into source and target.
 
 * naive PCA: load both domains into memory as float32 and run scikit-learn's
   ``PCA(n_components)`` (its ``auto`` solver) fitted on the source;
@@ -54,7 +54,7 @@ def build_stores(folder: Path, tmp: Path, node: str) -> dict:
         parts = {"source": np.sort(order[: int(0.8 * n)]), "target": np.sort(order[int(0.8 * n):])}
         for name, idx in parts.items():
             with h5py.File(tmp / f"{name}.h5", "w") as g:
-                out = create_store(g, "features", (len(idx),) + d.shape[1:], d.dtype, compression="lzf")
+                out = create_store(g, "features", (len(idx),) + d.shape[1:], d.dtype, compression="zstd")
                 for lo in range(0, len(idx), 32):
                     out[lo:lo + 32] = d[idx[lo:lo + 32]]
                 g.create_dataset("labels", data=np.zeros(len(idx), np.int64))

@@ -60,7 +60,7 @@ def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_s
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
                      layers: dict[str, str], model, spec: BackboneSpec, weights_sha256: str = "",
                      batch_size: int = 32, precision: str = "auto", local_dtype: str = "float16",
-                     compression: str | None = "lzf", threads: int | None = None,
+                     compression: str | None = "zstd", threads: int | None = None,
                      overlap_writes: bool = True, compile_model: bool | str = "auto") -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
@@ -143,7 +143,10 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
 
             def write(lo, out):
                 for key, t in out.items():
-                    dsets[key][lo:lo + len(t)] = t.float().cpu().numpy().astype(dsets[key].dtype)
+                    # torch converts (2 threads, rounding as numpy's astype) 3x faster than numpy
+                    # from a channels_last tensor; the store wants C order
+                    dtype = torch.float16 if dsets[key].dtype == np.float16 else torch.float32
+                    dsets[key][lo:lo + len(t)] = t.to("cpu", dtype).contiguous().numpy()
                 bar.update(len(next(iter(out.values()))))
 
             use_compile = compile_model is True or (compile_model == "auto" and device == "cpu"

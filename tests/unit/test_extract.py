@@ -106,3 +106,24 @@ def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
     assert not _deep(["layer1.0", "layer1.2", "maxpool"])
     facts, _ = _extract(image_store, tmp_path, model, {"global": "flatten"}, compile_model="auto")
     assert facts["compiled"] is False  # 7 images: a cold compile would cost more than it saves
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lzf", "gzip"])
+def test_compression_is_lossless(tmp_path, image_store, model, compression):
+    """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd."""
+    layers = {"block1": "layer1.0"}
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "packed").mkdir()
+    _, raw = _extract(image_store, tmp_path / "raw", model, layers, compression=None, compile_model=False)
+    _, packed = _extract(image_store, tmp_path / "packed", model, layers, compression=compression,
+                         compile_model=False)
+    assert raw["block1"].dtype == np.float16 and np.array_equal(raw["block1"], packed["block1"])
+    if compression == "zstd":
+        assert (tmp_path / "packed" / "block1.h5").stat().st_size < (tmp_path / "raw" / "block1.h5").stat().st_size
+
+
+def test_unknown_compression_is_refused():
+    from layerfuse.h5io import compression_options
+
+    with pytest.raises(ValueError, match="compression must be zstd, lzf, gzip or none"):
+        compression_options("brotli")
