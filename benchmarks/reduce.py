@@ -63,6 +63,7 @@ def build_stores(folder: Path, tmp: Path, node: str) -> dict:
 
 def _load(path) -> np.ndarray:
     import h5py
+    import hdf5plugin  # noqa: F401  the stores' Blosc filter (what a user's own script must import too)
 
     with h5py.File(path, "r") as f:
         return f["features"][()].astype(np.float32)
