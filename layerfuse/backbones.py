@@ -7,7 +7,6 @@ node names never appear in file paths.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
 
 import numpy as np

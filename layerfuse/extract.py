@@ -164,7 +164,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             for f in files.values():
                 f.attrs["compiled"] = static
             writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap_writes else None
-            pending = None
+            pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
             for lo in range(0, n, batch_size):
                 batch = images[lo:lo + batch_size]
                 x = padded(batch) if static else preprocess(batch, spec)
@@ -172,12 +172,8 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                     out = run(x.to(device))
                 out = {k: t[:len(batch)] for k, t in out.items()}
                 if pending is not None:
-                    pending.result()  # one batch in flight: bounded memory, errors surface here
-                    pending = None
-                if writer is None:
-                    write(lo, out)
-                else:
-                    pending = writer.submit(write, lo, out)
+                    pending.result()
+                pending = writer.submit(write, lo, out) if writer else write(lo, out)
             if pending is not None:
                 pending.result()
             bar.close()

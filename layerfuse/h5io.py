@@ -92,21 +92,21 @@ def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: s
         chunks = (min(n, 256), shape[1])
     else:
         chunks = (1,) + tuple(shape[1:])
-    kwargs = {}
-    if compression and chunks is not None:
-        kwargs = compression_options(compression)
+    kwargs = compression_options(compression) if chunks is not None else {}
     return f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kwargs)
 
 
-def compression_options(compression: str) -> dict:
+def compression_options(compression: str | None) -> dict:
     """``create_dataset`` keywords for ``zstd`` (Blosc: zstd level 1 over bit-shuffled values, via
-    ``hdf5plugin``), ``lzf`` or ``gzip`` (both byte-shuffled); all lossless.
+    ``hdf5plugin``), ``lzf`` or ``gzip`` (both byte-shuffled), or none (``None``/``"none"``); all lossless.
 
-    Measured on float16 ReLU maps (32 images x 16 channels chunks, 2 AVX2 cores): zstd wrote 8.5 ms
-    and read 4.4 ms per image at 1.19 MB, lzf 35 / 14 ms at 1.22 MB, gzip 80 ms at 0.95 MB, none
-    0.7 / 5.8 ms at 1.55 MB.  Reading a zstd store needs ``import hdf5plugin`` (``import layerfuse``
-    does it).
+    Measured on real float16 block1 maps (32 images x 16 channels chunks, 2 AVX2 cores,
+    ``benchmarks/extract.py``): zstd wrote 8.1 ms and read 7.8 ms per image at 0.97 MB, lzf
+    21.2 / 11.6 ms at 0.98 MB, gzip 39.8 / 11.8 ms at 0.81 MB, none 1.1 / 4.4 ms at 1.57 MB.
+    Reading a zstd store needs ``import hdf5plugin`` (``import layerfuse`` does it).
     """
+    if compression in (None, "none"):
+        return {}
     if compression == "zstd":
         import hdf5plugin
 

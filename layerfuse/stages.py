@@ -78,11 +78,10 @@ def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, o
 
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
-    compression = None if ex["compression"] == "none" else ex["compression"]
     return extract_features(images, {layer: out}, layers=params["layers"], model=model, spec=spec,
                             weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                             precision=ex["precision"], local_dtype=ex["local_dtype"],
-                            compression=compression, threads=threads, compile_model=ex["compile"])
+                            compression=ex["compression"], threads=threads, compile_model=ex["compile"])
 
 
 def reduce_layer(source_store, target_store, reducer: dict, out) -> None:
