@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_parser, measure  # noqa: E402
 
-LAYERS = {"global": "flatten", "block1": "layer1.0", "block2": "layer2.0", "block3": "layer3.0"}
+from layerfuse.backbones import DEFAULT_LAYERS as LAYERS  # noqa: E402  the workflow's layers
+
 GFLOP_PER_IMAGE = 8.2
 
 
