@@ -8,8 +8,10 @@ needs memory for one block of columns plus n x n numbers.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -86,35 +88,42 @@ class GramPCA:
         self.n_components = n_components
         self.block_memory_mb = block_memory_mb
 
-    def _grams(self, source, target):
+    def _grams(self, source, target, source_rows=None, target_rows=None):
         """``X_s X_sᵀ`` and ``X_t X_sᵀ`` in one pass over blocks of feature columns.
 
         Stores of maps are chunked by channel, so a block of channels over all
-        images reads each chunk once; memory is one column block of both domains.
+        images reads each chunk once; memory is one column block of the rows
+        read.  ``source_rows``/``target_rows`` select rows (a split of one
+        dataset's store); when both domains are rows of the same dataset it is
+        read once and split in memory.
         """
-        ns, nt = source.shape[0], target.shape[0]
+        shared = source is target
+        ns = source.shape[0] if source_rows is None else len(source_rows)
+        nt = target.shape[0] if target_rows is None else len(target_rows)
+        n_read = source.shape[0] if shared else source.shape[0] + target.shape[0]
         per_col = int(np.prod(source.shape[2:])) if source.ndim > 2 else 1
         n_cols = source.shape[1]
-        step = max(1, int(self.block_memory_mb * 2**20 // (4 * per_col * (ns + nt))))
+        step = max(1, int(self.block_memory_mb * 2**20 // (4 * per_col * n_read)))
         if source.ndim == 4 and source.chunks is not None:
             step = max(source.chunks[1], step // source.chunks[1] * source.chunks[1])
         g = np.zeros((ns, ns))
         c = np.zeros((nt, ns))
         for lo in range(0, n_cols, step):
-            xs = np.asarray(source[:, lo:lo + step], dtype=np.float32).reshape(ns, -1)
-            xt = np.asarray(target[:, lo:lo + step], dtype=np.float32).reshape(nt, -1)
+            block = _columns(source, lo, lo + step)
+            xs = _pick(block, source_rows)
+            xt = _pick(block if shared else _columns(target, lo, lo + step), target_rows)
             g += xs @ xs.T
             c += xt @ xs.T
         return g, c
 
-    def fit_transform_stores(self, source_dset, target_dset) -> PCAResult:
-        """Fit on the source rows and return source and target scores."""
-        ns = source_dset.shape[0]
+    def fit_transform_stores(self, source_dset, target_dset, source_rows=None, target_rows=None) -> PCAResult:
+        """Fit on the source rows and return source and target scores (rows as in :meth:`_grams`)."""
+        ns = source_dset.shape[0] if source_rows is None else len(source_rows)
         d = int(np.prod(source_dset.shape[1:]))
         if ns < 2:
             raise ValueError(f"PCA needs at least 2 source images, got {ns}")
         k = min(int(self.n_components), ns - 1, d)
-        g, c = self._grams(source_dset, target_dset)           # X_s X_sᵀ, X_t X_sᵀ
+        g, c = self._grams(source_dset, target_dset, source_rows, target_rows)   # X_s X_sᵀ, X_t X_sᵀ
         row_mean = g.mean(axis=0)                              # (1ᵀ G / n)
         gc = g - row_mean[None, :] - row_mean[:, None] + row_mean.mean()   # H G H
         evals, evecs = np.linalg.eigh(gc)
@@ -135,6 +144,15 @@ class GramPCA:
         return PCAResult(source.astype(np.float32), target.astype(np.float32), self.explained_variance_)
 
 
+def _columns(dset, lo, hi) -> np.ndarray:
+    """Feature columns ``lo:hi`` (channels of maps) of every row, as float32 ``(n, -1)``."""
+    return np.asarray(dset[:, lo:hi], dtype=np.float32).reshape(dset.shape[0], -1)
+
+
+def _pick(block: np.ndarray, rows) -> np.ndarray:
+    return block if rows is None else block[rows]
+
+
 def _map_blocks(dset, fn, memory_mb=256):
     n = dset.shape[0]
     d = int(np.prod(dset.shape[1:]))
@@ -142,19 +160,24 @@ def _map_blocks(dset, fn, memory_mb=256):
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def reduce_store_pair(source_path, target_path, method: str, params: dict) -> dict[str, np.ndarray]:
+def reduce_store_pair(source_path, target_path, method: str, params: dict,
+                      source_rows=None, target_rows=None) -> dict[str, np.ndarray]:
     """Reduce a layer's source and target stores with ``method`` (pca, flatten, pool2d).
 
-    Returns ``{"source": Xs, "target": Xt}``.
+    ``source_rows``/``target_rows`` (integer arrays) select rows of the stores:
+    with one store for both (a seeded split of one dataset) every row is read
+    once.  Returns ``{"source": Xs, "target": Xt}``.
     """
-    with h5py.File(source_path, "r") as fs, h5py.File(target_path, "r") as ft:
+    shared = Path(source_path).resolve() == Path(target_path).resolve()
+    with h5py.File(source_path, "r") as fs, \
+            (contextlib.nullcontext(fs) if shared else h5py.File(target_path, "r")) as ft:
         xs, xt = fs["features"], ft["features"]
         if xs.shape[1:] != xt.shape[1:]:
             raise ValueError(f"{source_path} and {target_path} have different feature shapes "
                              f"{xs.shape[1:]} vs {xt.shape[1:]}")
         if method == "pca":
-            res = GramPCA(params.get("n_components", 256),
-                          block_memory_mb=params.get("block_memory_mb", 1024)).fit_transform_stores(xs, xt)
+            res = GramPCA(params.get("n_components", 256), block_memory_mb=params.get("block_memory_mb", 1024)
+                          ).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
             return {"source": res.source, "target": res.target}
         if method == "flatten":
             fn = lambda a: flatten_pool(a, params.get("segment", 100))  # noqa: E731
@@ -162,4 +185,6 @@ def reduce_store_pair(source_path, target_path, method: str, params: dict) -> di
             fn = lambda a: pool2d(a, params.get("region"))  # noqa: E731
         else:
             raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
-        return {"source": _map_blocks(xs, fn), "target": _map_blocks(xt, fn)}
+        reduced_source = _map_blocks(xs, fn)                    # per-image reducers: every stored row once
+        reduced_target = reduced_source if shared else _map_blocks(xt, fn)
+        return {"source": _pick(reduced_source, source_rows), "target": _pick(reduced_target, target_rows)}

@@ -7,19 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCORE_COLUMNS", "write_score_row", "aggregate_scores", "paper_table", "table_markdown"]
+__all__ = ["SCORE_COLUMNS", "write_score_rows", "aggregate_scores", "paper_table", "table_markdown"]
 
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "n_components",
                  "accuracy", "balanced_accuracy", "macro_f1", "n_source", "n_target"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 
-def write_score_row(path: str | os.PathLike, row: dict) -> None:
-    """Write one grid cell as a one-row CSV (atomically)."""
+def write_score_rows(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write grid cells (one feature set's) as CSV rows (atomically)."""
     from .h5io import atomic_path
 
     with atomic_path(path) as tmp:
-        pd.DataFrame([row]).reindex(columns=SCORE_COLUMNS).to_csv(tmp, index=False, float_format="%.6f")
+        pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def aggregate_scores(paths) -> pd.DataFrame:

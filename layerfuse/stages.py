@@ -15,8 +15,8 @@ from . import __version__
 from .h5io import atomic_path, read_labels, read_pair, write_pair, write_text_atomic
 
 __all__ = [
-    "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "reduce_layer",
-    "fuse_featureset", "fit_tca", "score_cell", "summarize",
+    "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "manifest_rows", "reduce_layer",
+    "reduce_pool_layer", "fuse_featureset", "fit_tca", "score_featureset", "summarize",
 ]
 
 log = logging.getLogger("layerfuse")
@@ -84,32 +84,96 @@ def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, o
                             compression=ex["compression"], threads=threads, compile_model=ex["compile"])
 
 
-def reduce_layer(source_store, target_store, reducer: dict, out) -> None:
+def manifest_rows(store, manifest) -> np.ndarray | None:
+    """Rows of ``store`` holding the images kept in ``manifest``, in the manifest's order (None: all rows).
+
+    This is how an experiment that splits one dataset reads its source or
+    target from the dataset's shared store (extracted once for every seed).
+    """
+    if manifest is None:
+        return None
+    from .h5io import read_arrays
+
+    arrays, _ = read_arrays(store, ["image_ids", "labels"])
+    return _rows_in(arrays, store, manifest)
+
+
+def _rows_in(arrays: dict, store, manifest) -> np.ndarray | None:
+    """:func:`manifest_rows` on a store's ``image_ids`` and ``labels`` already read."""
+    if manifest is None:
+        return None
+    from .images import read_manifest
+
+    kept = [r for r in read_manifest(manifest) if r["status"] == "ok"]
+    index = {image_id: i for i, image_id in enumerate(arrays["image_ids"])}
+    missing = [r["image_id"] for r in kept if r["image_id"] not in index]
+    if missing:
+        raise ValueError(f"{store} has no row for {missing[0]!r} listed in {manifest} "
+                         f"({len(missing)} missing): rebuild the store")
+    rows = np.array([index[r["image_id"]] for r in kept], dtype=np.int64)
+    if not np.array_equal(arrays["labels"][rows], np.array([int(r["label"]) for r in kept], dtype=np.int64)):
+        raise ValueError(f"labels in {store} differ from {manifest}: rebuild the store")
+    return rows
+
+
+def _rows_of(array: np.ndarray, rows):
+    return array if rows is None else array[rows]
+
+
+def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest=None, target_manifest=None) -> None:
+    """Reduce a layer's maps; with manifests, source and target are those rows of the stores."""
     from .reduce import reduce_store_pair
 
-    reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer)
-    write_pair(out, reduced["source"], reduced["target"], read_labels(source_store), read_labels(target_store),
+    rows_s, rows_t = manifest_rows(source_store, source_manifest), manifest_rows(target_store, target_manifest)
+    reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer, rows_s, rows_t)
+    write_pair(out, reduced["source"], reduced["target"], _rows_of(read_labels(source_store), rows_s),
+               _rows_of(read_labels(target_store), rows_t),
                {"reducer": json.dumps(reducer), "layerfuse_version": __version__})
 
 
-def _global_pair(source_store, target_store):
+def reduce_pool_layer(store, reducer: dict, out) -> None:
+    """A per-image reducer (flatten, pool2d) over every row of a pooled store, written as a store
+    (``features``, ``labels``, ``image_ids``): each experiment splitting the dataset reads its rows."""
+    from .h5io import read_arrays, write_arrays
+    from .reduce import reduce_store_pair
+
+    if reducer["method"] == "pca":
+        raise ValueError("PCA is fitted on each experiment's source rows, not on a whole pool")
+    reduced = reduce_store_pair(store, store, reducer["method"], reducer)["source"]
+    meta, _ = read_arrays(store, ["labels", "image_ids"])
+    write_arrays(out, {"features": reduced, **meta}, {"reducer": json.dumps(reducer), "layerfuse_version": __version__})
+
+
+def _store_pair(source_store, target_store, source_manifest=None, target_manifest=None):
+    """(features, labels) of both domains; one store for both (a pool) is read once."""
     from .h5io import read_arrays
 
-    s, _ = read_arrays(source_store, ["features", "labels"])
-    t, _ = read_arrays(target_store, ["features", "labels"])
-    return s["features"], t["features"], s["labels"], t["labels"]
+    names = ["features", "labels", "image_ids"]
+    s, _ = read_arrays(source_store, names)
+    t = s if Path(source_store).resolve() == Path(target_store).resolve() else read_arrays(target_store, names)[0]
+    rs, rt = _rows_in(s, source_store, source_manifest), _rows_in(t, target_store, target_manifest)
+    return (_rows_of(s["features"], rs), _rows_of(t["features"], rt), _rows_of(s["labels"], rs),
+            _rows_of(t["labels"], rt))
 
 
-def fuse_featureset(global_source, global_target, local_pair, scaling: str, out) -> None:
-    """Global features alone (``local_pair=None``) or concatenated with a reduced local block."""
+def fuse_featureset(global_source, global_target, local_pair, scaling: str, out, source_manifest=None,
+                    target_manifest=None, local_store=None) -> None:
+    """Global features alone or concatenated with a reduced local block: a pair file of the
+    experiment (``local_pair``) or a pooled store of per-image reductions (``local_store``).
+
+    ``source_manifest``/``target_manifest`` select the rows of every store (see :func:`manifest_rows`).
+    """
     from .fusion import fuse
 
-    gs, gt, ys, yt = _global_pair(global_source, global_target)
+    gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
     blocks = [(gs, gt)]
-    if local_pair is not None:
-        ls, lt, lys, lyt, _ = read_pair(local_pair)
+    if local_pair is not None or local_store is not None:
+        if local_store is not None:
+            ls, lt, lys, lyt = _store_pair(local_store, local_store, source_manifest, target_manifest)
+        else:
+            ls, lt, lys, lyt, _ = read_pair(local_pair)
         if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
-            raise ValueError(f"{local_pair} rows do not match the global stores {global_source}")
+            raise ValueError(f"{local_pair or local_store} rows do not match the global stores {global_source}")
         blocks.append((ls, lt))
     xs, xt = fuse(blocks, scaling)
     write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks)})
@@ -130,25 +194,35 @@ def fit_tca(fused, params: dict, out) -> None:
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
 
 
-def score_cell(features, adapter: str, svm: dict, meta: dict, out) -> dict:
-    """Score one grid cell: the first ``d`` TCA components (``tca-d``) or the raw features (``none``)."""
-    from .evaluate import evaluate_svm
-    from .report import write_score_row
+def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out) -> list[dict]:
+    """Score every cell of one feature set: raw features (``none``) and the first ``d`` TCA components
+    (``tca-d``), one linear SVM each, all rows in one CSV.
 
-    xs, xt, ys, yt, _ = read_pair(features)
-    dims = None
-    if adapter != "none":
-        dims = int(adapter.split("-", 1)[1])
-        if dims > xs.shape[1]:
-            log.warning("%s: only %d components available for %s", features, xs.shape[1], adapter)
-        xs, xt = xs[:, :dims], xt[:, :dims]
-    metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
-                              max_iter=svm["max_iter"])
+    ``features`` maps ``"none"`` to the fused pair and ``"tca"`` to the TCA embedding (fitted once at
+    the largest ``d``; components are nested), as far as ``adapters`` needs them.
+    """
+    from .evaluate import evaluate_svm
+    from .report import write_score_rows
+
+    pairs = {key: read_pair(path)[:4] for key, path in features.items()}
     layer, _, reducer = meta["featureset"].partition("-")
-    row = {**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
-           "n_components": dims if dims is not None else "", **metrics}
-    write_score_row(out, row)
-    return row
+    rows = []
+    for adapter in adapters:
+        dims = None
+        if adapter == "none":
+            xs, xt, ys, yt = pairs["none"]
+        else:
+            dims = int(adapter.split("-", 1)[1])
+            xs, xt, ys, yt = pairs["tca"]
+            if dims > xs.shape[1]:
+                log.warning("%s: only %d components available for %s", features["tca"], xs.shape[1], adapter)
+            xs, xt = xs[:, :dims], xt[:, :dims]
+        metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
+                                  max_iter=svm["max_iter"])
+        rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
+                     "n_components": dims if dims is not None else "", **metrics})
+    write_score_rows(out, rows)
+    return rows
 
 
 def data_section(manifests: dict, max_listed: int = 50) -> str:

@@ -1,12 +1,14 @@
+# One job per feature set: a linear SVM for the raw features and for each TCA dimension.
 rule evaluate_svm:
     input:
-        score_input,
+        unpack(score_inputs),
     output:
-        "results/{experiment}/scores/{backbone}/{featureset}/{adapter}.csv",
+        "results/{experiment}/scores/{backbone}/{featureset}.csv",
     params:
         svm=canonical(config["svm"]),
+        adapters=ADAPTERS,
     log:
-        "logs/{experiment}/evaluate_svm/{backbone}/{featureset}/{adapter}.log",
+        "logs/{experiment}/evaluate_svm/{backbone}/{featureset}.log",
     conda:
         "../envs/layerfuse.yaml"
     script:

@@ -1,5 +1,7 @@
 # Config validation, wildcard constraints and every input function.
 # Only this file reads `config`; rules receive slices of it through `params`.
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -36,9 +38,6 @@ LAYERS = list(config["layers"])
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
 DOMAINS = ["source", "target"]
-GROUPS = {}
-for _key, _exp in config["experiments"].items():
-    GROUPS.setdefault(_exp.get("group", _key), []).append(_key)
 
 
 def canonical(value):
@@ -50,12 +49,44 @@ def canonical(value):
     return value
 
 
+GROUPS = {}
+for _key, _exp in config["experiments"].items():
+    GROUPS.setdefault(_exp.get("group", _key), []).append(_key)
+
+
+def pool_images_spec(exp):
+    """What a split experiment's images depend on, seed and test size excluded."""
+    return canonical({
+        "domains": domain_specs(exp, ""),
+        "classes": exp.get("classes", "common"),
+        "split": None,
+        "image_size": config["image_size"],
+    })
+
+
+def pool_name(exp):
+    """``<dataset folder>-<hash>``: one pool per distinct dataset (and class selection, image size)."""
+    spec = pool_images_spec(exp)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    folder = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(exp["source"]["path"]).name) or "dataset"
+    return f"{folder}-{digest}"
+
+
+# Experiments that split one dataset (e.g. the seeds of Corel-1000) share a pool:
+# its images are decoded, its pretrained features extracted and its per-image
+# reductions (flatten, pool2d) computed once; each experiment reads its source
+# and target rows (listed in its manifests) and fits PCA on its own source rows.
+EXPERIMENT_POOL = {k: pool_name(v) for k, v in config["experiments"].items() if "split" in v}
+POOLS = {EXPERIMENT_POOL[k]: pool_images_spec(config["experiments"][k]) for k in EXPERIMENT_POOL}
+
+
 def _one_of(keys):
     return "|".join(re.escape(k) for k in keys)
 
 
 wildcard_constraints:
     experiment=_one_of(EXPERIMENTS),
+    pool=_one_of(POOLS) if POOLS else "(?!)",
     backbone=_one_of(BACKBONES),
     pretrained=_one_of(PRETRAINED),
     finetuned=_one_of(FINETUNED) if FINETUNED else "(?!)",
@@ -63,7 +94,6 @@ wildcard_constraints:
     local_layer=_one_of(config["local_layers"]),
     reducer=_one_of(config["reducers"]) if config["reducers"] else "(?!)",
     featureset=_one_of(FEATURESETS),
-    adapter=_one_of(ADAPTERS),
     domain="source|target",
     group=_one_of(GROUPS) if GROUPS else "(?!)",
 
@@ -114,6 +144,10 @@ def images_params(wildcards):
     })
 
 
+def pool_images_params(wildcards):
+    return POOLS[wildcards.pool]
+
+
 def pretrained_config(wildcards):
     return canonical(config["backbones"][wildcards.pretrained])
 
@@ -158,15 +192,51 @@ def reducer_params(wildcards):
     return canonical(config["reducers"][wildcards.reducer])
 
 
+def pool_of(wildcards, backbone):
+    """The experiment's pool when ``backbone``'s stores come from it (pretrained only), else None."""
+    return EXPERIMENT_POOL.get(wildcards.experiment) if backbone in PRETRAINED else None
+
+
+def manifest_inputs(wildcards):
+    manifests = f"results/{wildcards.experiment}/manifest"
+    return {"source_manifest": f"{manifests}/source.tsv", "target_manifest": f"{manifests}/target.tsv"}
+
+
+def layer_stores(wildcards, backbone, layer):
+    """Source and target stores of ``layer``: the experiment's own, or rows of its pool.
+
+    A pooled experiment's rows are given by its manifests (``*_manifest``);
+    fine-tuned layers are always the experiment's own (trained on its source).
+    """
+    pool = pool_of(wildcards, backbone)
+    if pool:
+        store = f"results/pools/{pool}/features/{backbone}/source/{layer}.h5"
+        return {"source": store, "target": store, **manifest_inputs(wildcards)}
+    base = f"results/{wildcards.experiment}/features/{backbone}"
+    return {"source": f"{base}/source/{layer}.h5", "target": f"{base}/target/{layer}.h5"}
+
+
+def reduce_input(wildcards):
+    return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
+
+
 def fuse_input(wildcards):
+    """Global stores, and the local block: the experiment's reduced pair, or (per-image reducers of a
+    pooled experiment) the pool's reduced store; manifests select pooled rows."""
     g = config["global_layer"]
-    gb = store_backbone(wildcards.backbone, g)
-    gbase = f"results/{wildcards.experiment}/features/{gb}"
-    inputs = {"global_source": f"{gbase}/source/{g}.h5", "global_target": f"{gbase}/target/{g}.h5"}
+    inputs = {
+        (f"global_{k}" if k in DOMAINS else k): path
+        for k, path in layer_stores(wildcards, store_backbone(wildcards.backbone, g), g).items()
+    }
     if wildcards.featureset != g:
         layer, reducer = wildcards.featureset.split("-", 1)
         bb = store_backbone(wildcards.backbone, layer)
-        inputs["local"] = f"results/{wildcards.experiment}/reduced/{bb}/{layer}/{reducer}.h5"
+        pool = pool_of(wildcards, bb)
+        if pool and config["reducers"][reducer]["method"] != "pca":
+            inputs["local_pool"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
+            inputs.update(manifest_inputs(wildcards))
+        else:
+            inputs["local"] = f"results/{wildcards.experiment}/reduced/{bb}/{layer}/{reducer}.h5"
     return inputs
 
 
@@ -184,18 +254,21 @@ def tca_params(wildcards):
     })
 
 
-def score_input(wildcards):
+def score_inputs(wildcards):
+    """The fused pair (for ``none``) and the TCA embedding (for ``tca-<dims>``), as the adapters need."""
     base = f"results/{wildcards.experiment}"
-    if wildcards.adapter == "none":
-        return f"{base}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
-    return f"{base}/adapted/{wildcards.backbone}/{wildcards.featureset}/tca.h5"
+    inputs = {}
+    if "none" in ADAPTERS:
+        inputs["none"] = f"{base}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
+    if any(a != "none" for a in ADAPTERS):
+        inputs["tca"] = f"{base}/adapted/{wildcards.backbone}/{wildcards.featureset}/tca.h5"
+    return inputs
 
 
 def score_files(wildcards):
     return expand(
-        "results/{experiment}/scores/{backbone}/{featureset}/{adapter}.csv",
+        "results/{experiment}/scores/{backbone}/{featureset}.csv",
         experiment=wildcards.experiment,
         backbone=BACKBONES,
         featureset=FEATURESETS,
-        adapter=ADAPTERS,
     )

@@ -31,3 +31,18 @@ rule prepare_images:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/prepare_images.py"
+
+
+# The whole dataset of experiments that split it (see EXPERIMENT_POOL in common.smk).
+use rule prepare_images as prepare_pool_images with:
+    input:
+        [],
+    output:
+        manifest="results/pools/{pool}/manifest/{domain}.tsv",
+        images="results/pools/{pool}/images/{domain}.h5",
+    params:
+        images=pool_images_params,
+    log:
+        "logs/pools/{pool}/prepare_images/{domain}.log",
+    benchmark:
+        "benchmarks/pools/{pool}/prepare_images/{domain}.tsv"

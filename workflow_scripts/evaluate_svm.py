@@ -3,7 +3,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from layerfuse._snakemake import run
-from layerfuse.stages import score_cell
+from layerfuse.stages import score_featureset
 
 meta = {
     "experiment": snakemake.wildcards.experiment,
@@ -11,7 +11,7 @@ meta = {
     "featureset": snakemake.wildcards.featureset,
 }
 run(
-    lambda: score_cell(
-        snakemake.input[0], snakemake.wildcards.adapter, snakemake.params.svm, meta, snakemake.output[0]
+    lambda: score_featureset(
+        dict(snakemake.input.items()), snakemake.params.adapters, snakemake.params.svm, meta, snakemake.output[0]
     )
 )

@@ -12,5 +12,8 @@ run(
         snakemake.input.get("local"),
         snakemake.params.scaling,
         snakemake.output[0],
+        snakemake.input.get("source_manifest"),
+        snakemake.input.get("target_manifest"),
+        snakemake.input.get("local_pool"),
     )
 )

@@ -7,6 +7,11 @@ from layerfuse.stages import reduce_layer
 
 run(
     lambda: reduce_layer(
-        snakemake.input.source, snakemake.input.target, snakemake.params.reducer, snakemake.output[0]
+        snakemake.input.source,
+        snakemake.input.target,
+        snakemake.params.reducer,
+        snakemake.output[0],
+        snakemake.input.get("source_manifest"),
+        snakemake.input.get("target_manifest"),
     )
 )

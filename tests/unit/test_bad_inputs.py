@@ -153,3 +153,28 @@ def test_split_with_a_one_image_class_is_rejected_in_one_line(corpus):
     with pytest.raises(ValueError, match="both sides need one image per class"):
         split_rows(rows, 0.01, 0)
 
+
+
+def test_manifest_rows_select_and_check_the_store(tmp_path):
+    """A pooled store's rows follow the manifest order; a missing image or a label mismatch is one line."""
+    import h5py
+
+    from layerfuse.h5io import write_meta
+    from layerfuse.images import write_manifest
+    from layerfuse.stages import manifest_rows
+
+    store = tmp_path / "pool.h5"
+    with h5py.File(store, "w") as f:
+        f["features"] = np.arange(4, dtype=np.float32)[:, None]
+        write_meta(f, [0, 0, 1, 1], ["a/1.jpg", "a/2.jpg", "b/1.jpg", "b/2.jpg"])
+    rows = [{"image_id": "b/2.jpg", "label": 1, "status": "ok"}, {"image_id": "a/1.jpg", "label": 0, "status": "ok"},
+            {"image_id": "a/9.jpg", "label": 0, "status": "skipped", "reason": "corrupt"}]
+    write_manifest(tmp_path / "m.tsv", rows)
+    assert manifest_rows(store, tmp_path / "m.tsv").tolist() == [3, 0]
+    assert manifest_rows(store, None) is None
+    write_manifest(tmp_path / "missing.tsv", rows[:2] + [{"image_id": "c/1.jpg", "label": 2, "status": "ok"}])
+    with pytest.raises(ValueError, match=r"pool.h5 has no row for 'c/1.jpg' listed in .*missing.tsv"):
+        manifest_rows(store, tmp_path / "missing.tsv")
+    write_manifest(tmp_path / "labels.tsv", [{"image_id": "a/2.jpg", "label": 1, "status": "ok"}])
+    with pytest.raises(ValueError, match="labels in .*pool.h5 differ from .*labels.tsv"):
+        manifest_rows(store, tmp_path / "labels.tsv")

@@ -65,3 +65,42 @@ def test_gram_pca_caps_components(tmp_path, rng):
     _store(tmp_path / "t.h5", rng.randn(3, 50).astype(np.float32))
     out = reduce_store_pair(tmp_path / "s.h5", tmp_path / "t.h5", "pca", {"n_components": 256})
     assert out["source"].shape == (6, 5) and out["target"].shape == (3, 5)
+
+
+@pytest.mark.parametrize("method,params", [("pca", {"n_components": 8, "block_memory_mb": 0.001}),
+                                           ("flatten", {"segment": 7}), ("pool2d", {})])
+def test_rows_of_one_store_equal_separate_stores(tmp_path, rng, method, params):
+    """A seeded split read as rows of one (pooled) store reduces exactly as two separate stores."""
+    from layerfuse.h5io import create_store
+
+    x = rng.rand(40, 32, 5, 5).astype(np.float32)
+    with h5py.File(tmp_path / "pool.h5", "w") as f:
+        create_store(f, "features", x.shape, "float32", compression="zstd")[...] = x
+    order = rng.permutation(40)
+    rows_s, rows_t = order[:29], np.sort(order[29:])[::-1]          # disjoint, out of store order
+    _store(tmp_path / "s.h5", x[rows_s])
+    _store(tmp_path / "t.h5", x[rows_t])
+    pooled = reduce_store_pair(tmp_path / "pool.h5", tmp_path / "pool.h5", method, params, rows_s, rows_t)
+    separate = reduce_store_pair(tmp_path / "s.h5", tmp_path / "t.h5", method, params)
+    for d in ("source", "target"):
+        assert pooled[d].shape == separate[d].shape
+        # PCA: float32 Gram blocks are cut differently (summation order); per-image reducers are exact
+        np.testing.assert_allclose(pooled[d], separate[d], rtol=1e-5, atol=1e-3 if method == "pca" else 0)
+
+
+def test_reduce_pool_layer_keeps_ids_and_refuses_pca(tmp_path, rng):
+    """A pool's per-image reduction is a store (ids kept, so seeds can pick rows); PCA is per seed."""
+    from layerfuse.h5io import read_arrays, write_meta
+    from layerfuse.stages import reduce_pool_layer
+
+    x = rng.rand(6, 3, 4, 4).astype(np.float32)
+    with h5py.File(tmp_path / "pool.h5", "w") as f:
+        f["features"] = x
+        write_meta(f, [0, 0, 1, 1, 2, 2], [f"c/{i}.png" for i in range(6)])
+    reduce_pool_layer(tmp_path / "pool.h5", {"method": "pool2d"}, tmp_path / "out.h5")
+    out, _ = read_arrays(tmp_path / "out.h5")
+    np.testing.assert_array_equal(out["features"], pool2d(x))
+    assert out["image_ids"].tolist() == [f"c/{i}.png" for i in range(6)]
+    with pytest.raises(ValueError, match="PCA is fitted on each experiment's source rows"):
+        reduce_pool_layer(tmp_path / "pool.h5", {"method": "pca", "n_components": 2}, tmp_path / "pca.h5")
+    assert not (tmp_path / "pca.h5").exists()

@@ -86,7 +86,7 @@ def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
     assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
-    assert jobs["evaluate_svm"] == 24
+    assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
@@ -109,7 +109,7 @@ def test_adding_a_layer_runs_only_that_layer(finished_run, tmp_path):
     assert jobs["extract_features"] == 2            # block2, source and target, shared by both backbones
     assert jobs["reduce_layer"] == 3                # block2 x 3 reducers
     assert jobs["fuse_features"] == 6 and jobs["fit_tca"] == 6
-    assert jobs["evaluate_svm"] == 18
+    assert jobs["evaluate_svm"] == 6
     assert "finetune_backbone" not in jobs
 
 

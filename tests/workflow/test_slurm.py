@@ -93,9 +93,10 @@ def _config(run: Path, host: str, cpus: int) -> str:
 
 def _pid(path: Path, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    # The daemon creates the file before it writes the pid into it: wait for the content too.
+    while not (path.exists() and path.read_text().split()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear")
+            raise AssertionError(f"{path} did not appear or stayed empty")
         time.sleep(0.2)
     return int(path.read_text().split()[0])
 
