@@ -1,13 +1,16 @@
 """bf16 vs fp32 extraction: feature error and grid accuracy, through the real workflow.
 
     python benchmarks/bf16_parity.py [--presets corel1000 office_amazon_webcam] [--layers global block1]
+                                     [--finetuned]
 
 Runs the workflow twice per preset (ImageNet backbone, the given layers, every
 reducer, the configured TCA dims) in two work directories that differ only in
 ``extract.precision`` (fp32 / bf16, eager so that only the precision differs),
 then prints the relative error of every feature store (‖bf16 − fp32‖ / ‖fp32‖
 per image, median and max) and, per feature set and TCA dims, the accuracy
-difference in points.  ``precision: auto`` turns bf16 on only where the CPU or
+difference in points.  ``--finetuned`` adds the fine-tuned backbone, whose
+frozen pass and tail training run in the same precision (``finetune.precision``).
+``precision: auto`` turns bf16 on only where the CPU or
 GPU computes it natively; on a CPU without it, autocast emulates bf16 (same
 rounding, several times slower), so this check runs anywhere.
 """
@@ -26,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_workflow(preset: Path, work: Path, precision: str, layers: list[str], cores: int) -> float:
+def run_workflow(preset: Path, work: Path, precision: str, layers: list[str], cores: int,
+                 finetuned: bool = False) -> float:
     config = yaml.safe_load(preset.read_text())
     for exp in config["experiments"].values():  # data paths relative to the repository root
         for side in ("source", "target"):
@@ -34,7 +38,9 @@ def run_workflow(preset: Path, work: Path, precision: str, layers: list[str], co
                 exp[side]["path"] = str((ROOT / exp[side]["path"]).resolve())
     all_layers = {"global": "flatten", "block1": "layer1.0", "block2": "layer1.1", "block3": "layer1.2"}
     config.update({
-        "backbones": {"imagenet": {"weights": "keras-npm"}},
+        "backbones": {"imagenet": {"weights": "keras-npm"},
+                      **({"finetuned": {"finetune": {"base": "imagenet", "precision": precision}}}
+                         if finetuned else {})},
         "layers": {k: all_layers[k] for k in layers},
         "local_layers": [k for k in layers if k != "global"],
         "extract": {"precision": precision, "compile": False},
@@ -72,7 +78,7 @@ def accuracies(work: Path) -> dict[tuple, float]:
     for path in work.glob("results/*/accuracy.csv"):
         with open(path) as f:
             for row in csv.DictReader(f):
-                key = (path.parent.name, row["featureset"], row["adapter"])
+                key = (path.parent.name, row["backbone"], row["featureset"], row["adapter"])
                 out[key] = 100 * float(row["accuracy"])
     return out
 
@@ -83,13 +89,14 @@ def main(argv=None):
     p.add_argument("--layers", nargs="+", default=["global", "block1"])
     p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "bf16_parity_work")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--finetuned", action="store_true", help="also the fine-tuned backbone (100 epochs)")
     args = p.parse_args(argv)
     seconds = {}
     for name in args.presets:
         preset = ROOT / "config" / "presets" / f"{name}.yaml"
         for precision in ("fp32", "bf16"):
             seconds[(name, precision)] = run_workflow(preset, args.work / precision / name, precision,
-                                                      args.layers, args.cores)
+                                                      args.layers, args.cores, args.finetuned)
     print("workflow seconds (eager; bf16 emulated where the CPU lacks it):",
           ", ".join(f"{n} {pr} {s:.0f}" for (n, pr), s in seconds.items()))
     print(f"{'store':<52} {'median rel err':>15} {'max rel err':>12}")
@@ -101,7 +108,7 @@ def main(argv=None):
         diffs = {k: b[k] - a[k] for k in a if k in b}
         print(f"\n{name}: accuracy (%) fp32 -> bf16, {len(diffs)} cells")
         for k in sorted(diffs):
-            print(f"  {k[1]:<16} {k[2]:<9}  {a[k]:6.2f} -> {b[k]:6.2f}  ({diffs[k]:+.2f})")
+            print(f"  {k[1]:<10} {k[2]:<16} {k[3]:<9}  {a[k]:6.2f} -> {b[k]:6.2f}  ({diffs[k]:+.2f})")
         d = np.array(list(diffs.values()))
         print(f"  mean difference {d.mean():+.2f} points, mean |difference| {np.abs(d).mean():.2f}, "
               f"max |difference| {np.abs(d).max():.2f}; grid mean fp32 {np.mean([a[k] for k in diffs]):.2f} "

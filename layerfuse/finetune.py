@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
-           "merge_tail", "finetune", "node_is_frozen"]
+           "merge_tail", "tail_features", "finetune_tail", "finetune", "node_is_frozen"]
 
 log = logging.getLogger("layerfuse.finetune")
 
@@ -52,7 +52,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     schedule: str = "constant"       # constant | cosine
     bn: str = "train"                # train | frozen
-    precision: str = "fp32"          # fp32 | bf16 (autocast: ~3x faster tail training on AMX CPUs)
+    precision: str = "auto"          # auto (bf16 where native) | fp32 | bf16: frozen pass and tail training
     seed: int = 0
 
     def __post_init__(self):
@@ -60,10 +60,79 @@ class FinetuneConfig:
             raise ValueError(f"trainable must be one of {sorted(TRAINABLE)}, got {self.trainable!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.bn not in ("train", "frozen"):
             raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}")
+
+
+def bn_add_relu_mean(z, identity, bn, positions: int):
+    """``relu(bn(z) + identity)`` averaged over each image's ``positions`` rows, with a fused backward.
+
+    ``z`` and ``identity`` are ``(images * positions, channels)``; ``bn`` is a
+    BatchNorm module (batch statistics in training mode, running ones in eval
+    mode; running statistics updated as the module does).  The same maths as
+    the module calls, through ATen's own batch-norm kernels, but the add, ReLU
+    and mean are done in place and their backward is one pass (autograd keeps
+    and revisits four ``rows x channels`` intermediates for them).
+    """
+    import torch
+
+    return _BnAddReluMean.apply(z, identity, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                bn.training or not bn.track_running_stats, _bn_momentum(bn), bn.eps, positions)
+
+
+def _bn_momentum(bn) -> float:
+    """The running-average factor of this step (``momentum=None``: cumulative average, as nn.BatchNorm)."""
+    if not (bn.training and bn.track_running_stats):
+        return 0.0
+    bn.num_batches_tracked.add_(1)
+    return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+
+
+def _bn_add_relu_mean_function():
+    import torch
+
+    class BnAddReluMean(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, identity, weight, bias, running_mean, running_var, batch_stats, momentum, eps,
+                    positions):
+            a, mean, invstd = torch.native_batch_norm(z, weight, bias, running_mean, running_var, batch_stats,
+                                                      momentum, eps)
+            a.add_(identity).relu_()
+            ctx.save_for_backward(z, a, weight, running_mean, running_var, mean, invstd)
+            ctx.batch_stats, ctx.eps, ctx.positions = batch_stats, eps, positions
+            return a.view(-1, positions, a.shape[1]).mean(dim=1)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            z, a, weight, running_mean, running_var, mean, invstd = ctx.saved_tensors
+            p = ctx.positions
+            # d mean / d a, through the ReLU: one pass over a
+            grad_a = torch.ops.aten.threshold_backward(
+                (grad_out / p)[:, None, :].expand(-1, p, -1), a.view(-1, p, a.shape[1]), 0).reshape(a.shape)
+            grad_z, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+                grad_a, z, weight, running_mean, running_var, mean, invstd, ctx.batch_stats, ctx.eps,
+                [True, ctx.needs_input_grad[2], ctx.needs_input_grad[3]])
+            grad_identity = grad_a if ctx.needs_input_grad[1] else None
+            return grad_z, grad_identity, grad_weight, grad_bias, None, None, None, None, None, None
+
+    return BnAddReluMean
+
+
+class _LazyFunction:
+    """The autograd Function, built on first use (importing this module must not import torch)."""
+
+    def __init__(self, build):
+        self._build, self._fn = build, None
+
+    def apply(self, *args):
+        if self._fn is None:
+            self._fn = self._build()
+        return self._fn.apply(*args)
+
+
+_BnAddReluMean = _LazyFunction(_bn_add_relu_mean_function)
 
 
 def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
@@ -74,7 +143,21 @@ def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
     torch.manual_seed(seed)
     fc = nn.Linear(model.fc.in_features, num_classes)
     if trainable == "fc":
-        return nn.Sequential(fc)
+
+        class LinearTail(nn.Module):
+            """The new prediction layer alone, on the cached 2048-d pooled features."""
+
+            def __init__(self):
+                super().__init__()
+                self.fc = fc
+
+            def features(self, x):
+                return x
+
+            def forward(self, x):
+                return self.fc(x)
+
+        return LinearTail()
 
     if trainable == "conv3":
         block = model.layer4[2]
@@ -86,6 +169,9 @@ def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
             product over all positions and BatchNorm a per-column normalisation: 2.5 s
             per epoch on Amazon (2 AVX2 cores) against 4.1 s for the NCHW convolution
             (same maths; weights are stored as the convolution's, see ``merge_tail``).
+            BatchNorm, shortcut, ReLU and mean then run fused (``bn_add_relu_mean``):
+            1.95 -> 1.68 s per epoch on 2 AVX-512 cores, of which the two matrix products
+            are 1.0 s.
             """
 
             def __init__(self):
@@ -96,10 +182,14 @@ def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
                 self.bn3 = copy.deepcopy(block.bn3)
                 self.fc = fc
 
-            def forward(self, h, identity):
+            def features(self, h, identity):
+                """The 2048-d pooled vector (torchvision's ``flatten`` node) the fc sees."""
                 n, p, _ = h.shape
-                z = self.bn3(self.conv3(h.reshape(n * p, -1))[:, :, None, None]).reshape(n, p, -1)
-                return self.fc(torch.relu(z + identity).mean(dim=1))
+                z = self.conv3(h.reshape(n * p, -1)).float()   # bf16 under autocast; BatchNorm in float32
+                return bn_add_relu_mean(z, identity.reshape(n * p, -1), self.bn3, p)
+
+            def forward(self, h, identity):
+                return self.fc(self.features(h, identity))
 
         return Conv3Tail()
 
@@ -111,15 +201,20 @@ def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
             self.body = body
             self.fc = fc
 
+        def features(self, x):
+            return self.body(x).mean(dim=(2, 3))
+
         def forward(self, x):
-            return self.fc(self.body(x).mean(dim=(2, 3)))
+            return self.fc(self.features(x))
 
     return BodyTail()
 
 
-def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int = 32) -> list[np.ndarray]:
+def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int = 32,
+                      precision: str = "fp32") -> list[np.ndarray]:
     """Outputs of the frozen part for every image: the tail's inputs (float32 arrays; for ``conv3``
-    position-major, ``(n, h*w, channels)``)."""
+    position-major, ``(n, h*w, channels)``).  ``precision="bf16"`` runs the pass under bf16
+    autocast (as extraction does where the CPU computes bf16 natively)."""
     import torch
     from torchvision.models.feature_extraction import create_feature_extractor
     from tqdm import tqdm
@@ -131,7 +226,8 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
     fx = create_feature_extractor(model, return_nodes={n: n for n in nodes})
     parts: dict[str, list] = {n: [] for n in nodes}
     n = len(images_uint8)
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
         for lo in tqdm(range(0, n, batch_size), desc="cache", unit="batch", mininterval=2.0):
             out = fx(preprocess(images_uint8[lo:lo + batch_size], spec))
             for k in nodes:
@@ -167,6 +263,9 @@ def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, pro
     import torch
     from tqdm import tqdm
 
+    from .backbones import resolve_precision
+
+    bf16 = resolve_precision(cfg.precision) == "bf16"
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -181,7 +280,7 @@ def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, pro
         total, correct, seen = 0.0, 0, 0
         for lo in range(0, n, cfg.batch_size):
             idx = order[lo:lo + cfg.batch_size]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = forward_batch(idx)
             loss = torch.nn.functional.cross_entropy(logits.float(), y[idx])
             opt.zero_grad(set_to_none=True)
@@ -239,7 +338,7 @@ def merge_tail(model, tail, trainable: str) -> dict:
     sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
     tsd = tail.state_dict()
     if trainable == "fc":
-        mapping = {"0.": "fc."}
+        mapping = {"fc.": "fc."}
     elif trainable == "conv3":
         mapping = {"conv3.": "layer4.2.conv3.", "bn3.": "layer4.2.bn3.", "fc.": "fc."}
     elif trainable == "block":
@@ -285,17 +384,51 @@ def write_history(history: list[dict], csv_path, png_path=None) -> None:
     plt.close(fig)
 
 
-def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
-    """Cache the frozen part, train the tail; returns (state_dict, history)."""
+def tail_features(tail, cached: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """The trained network's 2048-d global features (``flatten``) of the cached images, float32.
+
+    Everything before the tail is frozen, so these are the features a full
+    forward pass of the merged fine-tuned network would give (same maths,
+    other kernels: equal to float32 rounding): the source's global store
+    needs no second pass over the images.  ``tail`` is put in eval mode.
+    """
     import torch
 
+    tail.eval()
+    tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
+    n = len(tensors[0])
+    with torch.inference_mode():
+        parts = [tail.features(*[t[lo:lo + batch_size] for t in tensors]).float().numpy()
+                 for lo in range(0, n, batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, tail.fc.in_features), np.float32)
+
+
+def finetune_tail(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
+    """Cache the frozen part and train the tail on it; returns (tail, cached activations, history).
+
+    ``cfg.precision="auto"`` resolves to bf16 where the CPU computes it natively (as extraction's
+    ``precision: auto``), for the frozen pass and the tail's training.
+    """
+    import dataclasses
+
+    import torch
+
+    from .backbones import resolve_precision
+
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision))
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     num_classes = int(np.max(labels)) + 1
-    cached = cache_activations(model, images_uint8, spec, cfg.trainable)
+    cached = cache_activations(model, images_uint8, spec, cfg.trainable, precision=cfg.precision)
     tail = make_tail(model, cfg.trainable, num_classes, seed=cfg.seed)
     history = train_tail(tail, cached, labels, cfg, progress)
+    return tail, cached, history
+
+
+def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
+    """Cache the frozen part, train the tail; returns (state_dict, history)."""
+    tail, _, history = finetune_tail(model, images_uint8, labels, spec, cfg, progress)
     return merge_tail(model, tail, cfg.trainable), history
 
 

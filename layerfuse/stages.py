@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .h5io import atomic_path, read_labels, read_pair, write_pair, write_text_atomic
+from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, write_text_atomic
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "manifest_rows", "reduce_layer",
@@ -302,26 +302,46 @@ def dump_config(config: dict, out) -> None:
     write_text_atomic(out, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))
 
 
-def finetune_backbone(images, base_pth, base_json, params: dict, outputs, threads: int = 1) -> list:
-    """Fine-tune ``params['trainable']`` of the base backbone on the source images only."""
+def finetune_backbone(images, base_pth, base_json, params: dict, outputs, threads: int = 1,
+                      global_layer: str = "global") -> list:
+    """Fine-tune ``params['trainable']`` of the base backbone on the source images only.
+
+    ``outputs`` has ``pth``, ``record``, ``curve``, ``plot`` and optionally
+    ``source_global``: the fine-tuned network's ``flatten`` features of the
+    source, computed from the cached activations (stored as layer ``global_layer``).
+    """
     import h5py
     import torch
 
-    from .finetune import FinetuneConfig, finetune, write_history
+    from .backbones import resolve_precision
+    from .finetune import FinetuneConfig, finetune_tail, merge_tail, tail_features, write_history
     from .weights import sha256_file
 
     torch.set_num_threads(int(threads))
     model, spec, record = _recorded_backbone(base_pth, base_json)
     with h5py.File(images, "r") as f:
         x, y = f["images"][()], f["labels"][()]
+        image_ids, image_list_sha256 = f["image_ids"].asstr()[()], f.attrs.get("image_list_sha256", "")
     cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
-    sd, history = finetune(model, x, y, spec, cfg)
+    tail, cached, history = finetune_tail(model, x, y, spec, cfg)
     with atomic_path(outputs.pth) as tmp:
-        torch.save(sd, tmp)
+        torch.save(merge_tail(model, tail, cfg.trainable), tmp)
     out = {**{k: record[k] for k in ("architecture", "preprocessing", "maxpool_pad")},
            "weights": "finetune", "base_sha256": record["sha256"], "finetune": params,
            "sha256": sha256_file(outputs.pth), "final_loss": history[-1]["loss"],
-           "final_source_accuracy": history[-1]["source_accuracy"], "layerfuse_version": __version__}
+           "final_source_accuracy": history[-1]["source_accuracy"],
+           "precision_used": resolve_precision(cfg.precision), "layerfuse_version": __version__}
+    if "source_global" in outputs.keys():
+        # the source's global store from the cache: no second pass over the images
+        with atomic_path(outputs.source_global) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=tail_features(tail, cached))
+            write_meta(f, y, image_ids, {
+                "layer": global_layer, "node": "flatten", "architecture": spec.architecture,
+                "preprocessing": spec.preprocessing, "maxpool_pad": spec.maxpool_pad,
+                "weights_sha256": out["sha256"], "precision": out["precision_used"], "compiled": False,
+                "image_list_sha256": image_list_sha256, "image_size": x.shape[1],
+                "computed_from": "fine-tuning cache", "layerfuse_version": __version__,
+            })
     write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
     write_history(history, outputs.curve, outputs.plot)
     log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],

@@ -34,6 +34,14 @@ EXPERIMENTS = list(config["experiments"])
 BACKBONES = list(config["backbones"])
 FINETUNED = [k for k, v in config["backbones"].items() if "finetune" in v]
 PRETRAINED = [k for k in BACKBONES if k not in FINETUNED]
+# The fine-tuning job also writes its source's global store, from the activations it cached
+# (no second pass over the images), when the global layer is the pooled vector ``flatten``;
+# for any other node extract_features computes it.
+FINETUNE_OUTPUTS = (
+    {"source_global": f"results/{{experiment}}/features/{{finetuned}}/source/{config['global_layer']}.h5"}
+    if config["layers"][config["global_layer"]] == "flatten"
+    else {}
+)
 LAYERS = list(config["layers"])
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)

@@ -28,6 +28,10 @@ rule prepare_weights:
         "../workflow_scripts/prepare_weights.py"
 
 
+# The fine-tuned source's global store comes from the fine-tuning job when it writes one.
+ruleorder: finetune_backbone > extract_features
+
+
 rule finetune_backbone:
     input:
         unpack(finetune_base),
@@ -41,8 +45,10 @@ rule finetune_backbone:
             category="Fine-tuning",
             labels={"experiment": "{experiment}", "backbone": "{finetuned}"},
         ),
+        **FINETUNE_OUTPUTS,
     params:
         finetune=finetune_params,
+        global_layer=config["global_layer"],
     threads: workflow.cores
     log:
         "logs/{experiment}/finetune_backbone/{finetuned}.log",

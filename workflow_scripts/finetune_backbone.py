@@ -13,5 +13,6 @@ run(
         snakemake.params.finetune,
         snakemake.output,
         threads=snakemake.threads,
+        global_layer=snakemake.params.global_layer,
     )
 )

@@ -26,7 +26,7 @@ def tiny():
 def test_training_reduces_loss_and_touches_only_the_tail(tiny, trainable):
     model, images, labels = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = FinetuneConfig(trainable=trainable, epochs=15, batch_size=8, lr=0.05, seed=0)
+    cfg = FinetuneConfig(trainable=trainable, epochs=15, batch_size=8, lr=0.05, seed=0, precision="fp32")
     sd, history = finetune(model, images, labels, SPEC, cfg, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
     trainable_prefixes = ("layer4.2.conv3.", "layer4.2.bn3.") if trainable == "conv3" else ()
@@ -48,7 +48,7 @@ def test_training_reduces_loss_and_touches_only_the_tail(tiny, trainable):
 def test_cached_equals_naive(tiny, bn):
     """The cached path and a full forward/backward loop give the same weights."""
     model, images, labels = tiny
-    cfg = FinetuneConfig(trainable="conv3", epochs=3, batch_size=8, lr=0.01, bn=bn, seed=1)
+    cfg = FinetuneConfig(trainable="conv3", epochs=3, batch_size=8, lr=0.01, bn=bn, seed=1, precision="fp32")
     sd_cached, h_cached = finetune(model, images, labels, SPEC, cfg, progress=False)
     naive, h_naive = train_naive(model, images, labels, SPEC, cfg, num_classes=3)
     # the same maths through other kernels (position-major matrix product vs NCHW convolution):
@@ -79,6 +79,31 @@ def test_cached_tail_computes_the_full_networks_logits(tiny, bn_mode):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("trainable", ["conv3", "fc"])
+def test_tail_features_equal_the_merged_networks_global_features(tiny, trainable):
+    """The source's fine-tuned global store, computed from the cache, is what a full pass would give."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from layerfuse.backbones import preprocess
+    from layerfuse.finetune import finetune_tail, merge_tail, tail_features
+
+    model, images, labels = tiny
+    cfg = FinetuneConfig(trainable=trainable, epochs=3, batch_size=8, lr=0.05, seed=0, precision="fp32")
+    tail, cached, _ = finetune_tail(model, images, labels, SPEC, cfg, progress=False)
+    merged = build_resnet50(SPEC)
+    merged.fc = torch.nn.Linear(2048, 3)
+    merged.load_state_dict(merge_tail(model, tail, trainable))
+    ours = tail_features(tail, cached, batch_size=10)   # batches of 10: 24 images end on a partial batch
+    with torch.no_grad():
+        ref = create_feature_extractor(merged.eval(), {"flatten": "g"})(preprocess(images, SPEC))["g"]
+    assert ours.shape == (24, 2048) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-4, atol=1e-5)
+    if trainable == "conv3":   # training moved the features away from the base network's
+        with torch.no_grad():
+            base = create_feature_extractor(model.eval(), {"flatten": "g"})(preprocess(images, SPEC))["g"]
+        assert not np.allclose(ours, base.numpy(), rtol=1e-3, atol=1e-4)
+
+
 def test_deterministic(tiny):
     model, images, labels = tiny
     cfg = FinetuneConfig(epochs=2, batch_size=8, seed=3)
@@ -102,6 +127,8 @@ def test_bad_options():
         FinetuneConfig(trainable="everything")
     with pytest.raises(ValueError, match="schedule"):
         FinetuneConfig(schedule="step")
+    with pytest.raises(ValueError, match="precision"):
+        FinetuneConfig(precision="fp16")
 
 
 def test_history_files(tmp_path):
@@ -122,3 +149,42 @@ def test_node_is_frozen(node, trainable, frozen):
     from layerfuse.finetune import node_is_frozen
 
     assert node_is_frozen(node, trainable) is frozen
+
+
+def _bn_add_relu_mean_reference(z, identity, bn, positions):
+    n = z.shape[0] // positions
+    out = bn(z[:, :, None, None]).reshape(n, positions, -1)
+    return torch.relu(out + identity.reshape(n, positions, -1)).mean(dim=1)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval", "cumulative", "frozen-stats"])
+def test_fused_bn_add_relu_mean_equals_the_modules(mode):
+    """The tail's fused BatchNorm + shortcut + ReLU + mean: outputs, gradients and running statistics."""
+    import copy
+
+    from layerfuse.finetune import bn_add_relu_mean
+
+    torch.manual_seed(0)
+    n, p, c = 6, 4, 8
+    z0, identity, g = torch.randn(n * p, c) * 3 + 1, torch.randn(n * p, c), torch.randn(n, c)
+    ref_bn = torch.nn.BatchNorm2d(c, momentum=None if mode == "cumulative" else 0.1,
+                                  track_running_stats=mode != "frozen-stats")
+    with torch.no_grad():
+        ref_bn.weight.uniform_(0.5, 1.5)
+        ref_bn.bias.normal_()
+        if ref_bn.track_running_stats:
+            ref_bn.running_mean.normal_()
+            ref_bn.running_var.uniform_(0.5, 2)
+    ref_bn.train(mode != "eval")
+    results = []
+    for fn, bn in ((_bn_add_relu_mean_reference, ref_bn), (bn_add_relu_mean, copy.deepcopy(ref_bn))):
+        for _ in range(2):   # two steps: running statistics move twice
+            z = z0.clone().requires_grad_()
+            out = fn(z, identity, bn, p)
+            (out * g).sum().backward()
+        results.append([out, z.grad, bn.weight.grad, bn.bias.grad]
+                       + ([bn.running_mean, bn.running_var, bn.num_batches_tracked] if bn.track_running_stats
+                          else []))
+    assert results[0][1].abs().sum() > 0   # the ReLU let gradient through
+    for ours, ref in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)

@@ -48,7 +48,15 @@ def test_finetuned_backbone(finished_run):
     curve = pd.read_csv(workdir / "results/tiny/finetune/finetuned_curve.csv")
     assert len(curve) == 3 and curve["loss"].notna().all()
     assert not (workdir / "results/tiny/features/finetuned/source/block1.h5").exists()
-    assert (workdir / "results/tiny/features/finetuned/source/global.h5").exists()
+    # the source's fine-tuned global features come from the fine-tuning job's cache, not a second pass
+    import h5py
+
+    with h5py.File(workdir / "results/tiny/features/finetuned/source/global.h5") as f:
+        assert f.attrs["computed_from"] == "fine-tuning cache"
+        assert f.attrs["weights_sha256"] == record["sha256"]
+        assert f["features"].shape == (15, 2048) and f["image_ids"].shape == (15,)
+    assert not (workdir / "logs/tiny/extract_features/finetuned/source/global.log").exists()
+    assert (workdir / "logs/tiny/extract_features/finetuned/target/global.log").exists()
 
 
 def test_html_report(finished_run, tmp_path):
