@@ -224,17 +224,19 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
     nodes = TRAINABLE[trainable][0]
     model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)   # as extraction runs it
     fx = create_feature_extractor(model, return_nodes={n: n for n in nodes})
-    parts: dict[str, list] = {n: [] for n in nodes}
     n = len(images_uint8)
+    cached: list[np.ndarray] = []   # filled batch by batch: peak memory is the cache itself, not 3 copies
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.inference_mode(), autocast:
         for lo in tqdm(range(0, n, batch_size), desc="cache", unit="batch", mininterval=2.0):
             out = fx(preprocess(images_uint8[lo:lo + batch_size], spec))
-            for k in nodes:
-                parts[k].append(out[k].float().numpy())
-    cached = [np.concatenate(parts[k]) for k in nodes]
-    if trainable == "conv3":   # (n, positions, channels): what Conv3Tail multiplies
-        cached = [np.ascontiguousarray(c.reshape(c.shape[0], c.shape[1], -1).transpose(0, 2, 1)) for c in cached]
+            for i, k in enumerate(nodes):
+                t = out[k].float()
+                if trainable == "conv3":   # (n, positions, channels): what Conv3Tail multiplies
+                    t = t.flatten(2).transpose(1, 2)
+                if not lo:
+                    cached.append(np.empty((n,) + tuple(t.shape[1:]), np.float32))
+                cached[i][lo:lo + len(t)] = t.numpy()
     return cached
 
 
