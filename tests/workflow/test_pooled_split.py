@@ -41,12 +41,13 @@ def split_config(tmp_path, seeds=(0, 1), finetuned=True):
 
 def test_seeds_extract_the_pretrained_layers_once(tmp_path):
     """Five seeds plan one decode of the dataset and one extraction per pretrained layer; only the
-    fine-tuned global layer (trained on each seed's source) is extracted per experiment."""
+    fine-tuned global layer (trained on each seed's source) is per experiment: the fine-tuning job
+    writes the source's from its cache, and only the target is extracted."""
     config, _ = split_config(tmp_path, seeds=range(5))
     jobs = planned_jobs(tmp_path / "work", config)
     assert jobs["prepare_pool_images"] == 1
     assert jobs["extract_pool_features"] == 2                     # imagenet: global + block1, all seeds
-    assert jobs["extract_features"] == 5 * 2                      # finetuned global, per seed and domain
+    assert jobs["extract_features"] == 5                          # finetuned global of each seed's target
     assert jobs["finetune_backbone"] == 5
     assert jobs["reduce_layer"] == 5                              # PCA is fitted on each seed's source
     assert jobs["reduce_pool_layer"] == 1                         # flatten is per image: once
