@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__
 from .backbones import BackboneSpec, build_resnet50, preprocess, resolve_precision
 from .h5io import atomic_path, create_store, write_meta
+from .memory import reuse_large_allocations
 
 __all__ = ["extract_features", "load_backbone"]
 
@@ -119,6 +120,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         image_ids = src["image_ids"].asstr()[()]
         n = images.shape[0]
         with contextlib.ExitStack() as stack:
+            stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             files, dsets = {}, {}
             # probe output shapes with one image
             with torch.inference_mode(), autocast:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .memory import reuse_large_allocations
+
 __all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
            "merge_tail", "tail_features", "finetune_tail", "finetune", "node_is_frozen"]
 
@@ -227,7 +229,7 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
     n = len(images_uint8)
     cached: list[np.ndarray] = []   # filled batch by batch: peak memory is the cache itself, not 3 copies
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    with torch.inference_mode(), autocast:
+    with reuse_large_allocations(), torch.inference_mode(), autocast:
         for lo in tqdm(range(0, n, batch_size), desc="cache", unit="batch", mininterval=2.0):
             out = fx(preprocess(images_uint8[lo:lo + batch_size], spec))
             for i, k in enumerate(nodes):
@@ -303,8 +305,9 @@ def train_tail(tail, cached: list[np.ndarray], labels, cfg: FinetuneConfig, prog
     import torch
 
     tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
-    history = _train(lambda idx: tail(*[t[idx] for t in tensors]), list(tail.parameters()),
-                     _train_modes(tail, tail.modules, cfg.bn), len(labels), labels, cfg, progress)
+    with reuse_large_allocations():   # each step's ~100 MB intermediates reuse the last step's memory
+        history = _train(lambda idx: tail(*[t[idx] for t in tensors]), list(tail.parameters()),
+                         _train_modes(tail, tail.modules, cfg.bn), len(labels), labels, cfg, progress)
     tail.eval()
     return history
 
