@@ -46,8 +46,9 @@ def test_large_blocks_are_reused_inside_and_returned_after():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["active"]
-    assert r["default"] > r["pages"], f"{r}: the default allocator did not fault fresh pages (nothing to fix)"
-    assert r["inside"] < r["pages"] // 2, f"{r}: freed blocks were not reused inside the block"
+    assert r["default"] > 2 * r["pages"], f"{r}: the default allocator did not fault fresh pages"
+    # typically 0 faults; at most one of the five blocks has been seen to land on fresh pages
+    assert r["inside"] < r["default"] / 3, f"{r}: freed blocks were not reused inside the block"
     assert r["grown_after"] < r["block"], f"{r}: the heap kept its memory after the block"
 
 
