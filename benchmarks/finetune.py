@@ -65,7 +65,8 @@ def main(argv=None):
         naive_cfg = FinetuneConfig(epochs=1, batch_size=64, precision=naive_precision)
         t0 = time.perf_counter()
         train_naive(model, x[:m], y[:m], spec, naive_cfg, num_classes=k)
-        naive_totals[naive_precision] = (time.perf_counter() - t0, (time.perf_counter() - t0) / m * n * args.epochs)
+        elapsed = time.perf_counter() - t0
+        naive_totals[naive_precision] = (elapsed, elapsed / m * n * args.epochs)
 
     print(f"images: {n}, classes: {k}, epochs: {args.epochs}, threads: {torch.get_num_threads()}, "
           f"precision: {precision}")

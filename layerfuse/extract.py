@@ -16,7 +16,7 @@ from .backbones import BackboneSpec, build_resnet50, preprocess, resolve_precisi
 from .h5io import atomic_path, create_store, write_meta
 from .memory import reuse_large_allocations
 
-__all__ = ["extract_features", "load_backbone"]
+__all__ = ["extract_features", "feature_store_attrs", "load_backbone"]
 
 log = logging.getLogger("layerfuse.extract")
 
@@ -56,6 +56,15 @@ def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_s
     sd = load_state_dict(weights_path, weights_sha256)
     num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 1000
     return build_resnet50(spec, sd, num_classes=num_classes)
+
+
+def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha256: str, precision: str,
+                        image_list_sha256: str, image_size: int, **extra) -> dict:
+    """The attributes every feature store carries: what was computed, by which weights, from which images."""
+    return {"layer": layer, "node": node, "architecture": spec.architecture, "preprocessing": spec.preprocessing,
+            "maxpool_pad": spec.maxpool_pad, "weights_sha256": weights_sha256, "precision": precision,
+            "image_list_sha256": image_list_sha256, "image_size": image_size, **extra,
+            "layerfuse_version": __version__}
 
 
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
@@ -132,13 +141,9 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                 dtype = "float32" if len(shape) == 1 else local_dtype
                 dsets[key] = create_store(f, "features", (n,) + shape, dtype,
                                           compression=compression if len(shape) > 1 else None)
-                write_meta(f, labels, image_ids, {
-                    "layer": key, "node": layers[key], "architecture": spec.architecture,
-                    "preprocessing": spec.preprocessing, "maxpool_pad": spec.maxpool_pad,
-                    "weights_sha256": weights_sha256, "precision": precision,
-                    "image_list_sha256": src.attrs.get("image_list_sha256", ""),
-                    "image_size": images.shape[1], "layerfuse_version": __version__,
-                })
+                write_meta(f, labels, image_ids, feature_store_attrs(
+                    key, layers[key], spec, weights_sha256, precision,
+                    src.attrs.get("image_list_sha256", ""), images.shape[1]))
                 files[key] = f
             start = time.perf_counter()
             bar = tqdm(total=n, desc="extract", unit="img", mininterval=2.0)

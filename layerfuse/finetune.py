@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -78,9 +79,7 @@ def bn_add_relu_mean(z, identity, bn, positions: int):
     and mean are done in place and their backward is one pass (autograd keeps
     and revisits four ``rows x channels`` intermediates for them).
     """
-    import torch
-
-    return _BnAddReluMean.apply(z, identity, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+    return _bn_add_relu_mean_function().apply(z, identity, bn.weight, bn.bias, bn.running_mean, bn.running_var,
                                 bn.training or not bn.track_running_stats, _bn_momentum(bn), bn.eps, positions)
 
 
@@ -92,7 +91,9 @@ def _bn_momentum(bn) -> float:
     return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
 
+@functools.cache
 def _bn_add_relu_mean_function():
+    """The autograd Function, built on first use (importing this module must not import torch)."""
     import torch
 
     class BnAddReluMean(torch.autograd.Function):
@@ -120,21 +121,6 @@ def _bn_add_relu_mean_function():
             return grad_z, grad_identity, grad_weight, grad_bias, None, None, None, None, None, None
 
     return BnAddReluMean
-
-
-class _LazyFunction:
-    """The autograd Function, built on first use (importing this module must not import torch)."""
-
-    def __init__(self, build):
-        self._build, self._fn = build, None
-
-    def apply(self, *args):
-        if self._fn is None:
-            self._fn = self._build()
-        return self._fn.apply(*args)
-
-
-_BnAddReluMean = _LazyFunction(_bn_add_relu_mean_function)
 
 
 def make_tail(model, trainable: str, num_classes: int, seed: int = 0):

@@ -314,6 +314,7 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
     import torch
 
     from .backbones import resolve_precision
+    from .extract import feature_store_attrs
     from .finetune import FinetuneConfig, finetune_tail, merge_tail, tail_features, write_history
     from .weights import sha256_file
 
@@ -335,13 +336,9 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
         # the source's global store from the cache: no second pass over the images
         with atomic_path(outputs.source_global) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=tail_features(tail, cached))
-            write_meta(f, y, image_ids, {
-                "layer": global_layer, "node": "flatten", "architecture": spec.architecture,
-                "preprocessing": spec.preprocessing, "maxpool_pad": spec.maxpool_pad,
-                "weights_sha256": out["sha256"], "precision": out["precision_used"], "compiled": False,
-                "image_list_sha256": image_list_sha256, "image_size": x.shape[1],
-                "computed_from": "fine-tuning cache", "layerfuse_version": __version__,
-            })
+            write_meta(f, y, image_ids, feature_store_attrs(
+                global_layer, "flatten", spec, out["sha256"], out["precision_used"], image_list_sha256,
+                x.shape[1], compiled=False, computed_from="fine-tuning cache"))
     write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
     write_history(history, outputs.curve, outputs.plot)
     log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
