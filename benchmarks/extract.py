@@ -174,6 +174,7 @@ def main(argv=None):
                     ("ours fp32 compiled, one pass", ours, ("fp32", False, True), "fp32"),
                     ("ours auto, per-layer jobs", ours, ("auto", True, "auto"), resolve_precision("auto"))]
         if native_bf16("cpu"):
+            variants.append(("ours bf16 eager, one pass", ours, ("bf16", False, False), "bf16"))
             variants.append(("ours bf16 compiled, one pass", ours, ("bf16", False, True), "bf16"))
         else:
             print("bf16: this CPU has no native bf16 (no AMX/AVX512-BF16); autocast would emulate it, "

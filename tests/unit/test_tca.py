@@ -103,6 +103,17 @@ def test_iterative_exact_matches_dense(rng):
     assert linalg.subspace_angles(it.coef_, dense.coef_).max() < 1e-6
 
 
+def test_iterative_few_guards_and_iteration_cap(rng):
+    """Near n_components = N the guard band shrinks to what is left; a capped run still returns k sorted pairs."""
+    X, dom = _shifted(rng, n=40, d=5)  # 80 samples: 10 left for guards
+    dense = TCA(70, gamma=0.2, solver="dense").fit(X, dom)
+    it = TCA(70, gamma=0.2, solver="exact", dense_max_samples=0, tol=1e-10).fit(X, dom)
+    np.testing.assert_allclose(it.eigenvalues_, dense.eigenvalues_, rtol=1e-6)
+    capped = TCA(70, gamma=0.2, solver="exact", dense_max_samples=0, max_iter=1).fit(X, dom)
+    assert capped.n_iter_ == 1 and capped.coef_.shape == (len(X), 70)
+    assert np.all(np.diff(capped.eigenvalues_) <= 0)
+
+
 def test_nystroem_converges_to_exact(rng):
     """Nyström's eigenvalues approach exact TCA as landmarks grow, and equal it with all samples."""
     X, dom = _shifted(rng, n=100, d=5)
@@ -159,3 +170,12 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 def test_sklearn_estimator_checks(estimator, check):
     """Every applicable scikit-learn estimator check (clone, pickling, dtypes, NaN, n_features_in_ …)."""
     check(estimator)
+
+
+def test_blocked_gram_matches_product(rng):
+    """The blocked a @ a.T (kept clear of OpenBLAS syrk's large-size segfault) is the same matrix."""
+    from layerfuse.tca import _gram
+
+    a = rng.randn(23, 5)
+    for block in (4, 7, 23, 100):
+        np.testing.assert_allclose(_gram(a, block=block), a @ a.T, rtol=1e-12, atol=1e-12)

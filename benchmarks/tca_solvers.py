@@ -1,0 +1,54 @@
+"""Exact vs Nyström TCA on every fused feature set of a finished experiment.
+
+    python benchmarks/tca_solvers.py <workdir>/results/<experiment> [--solvers nystroem exact]
+
+Refits TCA (the workflow's defaults: RBF, 3x the median width, mu=1, 256
+components) with each solver and prints the target accuracy and balanced
+accuracy averaged over the paper's dims (256/192/128/96/64), per dims, and the
+fit time: does the approximation the workflow uses above ``auto_threshold``
+cost accuracy?
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from layerfuse.evaluate import evaluate_svm
+from layerfuse.h5io import read_pair
+from layerfuse.tca import TCA
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment_dir", type=Path)
+    p.add_argument("--solvers", nargs="+", default=["nystroem", "exact"])
+    p.add_argument("--dims", type=int, nargs="+", default=[256, 192, 128, 96, 64])
+    p.add_argument("--bandwidth-factor", type=float, default=3.0)
+    p.add_argument("--mu", type=float, default=1.0)
+    args = p.parse_args(argv)
+    paths = sorted(args.experiment_dir.glob("fused/*/*.h5"))
+    if not paths:
+        raise SystemExit(f"no fused stores under {args.experiment_dir}/fused: run the workflow first")
+    for path in paths:
+        xs, xt, ys, yt, _ = read_pair(path)
+        x = np.vstack([xs, xt])
+        dom = np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
+        cells = []
+        for solver in args.solvers:
+            start = time.perf_counter()
+            z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu,
+                    solver=solver).fit_transform(x, dom)
+            seconds = time.perf_counter() - start
+            m = [evaluate_svm(z[:len(xs), :d], ys, z[len(xs):, :d], yt)[0] for d in args.dims]
+            acc = [100 * r["accuracy"] for r in m]
+            bal = [100 * r["balanced_accuracy"] for r in m]
+            cells.append(f"{solver} {np.mean(acc):5.1f} (bal {np.mean(bal):5.1f}) "
+                         f"[{' '.join(f'{a:.1f}' for a in acc)}] {seconds:.0f} s")
+        print(f"{path.parent.name}/{path.stem} N={len(x)}: " + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
