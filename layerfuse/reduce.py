@@ -16,6 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from layerfuse._linalg import gram
+
 __all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair"]
 
 log = logging.getLogger("layerfuse.reduce")
@@ -112,7 +114,7 @@ class GramPCA:
             block = _columns(source, lo, lo + step)
             xs = _pick(block, source_rows)
             xt = _pick(block if shared else _columns(target, lo, lo + step), target_rows)
-            g += xs @ xs.T
+            g += gram(xs)
             c += xt @ xs.T
         return g, c
 

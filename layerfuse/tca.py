@@ -23,33 +23,14 @@ from scipy.linalg import blas
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from layerfuse._linalg import gram
+
 __all__ = ["TCA", "median_gamma", "rbf_kernel"]
-
-
-def _gram(a: np.ndarray, block: int = 4096) -> np.ndarray:
-    """``a @ a.T``, symmetric, with half the flops of a general product.
-
-    numpy hands ``a @ a.T`` to BLAS ``syrk``, and the OpenBLAS that numpy and
-    scipy ship (0.3.31) segfaults in ``syrk`` from about 16,000 rows.  Blocks of
-    ``block`` rows keep every ``syrk`` small: the diagonal blocks are ``syrk``,
-    the rest of each block row a general product, mirrored below the diagonal.
-    """
-    n = a.shape[0]
-    if n <= block:
-        return a @ a.T
-    out = np.empty((n, n), dtype=np.result_type(a.dtype, np.float32))
-    for lo in range(0, n, block):
-        hi = min(n, lo + block)
-        out[lo:hi, lo:hi] = a[lo:hi] @ a[lo:hi].T
-        if hi < n:
-            out[lo:hi, hi:] = a[lo:hi] @ a[hi:].T
-            out[hi:, lo:hi] = out[lo:hi, hi:].T
-    return out
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances, computed in place in one N x M buffer."""
-    d = _gram(a) if b is a else a @ b.T
+    d = gram(a) if b is a else a @ b.T
     aa = np.einsum("ij,ij->i", a, a)
     bb = aa if b is a else np.einsum("ij,ij->i", b, b)
     d *= -2.0
@@ -214,7 +195,7 @@ class TCA(TransformerMixin, BaseEstimator):
 
         C = K - K.mean(axis=1, keepdims=True)                  # Bᵀ = A^-½ K H: K H, then A^-½ (K H) in place
         C = blas.dger(c, C.T @ u, u, a=C.T, overwrite_a=True).T  # C += c u (Cᵀu)ᵀ (Cᵀ is Fortran-ordered)
-        M = _gram(C)                                           # Bᵀ B = C Cᵀ: half the flops of a product
+        M = gram(C)                                            # Bᵀ B = C Cᵀ: half the flops of a product
         del C
         M /= mu
         dense_max = (10 * (k + int(np.ceil(_GUARD_FACTOR * k)) + 16) if self.dense_max_samples == "auto"

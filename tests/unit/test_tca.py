@@ -174,8 +174,8 @@ def test_sklearn_estimator_checks(estimator, check):
 
 def test_blocked_gram_matches_product(rng):
     """The blocked a @ a.T (kept clear of OpenBLAS syrk's large-size segfault) is the same matrix."""
-    from layerfuse.tca import _gram
+    from layerfuse._linalg import gram
 
     a = rng.randn(23, 5)
     for block in (4, 7, 23, 100):
-        np.testing.assert_allclose(_gram(a, block=block), a @ a.T, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gram(a, block=block), a @ a.T, rtol=1e-12, atol=1e-12)
