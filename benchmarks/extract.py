@@ -96,7 +96,8 @@ def naive(folder: Path, out: Path, size: int = 224):
     return len(files) / (time.perf_counter() - start)
 
 
-def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model, size: int = 224):
+def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model, compression: str = "zstd",
+         size: int = 224):
     import torch
 
     from layerfuse.extract import extract_features
@@ -110,7 +111,8 @@ def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model
     groups = [[k] for k in LAYERS] if per_layer else [list(LAYERS)]
     for keys in groups:
         extract_features(out / "images.h5", {k: out / f"{k}.h5" for k in keys}, layers=LAYERS, model=model,
-                         spec=spec, batch_size=32, precision=precision, threads=2, compile_model=compile_model)
+                         spec=spec, batch_size=32, precision=precision, threads=2, compile_model=compile_model,
+                         compression=compression)
     return facts["kept"] / (time.perf_counter() - start)
 
 
@@ -123,7 +125,7 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
     with h5py.File(maps_path, "r") as f:
         maps = f["features"][()]
     rows = []
-    for compression in ("zstd", "lzf", "gzip", None):
+    for compression in ("zstd", "lz4", "lzf", "gzip", None):
         path = out / f"maps_{compression}.h5"
         with h5py.File(path, "w") as f:
             d = create_store(f, "features", maps.shape, maps.dtype, compression=compression)
@@ -175,6 +177,7 @@ def main(argv=None):
                     ("ours auto, per-layer jobs", ours, ("auto", True, "auto"), resolve_precision("auto"))]
         if native_bf16("cpu"):
             variants.append(("ours bf16 eager, one pass", ours, ("bf16", False, False), "bf16"))
+            variants.append(("ours bf16 eager, one pass, lz4", ours, ("bf16", False, False, "lz4"), "bf16"))
             variants.append(("ours bf16 compiled, one pass", ours, ("bf16", False, True), "bf16"))
         else:
             print("bf16: this CPU has no native bf16 (no AMX/AVX512-BF16); autocast would emulate it, "

@@ -108,7 +108,7 @@ def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
     assert facts["compiled"] is False  # 7 images: a cold compile would cost more than it saves
 
 
-@pytest.mark.parametrize("compression", ["zstd", "lzf", "gzip"])
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "lzf", "gzip"])
 def test_compression_is_lossless(tmp_path, image_store, model, compression):
     """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd."""
     layers = {"block1": "layer1.0"}
@@ -125,5 +125,5 @@ def test_compression_is_lossless(tmp_path, image_store, model, compression):
 def test_unknown_compression_is_refused():
     from layerfuse.h5io import compression_options
 
-    with pytest.raises(ValueError, match="compression must be zstd, lzf, gzip or none"):
+    with pytest.raises(ValueError, match="compression must be zstd, lz4, lzf, gzip or none"):
         compression_options("brotli")
