@@ -236,7 +236,7 @@ class TCA(TransformerMixin, BaseEstimator):
         for lo in range(0, n, 8192):
             phi[lo:lo + 8192] = self._kernel(X[lo:lo + 8192], landmarks) @ proj
         # thin SVD of Φ through its r x r Gram matrix; U overwrites Φ block by block
-        s2, V = linalg.eigh(phi.T @ phi)
+        s2, V = linalg.eigh(gram(phi.T))
         keep = s2 > s2.max() * 1e-12
         s2, V = s2[keep], V[:, keep]
         sigma = np.sqrt(s2)
@@ -249,7 +249,7 @@ class TCA(TransformerMixin, BaseEstimator):
         if k > r:
             raise ValueError(f"n_components={k} exceeds the Nyström rank {r}; raise n_landmarks")
         mean = U.mean(axis=0)
-        P = (s2[:, None] * (U.T @ U - n * np.outer(mean, mean))) * s2[None, :]   # Σ²UᵀHUΣ², H not formed
+        P = (s2[:, None] * (gram(U.T) - n * np.outer(mean, mean))) * s2[None, :]   # Σ²UᵀHUΣ², H not formed
         q = s2 * (U.T @ e)
         Q = np.outer(q, q) + float(self.mu) * np.eye(r)
         evals, a = linalg.eigh(P, Q, subset_by_index=[r - k, r - 1])
@@ -348,7 +348,7 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
 
     Z = times_m(Q)
     for it in range(1, max_iter + 1):
-        theta, S = _ritz(Q @ Z.T, Q @ Q.T)
+        theta, S = _ritz(Q @ Z.T, gram(Q))
         want = min(k - len(locked_theta), len(theta))
         X = S @ Q                                              # Ritz vectors
         MX = S @ Z                                             # and their products with M
