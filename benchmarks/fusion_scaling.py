@@ -9,6 +9,7 @@ and prints the target accuracy averaged over TCA dims, plus the no-TCA baseline.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,16 @@ import numpy as np
 from layerfuse.evaluate import evaluate_svm
 from layerfuse.fusion import SCALINGS, fuse
 from layerfuse.h5io import read_arrays, read_pair
-from layerfuse.tca import TCA
+from layerfuse.tca import TCA, stack_domains
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import scores_over_dims  # noqa: E402
 
 
 def score(xs, xt, ys, yt, dims):
     out = {"none": evaluate_svm(xs, ys, xt, yt)[0]["accuracy"]}
-    z = TCA(min(max(dims), len(xs) + len(xt))).fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
-    accs = [evaluate_svm(z[:len(xs), :d], ys, z[len(xs):, :d], yt)[0]["accuracy"] for d in dims]
+    z = TCA(min(max(dims), len(xs) + len(xt))).fit_transform(*stack_domains(xs, xt))
+    accs = [m["accuracy"] for m in scores_over_dims(z, len(xs), ys, yt, dims)]
     out["tca"] = float(np.mean(accs))
     return out
 

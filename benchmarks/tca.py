@@ -84,10 +84,10 @@ def real_pair():
 
 def accuracy(pair, solver, k=64, **kw):
     from layerfuse.evaluate import evaluate_svm
-    from layerfuse.tca import TCA
+    from layerfuse.tca import TCA, stack_domains
 
     xs, xt, ys, yt = pair
-    z = TCA(k, solver=solver, **kw).fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
+    z = TCA(k, solver=solver, **kw).fit_transform(*stack_domains(xs, xt))
     return evaluate_svm(z[:len(xs)], ys, z[len(xs):], yt)[0]["accuracy"]
 
 

@@ -11,14 +11,17 @@ cost accuracy?
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from layerfuse.evaluate import evaluate_svm
 from layerfuse.h5io import read_pair
-from layerfuse.tca import TCA
+from layerfuse.tca import TCA, stack_domains
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import scores_over_dims  # noqa: E402
 
 
 def main(argv=None):
@@ -34,15 +37,14 @@ def main(argv=None):
         raise SystemExit(f"no fused stores under {args.experiment_dir}/fused: run the workflow first")
     for path in paths:
         xs, xt, ys, yt, _ = read_pair(path)
-        x = np.vstack([xs, xt])
-        dom = np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
+        x, dom = stack_domains(xs, xt)
         cells = []
         for solver in args.solvers:
             start = time.perf_counter()
             z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu,
                     solver=solver).fit_transform(x, dom)
             seconds = time.perf_counter() - start
-            m = [evaluate_svm(z[:len(xs), :d], ys, z[len(xs):, :d], yt)[0] for d in args.dims]
+            m = scores_over_dims(z, len(xs), ys, yt, args.dims)
             acc = [100 * r["accuracy"] for r in m]
             bal = [100 * r["balanced_accuracy"] for r in m]
             cells.append(f"{solver} {np.mean(acc):5.1f} (bal {np.mean(bal):5.1f}) "

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from layerfuse.evaluate import evaluate_svm
 from layerfuse.h5io import read_pair
-from layerfuse.tca import TCA
+from layerfuse.tca import TCA, stack_domains
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import scores_over_dims  # noqa: E402
 
 
 def main(argv=None):
@@ -30,8 +34,7 @@ def main(argv=None):
     p.add_argument("--mus", type=float, nargs="+", default=[0.1, 1, 10, 100])
     args = p.parse_args(argv)
     xs, xt, ys, yt, _ = read_pair(args.experiment_dir / f"fused/{args.backbone}/{args.featureset}.h5")
-    x = np.vstack([xs, xt])
-    dom = np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
+    x, dom = stack_domains(xs, xt)
     base = evaluate_svm(xs, ys, xt, yt)[0]
     print(f"N={len(x)}  no TCA: accuracy {100 * base['accuracy']:.1f}, balanced {100 * base['balanced_accuracy']:.1f}")
     print(f"{'kernel':<7}{'factor':>7}{'mu':>7}{'acc':>7}{'bal':>7}{'mmd':>9}")
@@ -41,11 +44,9 @@ def main(argv=None):
         k = min(max(args.dims), len(x) - 1)
         tca = TCA(k, kernel=kernel, bandwidth_factor=factor, mu=mu, solver=args.solver)
         z = tca.fit_transform(x, dom)
-        accs, bals = [], []
-        for d in args.dims:
-            m = evaluate_svm(z[:len(xs), :d], ys, z[len(xs):, :d], yt)[0]
-            accs.append(m["accuracy"])
-            bals.append(m["balanced_accuracy"])
+        scores = scores_over_dims(z, len(xs), ys, yt, args.dims)
+        accs = [m["accuracy"] for m in scores]
+        bals = [m["balanced_accuracy"] for m in scores]
         zs, zt = z[:len(xs), :64], z[len(xs):, :64]
         mmd = np.linalg.norm(zs.mean(0) - zt.mean(0)) / np.sqrt(np.mean(np.sum(zs ** 2, 1)))
         print(f"{kernel:<7}{factor:>7g}{mu:>7g}{100 * np.mean(accs):>7.1f}{100 * np.mean(bals):>7.1f}{mmd:>9.3f}",

@@ -181,7 +181,7 @@ def fuse_featureset(global_source, global_target, local_pair, scaling: str, out,
 
 def fit_tca(fused, params: dict, out) -> None:
     """Fit TCA at the largest requested dimension (components are nested) and store the embedding."""
-    from .tca import TCA
+    from .tca import TCA, stack_domains
 
     xs, xt, ys, yt, _ = read_pair(fused)
     n = len(xs) + len(xt)
@@ -189,7 +189,7 @@ def fit_tca(fused, params: dict, out) -> None:
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
               mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
               auto_threshold=params["auto_threshold"])
-    z = tca.fit_transform(np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
+    z = tca.fit_transform(*stack_domains(xs, xt))
     write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
 

@@ -25,7 +25,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerfuse._linalg import gram
 
-__all__ = ["TCA", "median_gamma", "rbf_kernel"]
+__all__ = ["TCA", "median_gamma", "rbf_kernel", "stack_domains"]
+
+
+def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows over target rows, and the ``domain`` that :meth:`TCA.fit` expects (0 source, -1 target)."""
+    return np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,7 +203,7 @@ class TCA(TransformerMixin, BaseEstimator):
         M = gram(C)                                            # Bᵀ B = C Cᵀ: half the flops of a product
         del C
         M /= mu
-        dense_max = (10 * (k + int(np.ceil(_GUARD_FACTOR * k)) + 16) if self.dense_max_samples == "auto"
+        dense_max = (10 * (k + _guards(k)) if self.dense_max_samples == "auto"
                      else self.dense_max_samples)
         if dense or n <= dense_max:
             evals, Z = linalg.eigh(M, subset_by_index=[n - k, n - 1], driver="evr", overwrite_a=True)
@@ -292,6 +297,11 @@ _MAX_DEGREE = 6       # highest Chebyshev degree per Rayleigh-Ritz cycle
 _MAX_GROWTH = 1e5     # largest spread a filter may put between the block's Ritz values
 
 
+def _guards(k: int) -> int:
+    """Guard vectors the iterative solver carries beyond the ``k`` wanted ones."""
+    return int(np.ceil(_GUARD_FACTOR * k)) + 16
+
+
 def _ritz(T: np.ndarray, G: np.ndarray):
     """Rayleigh-Ritz on a basis with Gram matrix ``G``: ``T s = θ G s``, descending, ``S`` as rows.
 
@@ -310,7 +320,8 @@ def _ritz(T: np.ndarray, G: np.ndarray):
         return theta[::-1], np.ascontiguousarray(S.T)
     except linalg.LinAlgError:
         g, U = linalg.eigh(G, driver="evd", check_finite=False)
-        W = U[:, g > g[-1] * 1e-10] / np.sqrt(g[g > g[-1] * 1e-10])
+        spanned = g > g[-1] * 1e-10
+        W = U[:, spanned] / np.sqrt(g[spanned])
         theta, V = linalg.eigh(W.T @ T @ W, driver="evd", check_finite=False)
         return theta[::-1], np.ascontiguousarray((W @ V[:, ::-1]).T)
 
@@ -335,16 +346,16 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
     eigenvectors as columns, cycles.
     """
     rng = np.random.default_rng(random_state)
-    guards = min(n - k, int(np.ceil(_GUARD_FACTOR * k)) + 16)
+    guards = min(n - k, _guards(k))
     Q = rng.standard_normal((k + guards, n)) / np.sqrt(n)    # nearly orthonormal; Rayleigh-Ritz needs no more
     tiny = np.finfo(float).tiny
     locked_x, locked_theta = np.empty((0, n)), np.empty(0)
 
-    def times_m(V):                                            # V M (I - XLᵀ XL): stay out of the locked span
-        Z = apply_m(V)
-        if len(locked_theta):
-            Z -= (Z @ locked_x.T) @ locked_x
-        return Z
+    def deflate(V):                                            # V (I - XLᵀ XL): out of the locked span
+        return V - (V @ locked_x.T) @ locked_x if len(locked_theta) else V
+
+    def times_m(V):
+        return deflate(apply_m(V))
 
     Z = times_m(Q)
     for it in range(1, max_iter + 1):
@@ -371,8 +382,7 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
                 Y_prev, Y = Y, 2 * (times_m(Y) - half * Y) / half - Y_prev
         short = k - len(locked_theta) + guards - len(Y)      # rows lost with rank: fresh random ones
         if short > 0:
-            fresh = rng.standard_normal((short, n))
-            Y = np.vstack([Y, fresh - (fresh @ locked_x.T) @ locked_x])
+            Y = np.vstack([Y, deflate(rng.standard_normal((short, n)))])
         Q = Y / np.maximum(np.linalg.norm(Y, axis=1), tiny)[:, None]
         Z = times_m(Q)
     if len(locked_theta) < k:                                  # out of iterations: the best Ritz pairs so far
