@@ -11,7 +11,7 @@ per image, median and max) and, per feature set and TCA dims, the accuracy
 difference in points.  ``--finetuned`` adds the fine-tuned backbone, whose
 frozen pass and tail training run in the same precision (``finetune.precision``).
 ``precision: auto`` turns bf16 on only where the CPU or
-GPU computes it natively; on a CPU without it, autocast emulates bf16 (same
+GPU computes it natively; on a CPU without it, bf16 is emulated (same
 rounding, several times slower), so this check runs anywhere.
 """
 from __future__ import annotations

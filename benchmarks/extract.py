@@ -7,13 +7,17 @@
   float32 at the end (what a first script does);
 * ours eager / compiled: ``prepare_domain`` (threaded decode + image store) then
   ``extract_features`` for the same four layers in one batched pass
-  (channels_last, float16 + zstd block maps, writes overlapped with compute),
-  without and with ``torch.compile`` (its compile time included, on a cold
-  inductor cache);
-* ours per layer: the workflow's four extraction jobs (``compile: auto``; each
-  forward pass stops after its layer);
-* ours bf16: only where the CPU computes bf16 natively (``precision: auto``
-  picks it there); elsewhere autocast emulates bf16 and is slower than fp32.
+  (channels_last, BatchNorm folded, float16 block maps in the workflow's default
+  compression, compressed with both cores after each batch), without and with
+  ``torch.compile`` (its compile time included, on a cold inductor cache);
+* ours per layer: the four extraction jobs of ``extract.one_pass: false``
+  (``compile: auto``; each forward pass stops after its layer); the workflow's
+  default (``one_pass: true``) is the one-pass variant at ``precision: auto``;
+* ours auto: ``precision: auto`` is bf16 only where the CPU computes bf16
+  natively; elsewhere bf16 is emulated and slower than fp32, so auto is fp32.
+* rounds (``--repeats``): every variant runs once per round, the naive loop
+  first; each is divided by its own round's naive run and the medians over
+  rounds are printed, since these VMs drift by tens of percent within minutes.
 
 Prints images/s, peak RSS and the ratio against naive, and the fraction of the
 machine's peak, estimated as ResNet-50's 8.2 GFLOP per 224x224 image (2 x 4.1
@@ -23,6 +27,8 @@ same run, in the same precision (the best dense throughput this CPU reaches).
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -96,7 +102,7 @@ def naive(folder: Path, out: Path, size: int = 224):
     return len(files) / (time.perf_counter() - start)
 
 
-def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model, compression: str = "zstd",
+def ours(folder: Path, out: Path, precision: str, per_layer: bool, compile_model, compression: str,
          size: int = 224):
     import torch
 
@@ -123,7 +129,7 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
     from layerfuse.h5io import create_store
 
     with h5py.File(maps_path, "r") as f:
-        maps = f["features"][()]
+        maps = f["features"][()].astype(np.float16)  # as the workflow stores them
     rows = []
     for compression in ("zstd", "lz4", "lzf", "gzip", None):
         path = out / f"maps_{compression}.h5"
@@ -143,6 +149,13 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
     return rows
 
 
+def _default_compression() -> str:
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
+    return schema["properties"]["extract"]["properties"]["compression"]["default"]
+
+
 def peak_gflops(dtype: str) -> float:
     import torch
 
@@ -159,6 +172,7 @@ def peak_gflops(dtype: str) -> float:
 
 def main(argv=None):
     p = image_parser(__doc__, 600)
+    p.add_argument("--repeats", type=int, default=3, help="rounds of every variant (medians are printed)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -171,33 +185,45 @@ def main(argv=None):
         peaks = {d: measure(peak_gflops, d)[2] for d in precisions}
         print("machine peak (2048^3 matmul): " + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peaks.items()))
         runs = {}
+        auto = resolve_precision("auto")
+        default = _default_compression()
         variants = [("naive fp32 per image + hooks", naive, (), "fp32"),
-                    ("ours fp32 eager, one pass", ours, ("fp32", False, False), "fp32"),
-                    ("ours fp32 compiled, one pass", ours, ("fp32", False, True), "fp32"),
-                    ("ours auto, per-layer jobs", ours, ("auto", True, "auto"), resolve_precision("auto"))]
-        if native_bf16("cpu"):
-            variants.append(("ours bf16 eager, one pass", ours, ("bf16", False, False), "bf16"))
-            variants.append(("ours bf16 eager, one pass, lz4", ours, ("bf16", False, False, "lz4"), "bf16"))
-            variants.append(("ours bf16 compiled, one pass", ours, ("bf16", False, True), "bf16"))
-        else:
-            print("bf16: this CPU has no native bf16 (no AMX/AVX512-BF16); autocast would emulate it, "
-                  "slower than fp32, so precision auto runs fp32 and bf16 is not measured")
-        for name, fn, extra, prec in variants:
-            work = tmp / name.replace(" ", "_").replace(",", "")
-            work.mkdir()
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # a cold compile each time
-            sec, mb, ips = measure(fn, folder, work, *extra)
-            runs[name] = (ips, mb, prec)
-        base = runs["naive fp32 per image + hooks"][0]
-        print(f"{'method':<32} {'img/s':>7} {'peak MB':>8} {'x naive':>8} {'% of peak':>10}")
-        for name, (ips, mb, prec) in runs.items():
-            if isinstance(ips, str):
-                print(f"{name:<32} failed: {ips}")
+                    ("ours fp32 eager, one pass", ours, ("fp32", False, False, default), "fp32"),
+                    ("ours fp32 compiled, one pass", ours, ("fp32", False, True, default), "fp32"),
+                    ("ours auto, per-layer jobs", ours, ("auto", True, "auto", default), auto)]
+        variants += [(f"ours auto, one pass, {c}", ours, ("auto", False, "auto", c), auto) for c in ("zstd", "lz4")]
+        print(f"the workflow's default: one pass, precision auto = {auto}, compression {default}, "
+              f"compile auto (= eager here); {args.repeats} rounds, each naive first")
+        if not native_bf16("cpu"):
+            print("bf16: this CPU has no native bf16 (no AMX/AVX512-BF16); emulated bf16 would be slower than "
+                  "fp32, so precision auto runs fp32 here")
+        for r in range(args.repeats):
+            for name, fn, extra, prec in variants:
+                work = tmp / f"{r}_{name.replace(' ', '_').replace(',', '')}"
+                work.mkdir()
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(work / "inductor")  # a cold compile each time
+                sec, mb, ips = measure(fn, folder, work, *extra)
+                runs.setdefault(name, []).append((ips, mb, prec))
+                if r or name != variants[0][0]:
+                    shutil.rmtree(work)  # keep disk use flat; the first naive store is the storage input
+        # The VM's speed drifts by tens of percent within minutes, so each variant is divided by the
+        # naive run of its own round, and the medians over rounds are printed.
+        base = [ips for ips, _, _ in runs[variants[0][0]]]
+        print(f"naive images/s by round: {', '.join(f'{b:.2f}' if not isinstance(b, str) else b for b in base)}")
+        print(f"{'method':<32} {'img/s':>7} {'peak MB':>8} {'x naive':>8} {'x naive by round':>20} {'% of peak':>10}")
+        for name, rows in runs.items():
+            ok = [(ips, mb, b) for (ips, mb, _), b in zip(rows, base) if not isinstance(ips, str)
+                  and not isinstance(b, str)]
+            if not ok:
+                print(f"{name:<32} failed: {rows[0][0]}")
                 continue
-            frac = 100 * ips * GFLOP_PER_IMAGE / peaks[prec]
-            print(f"{name:<32} {ips:>7.1f} {mb:>8.0f} {ips / base:>8.2f} {frac:>9.1f}%")
-        rows = measure(storage, tmp / "ours_fp32_eager_one_pass" / "block1.h5", tmp)[2]
-        print("\nblock1 maps (float16, real images), by store compression; all lossless (checked):")
+            ips = statistics.median(i for i, _, _ in ok)
+            ratios = [i / b for i, _, b in ok]
+            frac = 100 * ips * GFLOP_PER_IMAGE / peaks[rows[0][2]]
+            print(f"{name:<32} {ips:>7.1f} {max(m for _, m, _ in ok):>8.0f} {statistics.median(ratios):>8.2f} "
+                  f"{' '.join(f'{x:.2f}' for x in ratios):>20} {frac:>9.1f}%")
+        rows = measure(storage, tmp / "0_naive_fp32_per_image_+_hooks" / "naive_block1.h5", tmp)[2]
+        print("\nblock1 maps (float16, real images), by store compression, one Blosc thread; all lossless (checked):")
         print(f"{'compression':<12} {'write ms/img':>13} {'read ms/img':>12} {'MB/img':>7}")
         for row in rows if not isinstance(rows, str) else []:
             print(f"{row[0]:<12} {row[1]:>13.1f} {row[2]:>12.1f} {row[3]:>7.2f}")

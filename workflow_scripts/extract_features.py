@@ -3,16 +3,15 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from layerfuse._snakemake import run
-from layerfuse.stages import extract_layer
+from layerfuse.stages import extract_layers
 
 run(
-    lambda: extract_layer(
+    lambda: extract_layers(
         snakemake.input.images,
         snakemake.input.weights,
         snakemake.input.record,
-        snakemake.wildcards.layer,
         snakemake.params.extract,
-        snakemake.output[0],
+        dict(zip(snakemake.params.layer_keys, snakemake.output)),
         threads=snakemake.threads,
     )
 )

@@ -110,7 +110,7 @@ def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "lzf", "gzip"])
 def test_compression_is_lossless(tmp_path, image_store, model, compression):
-    """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd."""
+    """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd and lz4."""
     layers = {"block1": "layer1.0"}
     (tmp_path / "raw").mkdir()
     (tmp_path / "packed").mkdir()
@@ -118,7 +118,7 @@ def test_compression_is_lossless(tmp_path, image_store, model, compression):
     _, packed = _extract(image_store, tmp_path / "packed", model, layers, compression=compression,
                          compile_model=False)
     assert raw["block1"].dtype == np.float16 and np.array_equal(raw["block1"], packed["block1"])
-    if compression == "zstd":
+    if compression in ("zstd", "lz4"):
         assert (tmp_path / "packed" / "block1.h5").stat().st_size < (tmp_path / "raw" / "block1.h5").stat().st_size
 
 
@@ -127,3 +127,33 @@ def test_unknown_compression_is_refused():
 
     with pytest.raises(ValueError, match="compression must be zstd, lz4, lzf, gzip or none"):
         compression_options("brotli")
+
+
+def test_folded_batchnorm_matches_the_network():
+    """BatchNorm folded into the convs computes the same features; a requested conv stays unfolded."""
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from layerfuse.backbones import fold_batchnorm
+
+    torch.manual_seed(1)
+    net = build_resnet50(BackboneSpec())
+    for m in net.modules():  # non-trivial statistics, as trained weights have
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    nodes = {"layer1.0": "block1", "layer3.2.bn2": "mid", "flatten": "global", "layer1.1.conv2": "conv"}
+    folded = fold_batchnorm(net, keep=set(nodes))
+    names = dict(folded.named_modules())
+    assert isinstance(names["layer1.0.bn1"], torch.nn.Identity) and isinstance(names["bn1"], torch.nn.Identity)
+    assert isinstance(names["layer1.1.bn2"], torch.nn.BatchNorm2d)  # its conv is a requested node
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the input is not modified
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = create_feature_extractor(net, nodes)(x)
+        got = create_feature_extractor(folded, nodes)(x)
+    for key in nodes.values():
+        err = float((got[key] - ref[key]).norm() / ref[key].norm())
+        assert err < 1e-5, (key, err)

@@ -55,8 +55,8 @@ def test_finetuned_backbone(finished_run):
         assert f.attrs["computed_from"] == "fine-tuning cache"
         assert f.attrs["weights_sha256"] == record["sha256"]
         assert f["features"].shape == (15, 2048) and f["image_ids"].shape == (15,)
-    assert not (workdir / "logs/tiny/extract_features/finetuned/source/global.log").exists()
-    assert (workdir / "logs/tiny/extract_features/finetuned/target/global.log").exists()
+    assert not (workdir / "logs/tiny/extract_layer/finetuned/source/global.log").exists()
+    assert (workdir / "logs/tiny/extract_layer/finetuned/target/global.log").exists()
 
 
 def test_html_report(finished_run, tmp_path):
@@ -107,18 +107,52 @@ def test_unrelated_change_does_not_extract(finished_run, tmp_path):
     """Changing the fusion scaling reruns fusion and later, never extraction or reduction."""
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "fusion", **{"fusion.scaling": "l2"}))
-    assert "extract_features" not in jobs and "reduce_layer" not in jobs and "prepare_images" not in jobs
+    assert not {"extract_features", "extract_layer", "reduce_layer", "prepare_images"} & set(jobs)
     assert jobs["fuse_features"] == 8
 
 
-def test_adding_a_layer_runs_only_that_layer(finished_run, tmp_path):
+def test_one_pass_extraction_writes_every_layer(finished_run):
+    """By default one job per (pretrained backbone, domain) writes every layer a feature set uses."""
+    workdir, _ = finished_run
+    logs = workdir / "logs/tiny/extract_features/imagenet"
+    assert sorted(p.name for p in logs.iterdir()) == ["source.log", "target.log"]
+    stores = workdir / "results/tiny/features/imagenet/source"
+    assert sorted(p.name for p in stores.iterdir()) == ["block1.h5", "global.h5"]  # block2 is in no feature set
+
+
+def test_adding_a_layer_reextracts_the_domains_in_one_pass(finished_run, tmp_path):
+    """With one_pass (the default) a new layer re-extracts each domain once, every layer together."""
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "layer", local_layers=["block1", "block2"]))
-    assert jobs["extract_features"] == 2            # block2, source and target, shared by both backbones
-    assert jobs["reduce_layer"] == 3                # block2 x 3 reducers
-    assert jobs["fuse_features"] == 6 and jobs["fit_tca"] == 6
-    assert jobs["evaluate_svm"] == 6
-    assert "finetune_backbone" not in jobs
+    assert jobs["extract_features"] == 2            # imagenet source and target: global, block1, block2
+    assert "extract_layer" not in jobs and "finetune_backbone" not in jobs
+    assert jobs["reduce_layer"] == 6                # both blocks x 3 reducers (block1's stores are rewritten)
+
+
+def test_per_layer_jobs_give_the_one_pass_results_and_add_layers_alone(tmp_path, mini_baseline):
+    """``one_pass: false``: one job per layer, the same accuracy CSV as one pass, byte for byte; a new
+    layer then extracts only that layer."""
+    import yaml
+
+    from .conftest import FAULTS_CONFIG, seeded_workdir
+
+    cfg = yaml.safe_load(FAULTS_CONFIG.read_text())
+    cfg["extract"]["one_pass"] = False
+    config = tmp_path / "per_layer.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    workdir = seeded_workdir(tmp_path, mini_baseline)
+    snakemake(workdir, config=config)
+    accuracy = "results/mini/accuracy.csv"
+    assert (workdir / accuracy).read_bytes() == (mini_baseline / accuracy).read_bytes()
+    assert len(list((workdir / "logs/mini/extract_layer/imagenet").rglob("*.log"))) == 4
+    assert not (workdir / "logs/mini/extract_features").exists()
+    cfg["layers"]["block2"] = "layer1.1"
+    cfg["local_layers"] = ["block1", "block2"]
+    config.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(workdir, config)
+    assert jobs["extract_layer"] == 2               # block2, source and target
+    assert "extract_features" not in jobs
+    assert jobs["reduce_layer"] == 1 and jobs["fuse_features"] == 1 and jobs["fit_tca"] == 1  # block2-pca
 
 
 def test_lint_is_clean():

@@ -46,8 +46,8 @@ def test_seeds_extract_the_pretrained_layers_once(tmp_path):
     config, _ = split_config(tmp_path, seeds=range(5))
     jobs = planned_jobs(tmp_path / "work", config)
     assert jobs["prepare_pool_images"] == 1
-    assert jobs["extract_pool_features"] == 2                     # imagenet: global + block1, all seeds
-    assert jobs["extract_features"] == 5                          # finetuned global of each seed's target
+    assert jobs["extract_pool_features"] == 1                     # imagenet: global + block1 in one pass, all seeds
+    assert jobs["extract_layer"] == 5                             # finetuned global of each seed's target
     assert jobs["finetune_backbone"] == 5
     assert jobs["reduce_layer"] == 5                              # PCA is fitted on each seed's source
     assert jobs["reduce_pool_layer"] == 1                         # flatten is per image: once
@@ -85,6 +85,6 @@ def test_pooled_run_reads_each_seeds_rows(tmp_path, mini_baseline):
     cfg["experiments"]["s1"]["split"]["seed"] = 7
     config.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(workdir, config)
-    assert "extract_pool_features" not in jobs and "prepare_pool_images" not in jobs
+    assert not {"extract_pool_features", "extract_pool_layer", "prepare_pool_images"} & set(jobs)
     assert "reduce_pool_layer" not in jobs
     assert jobs["reduce_layer"] == 1 and jobs["prepare_images"] == 2
