@@ -55,11 +55,12 @@ def run_workflow(preset: Path, work: Path, precision: str, layers: list[str], co
 
 
 def store_errors(a: Path, b: Path) -> dict[str, tuple[float, float]]:
-    """{store: (median, max) per-image relative error} for every feature store of two runs."""
+    """{store: (median, max) per-image relative error} for every feature store of two runs (pools included)."""
     import h5py
+    import hdf5plugin  # noqa: F401  the Blosc filter of the map stores
 
     out = {}
-    for fa in sorted(a.glob("results/*/features/*/*/*.h5")):
+    for fa in sorted(a.glob("results/**/features/*/*/*.h5")):
         fb = b / fa.relative_to(a)
         with h5py.File(fa, "r") as x, h5py.File(fb, "r") as y:
             n = x["features"].shape[0]
