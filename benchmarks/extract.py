@@ -150,10 +150,14 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
 
 
 def _default_compression() -> str:
+    """``extract.compression`` of the workflow's own config (the demo, with the schema's defaults filled)."""
     import yaml
 
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
-    return schema["properties"]["extract"]["properties"]["compression"]["default"]
+    from layerfuse.config import validate_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = validate_config(yaml.safe_load((root / "config.yaml").read_text()), root / "schemas/config.schema.yaml")
+    return config["extract"]["compression"]
 
 
 def peak_gflops(dtype: str) -> float:

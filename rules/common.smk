@@ -96,7 +96,9 @@ def _one_of(keys):
     return "|".join(re.escape(k) for k in keys)
 
 
-PER_LAYER_BACKBONES = _one_of([k for k in BACKBONES if k not in ONE_PASS_BACKBONES]) or "(?!)"
+# Which backbones' stores the one-pass rule writes and which the per-layer rule does (regexes).
+ONE_PASS_BACKBONE = _one_of(ONE_PASS_BACKBONES) or "(?!)"
+PER_LAYER_BACKBONE = _one_of([k for k in BACKBONES if k not in ONE_PASS_BACKBONES]) or "(?!)"
 
 
 wildcard_constraints:

@@ -11,7 +11,7 @@ rule extract_layer:
     output:
         "results/{experiment}/features/{backbone}/{domain}/{layer}.h5",
     wildcard_constraints:
-        backbone=PER_LAYER_BACKBONES,
+        backbone=PER_LAYER_BACKBONE,
     params:
         extract=extract_params,
         layer_keys=lambda wildcards: [wildcards.layer],
@@ -54,7 +54,7 @@ if ONE_PASS_BACKBONES:
         output:
             [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
         wildcard_constraints:
-            backbone=_one_of(ONE_PASS_BACKBONES),
+            backbone=ONE_PASS_BACKBONE,
         params:
             extract=pass_params,
             layer_keys=PASS_LAYERS,
