@@ -8,8 +8,12 @@
 * ours eager / compiled: ``prepare_domain`` (threaded decode + image store) then
   ``extract_features`` for the same four layers in one batched pass
   (channels_last, BatchNorm folded, float16 block maps in the workflow's default
-  compression, compressed with both cores after each batch), without and with
-  ``torch.compile`` (its compile time included, on a cold inductor cache);
+  store: ``compression: none``, contiguous rows written with ``O_DIRECT``),
+  without and with ``torch.compile`` (its compile time included, on a cold
+  inductor cache);
+* ours auto, one pass, none / lz4 / zstd: the workflow's default pass with each
+  store: rows past the page cache, or Blosc chunks compressed with both cores
+  after each batch;
 * ours per layer: the four extraction jobs of ``extract.one_pass: false``
   (``compile: auto``; each forward pass stops after its layer); the workflow's
   default (``one_pass: true``) is the one-pass variant at ``precision: auto``;
@@ -126,26 +130,38 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
     """Write and read back real float16 block maps with each store compression: ms/image and MB/image."""
     import h5py
 
-    from layerfuse.h5io import create_store
+    from layerfuse.h5io import FILE_ALIGNMENT, RowWriter, create_contiguous, create_store
 
     with h5py.File(maps_path, "r") as f:
         maps = f["features"][()].astype(np.float16)  # as the workflow stores them
     rows = []
-    for compression in ("zstd", "lz4", "lzf", "gzip", None):
+    for compression in ("zstd", "lz4", "lzf", "gzip", None, "rows"):
         path = out / f"maps_{compression}.h5"
-        with h5py.File(path, "w") as f:
-            d = create_store(f, "features", maps.shape, maps.dtype, compression=compression)
+        with h5py.File(path, "w", **(FILE_ALIGNMENT if compression == "rows" else {})) as f:
+            if compression == "rows":   # what compression: none writes: contiguous rows, O_DIRECT
+                d = create_contiguous(f, "features", maps.shape, maps.dtype)
+                writer = RowWriter(path, d, 32)
+            else:
+                d = create_store(f, "features", maps.shape, maps.dtype, compression=compression)
             start = time.perf_counter()
             for lo in range(0, len(maps), 32):
-                d[lo:lo + 32] = maps[lo:lo + 32]
+                if compression == "rows":
+                    m = len(maps[lo:lo + 32])
+                    writer.buffer[:m] = maps[lo:lo + 32]
+                    writer.write(lo, m)
+                else:
+                    d[lo:lo + 32] = maps[lo:lo + 32]
             write = time.perf_counter() - start
+            if compression == "rows":
+                writer.close()
         with h5py.File(path, "r") as f:
             start = time.perf_counter()
             back = f["features"][()]
             read = time.perf_counter() - start
         assert np.array_equal(back, maps)
         n = len(maps)
-        rows.append((compression or "none", 1e3 * write / n, 1e3 * read / n, path.stat().st_size / n / 1e6))
+        name = {None: "none, chunked, buffered", "rows": "none, rows, O_DIRECT"}.get(compression, compression)
+        rows.append((name, 1e3 * write / n, 1e3 * read / n, path.stat().st_size / n / 1e6))
     return rows
 
 
@@ -195,7 +211,7 @@ def main(argv=None):
                     ("ours fp32 eager, one pass", ours, ("fp32", False, False, default), "fp32"),
                     ("ours fp32 compiled, one pass", ours, ("fp32", False, True, default), "fp32"),
                     ("ours auto, per-layer jobs", ours, ("auto", True, "auto", default), auto)]
-        variants += [(f"ours auto, one pass, {c}", ours, ("auto", False, "auto", c), auto) for c in ("zstd", "lz4")]
+        variants += [(f"ours auto, one pass, {c}", ours, ("auto", False, "auto", c), auto) for c in ("none", "lz4", "zstd")]
         print(f"the workflow's default: one pass, precision auto = {auto}, compression {default}, "
               f"compile auto (= eager here); {args.repeats} rounds, each naive first")
         if not native_bf16("cpu"):
@@ -228,9 +244,9 @@ def main(argv=None):
                   f"{' '.join(f'{x:.2f}' for x in ratios):>20} {frac:>9.1f}%")
         rows = measure(storage, tmp / "0_naive_fp32_per_image_+_hooks" / "naive_block1.h5", tmp)[2]
         print("\nblock1 maps (float16, real images), by store compression, one Blosc thread; all lossless (checked):")
-        print(f"{'compression':<12} {'write ms/img':>13} {'read ms/img':>12} {'MB/img':>7}")
+        print(f"{'compression':<24} {'write ms/img':>13} {'read ms/img':>12} {'MB/img':>7}")
         for row in rows if not isinstance(rows, str) else []:
-            print(f"{row[0]:<12} {row[1]:>13.1f} {row[2]:>12.1f} {row[3]:>7.2f}")
+            print(f"{row[0]:<24} {row[1]:>13.1f} {row[2]:>12.1f} {row[3]:>7.2f}")
 
 
 if __name__ == "__main__":

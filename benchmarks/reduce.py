@@ -31,30 +31,33 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import image_parser, measure  # noqa: E402
-from extract import _dataset, _model, peak_gflops  # noqa: E402
+from extract import _dataset, _default_compression, _model, peak_gflops  # noqa: E402
 
 
-def build_stores(folder: Path, tmp: Path, node: str) -> dict:
+def build_stores(folder: Path, tmp: Path, node: str, compression: str) -> dict:
     """Image store -> one block store, split 80/20 (first 80% of a seeded permutation) into two stores."""
     import h5py
 
     from layerfuse.extract import extract_features
-    from layerfuse.h5io import create_store
+    from layerfuse.h5io import FILE_ALIGNMENT, create_contiguous, create_store
     from layerfuse.images import prepare_domain
 
     prepare_domain({"source": {"path": str(folder)}}, "source", size=224, manifest_path=tmp / "m.tsv",
                    store_path=tmp / "images.h5")
     model, spec = _model(tmp)
     extract_features(tmp / "images.h5", {"maps": tmp / "all.h5"}, layers={"maps": node}, model=model, spec=spec,
-                     threads=2)
+                     threads=2, compression=compression)
     with h5py.File(tmp / "all.h5", "r") as f:
         d = f["features"]
         n = d.shape[0]
         order = np.random.default_rng(0).permutation(n)
         parts = {"source": np.sort(order[: int(0.8 * n)]), "target": np.sort(order[int(0.8 * n):])}
         for name, idx in parts.items():
-            with h5py.File(tmp / f"{name}.h5", "w") as g:
-                out = create_store(g, "features", (len(idx),) + d.shape[1:], d.dtype, compression="zstd")
+            raw = compression == "none"
+            with h5py.File(tmp / f"{name}.h5", "w", **(FILE_ALIGNMENT if raw else {})) as g:
+                shape = (len(idx),) + d.shape[1:]
+                out = create_contiguous(g, "features", shape, d.dtype) if raw else \
+                    create_store(g, "features", shape, d.dtype, compression=compression)
                 for lo in range(0, len(idx), 32):
                     out[lo:lo + 32] = d[idx[lo:lo + 32]]
                 g.create_dataset("labels", data=np.zeros(len(idx), np.int64))
@@ -103,11 +106,13 @@ def main(argv=None):
     p = image_parser(__doc__, 600)
     p.add_argument("--layer", default="layer1.0", help="torchvision node of the block maps")
     p.add_argument("--components", type=int, default=256)
+    p.add_argument("--compression", default=None, help="store of the maps (default: the workflow's)")
     args = p.parse_args(argv)
+    compression = args.compression or _default_compression()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = _dataset(args.data, args.images, tmp)
-        stores = measure(build_stores, folder, tmp, args.layer)[2]
+        stores = measure(build_stores, folder, tmp, args.layer, compression)[2]
         if isinstance(stores, str):
             sys.exit(f"could not build the stores: {stores}")
         import h5py
@@ -116,8 +121,9 @@ def main(argv=None):
             ns, nt, d = fs["features"].shape[0], ft["features"].shape[0], int(np.prod(fs["features"].shape[1:]))
         disk = sum(Path(s).stat().st_size for s in stores.values()) / (ns + nt) / 1e6
         peak = measure(peak_gflops, "fp32")[2]
-        print(f"{ns} source + {nt} target images x {d} values ({args.layer}); store {disk:.2f} MB/image on disk; "
-              f"float32 in memory {4 * (ns + nt) * d / 2**30:.1f} GiB; machine peak {peak:.0f} GFLOP/s fp32")
+        print(f"{ns} source + {nt} target images x {d} values ({args.layer}); store ({compression}) "
+              f"{disk:.2f} MB/image on disk; float32 in memory {4 * (ns + nt) * d / 2**30:.1f} GiB; "
+              f"machine peak {peak:.0f} GFLOP/s fp32")
         print(f"{'method':<9} {'naive s':>8} {'ours s':>8} {'x naive':>8} {'naive MB':>9} {'ours MB':>8} "
               f"{'% of peak':>9}  agreement")
         for method in ("pca", "flatten", "pool2d"):

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from layerfuse._linalg import gram
+from layerfuse.h5io import MAP_CHUNK_CHANNELS
 
 __all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair"]
 
@@ -106,8 +107,9 @@ class GramPCA:
         per_col = int(np.prod(source.shape[2:])) if source.ndim > 2 else 1
         n_cols = source.shape[1]
         step = max(1, int(self.block_memory_mb * 2**20 // (4 * per_col * n_read)))
-        if source.ndim == 4 and source.chunks is not None:
-            step = max(source.chunks[1], step // source.chunks[1] * source.chunks[1])
+        if source.ndim == 4:   # whole chunks of a compressed store; the same blocks in an uncompressed one
+            align = source.chunks[1] if source.chunks is not None else MAP_CHUNK_CHANNELS
+            step = max(align, step // align * align)
         g = np.zeros((ns, ns))
         c = np.zeros((nt, ns))
         for lo in range(0, n_cols, step):

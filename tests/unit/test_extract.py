@@ -157,3 +157,50 @@ def test_folded_batchnorm_matches_the_network():
     for key in nodes.values():
         err = float((got[key] - ref[key]).norm() / ref[key].norm())
         assert err < 1e-5, (key, err)
+
+
+@pytest.mark.parametrize("batch_size", [4, 3])
+def test_direct_rows_match_buffered_and_chunked(tmp_path, image_store, model, batch_size):
+    """Uncompressed maps written past the page cache hold the same bits as buffered and lz4 stores.
+
+    15x15 maps are 115,200 bytes a row: batches of 4 start every 450 KiB, some on a 4-KiB page and
+    some not; batches of 3 start off a page after the first, so both write paths are taken."""
+    from layerfuse.h5io import DIRECT_ALIGN
+
+    layers = {"block1": "layer1.0"}
+    stores = {}
+    for name, kw in {"direct": dict(compression="none", direct_io=True),
+                     "buffered": dict(compression="none", direct_io=False),
+                     "lz4": dict(compression="lz4")}.items():
+        (tmp_path / name).mkdir()
+        outputs = {"block1": tmp_path / name / "block1.h5"}
+        extract_features(image_store, outputs, layers=layers, model=model, spec=BackboneSpec(),
+                         batch_size=batch_size, threads=2, precision="fp32", compile_model=False, **kw)
+        with h5py.File(outputs["block1"], "r") as f:
+            d = f["features"]
+            stores[name] = (d[()], d.chunks, d.id.get_offset(), dict(f.attrs))
+    direct, buffered, lz4 = stores["direct"], stores["buffered"], stores["lz4"]
+    assert direct[0].shape == (7, 256, 15, 15) and direct[0].dtype == np.float16 and np.count_nonzero(direct[0])
+    assert np.array_equal(direct[0], buffered[0]) and np.array_equal(direct[0], lz4[0])
+    assert direct[1] is None and direct[2] % DIRECT_ALIGN == 0 and lz4[1] == (7, 16, 15, 15)
+    assert buffered[3]["direct_io"] == np.False_ and "direct_io" not in lz4[3]
+    assert direct[3]["direct_io"] in (np.True_, np.False_)   # False only where the file system refuses O_DIRECT
+
+
+def test_row_writer_refuses_rows_outside_the_dataset(tmp_path):
+    """A block past the last row is an error naming the file, not a write into HDF5's own bytes."""
+    from layerfuse.h5io import FILE_ALIGNMENT, RowWriter, create_contiguous
+
+    path = tmp_path / "rows.h5"
+    with h5py.File(path, "w", **FILE_ALIGNMENT) as f:
+        d = create_contiguous(f, "features", (5, 3, 4, 4), "float16")
+        with RowWriter(path, d, max_rows=4) as w:
+            w.buffer[:] = np.arange(w.buffer.size, dtype=np.float16).reshape(w.buffer.shape)
+            w.write(0, 4)
+            w.buffer[:1] = -1
+            w.write(4, 1)
+            with pytest.raises(IndexError, match="rows.h5: rows 4..6 outside 0..5"):
+                w.write(4, 2)
+    with h5py.File(path, "r") as f:
+        back = f["features"][()]
+    assert np.array_equal(back[:4].ravel(), np.arange(4 * 48, dtype=np.float16)) and (back[4] == -1).all()

@@ -77,7 +77,8 @@ def test_feature_store_attributes(finished_run):
     workdir, _ = finished_run
     with h5py.File(workdir / "results/tiny/features/imagenet/source/block1.h5") as f:
         assert f["features"].shape == (15, 256, 15, 15)
-        assert f["features"].chunks == (15, 16, 15, 15)
+        assert f["features"].chunks is None and f["features"].id.get_offset() % 4096 == 0  # compression: none
+        assert f.attrs["direct_io"] in (True, False)
         attrs = dict(f.attrs)
     assert attrs["node"] == "layer1.0" and attrs["preprocessing"] == "caffe"
     assert len(attrs["weights_sha256"]) == 64 and len(attrs["image_list_sha256"]) == 64
