@@ -2,7 +2,9 @@
 
 Every store holds
 
-* ``features`` (or ``images``): one row per image, chunked one image per chunk;
+* ``features`` (or ``images``): one row per image: images chunked one per chunk, vectors 256 rows
+  per chunk, spatial maps either one contiguous uncompressed dataset (:func:`create_contiguous`,
+  written by :class:`RowWriter`) or compressed chunks of 32 images x 16 channels (:func:`create_store`);
 * ``labels``: int64 class index per row;
 * ``image_ids``: UTF-8 path of the image relative to its dataset root;
 
