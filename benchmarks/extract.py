@@ -30,6 +30,7 @@ same run, in the same precision (the best dense throughput this CPU reaches).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -130,30 +131,32 @@ def storage(maps_path: Path, out: Path) -> list[tuple]:
     """Write and read back real float16 block maps with each store compression: ms/image and MB/image."""
     import h5py
 
-    from layerfuse.h5io import FILE_ALIGNMENT, RowWriter, create_contiguous, create_store
+    from layerfuse.h5io import RowWriter, create_store, open_feature_store
 
     with h5py.File(maps_path, "r") as f:
         maps = f["features"][()].astype(np.float16)  # as the workflow stores them
     rows = []
     for compression in ("zstd", "lz4", "lzf", "gzip", None, "rows"):
         path = out / f"maps_{compression}.h5"
-        with h5py.File(path, "w", **(FILE_ALIGNMENT if compression == "rows" else {})) as f:
+        with contextlib.ExitStack() as stack:
             if compression == "rows":   # what compression: none writes: contiguous rows, O_DIRECT
-                d = create_contiguous(f, "features", maps.shape, maps.dtype)
-                writer = RowWriter(path, d, 32)
-            else:
+                f, d = open_feature_store(path, maps.shape, maps.dtype, "none")
+                stack.enter_context(f)
+                writer = stack.enter_context(RowWriter(path, d, 32))
+
+                def put(lo, block):
+                    writer.buffer[:len(block)] = block
+                    writer.write(lo, len(block))
+            else:               # None: chunked and uncompressed, written through HDF5 (buffered)
+                f = stack.enter_context(h5py.File(path, "w"))
                 d = create_store(f, "features", maps.shape, maps.dtype, compression=compression)
+
+                def put(lo, block):
+                    d[lo:lo + len(block)] = block
             start = time.perf_counter()
             for lo in range(0, len(maps), 32):
-                if compression == "rows":
-                    m = len(maps[lo:lo + 32])
-                    writer.buffer[:m] = maps[lo:lo + 32]
-                    writer.write(lo, m)
-                else:
-                    d[lo:lo + 32] = maps[lo:lo + 32]
+                put(lo, maps[lo:lo + 32])
             write = time.perf_counter() - start
-            if compression == "rows":
-                writer.close()
         with h5py.File(path, "r") as f:
             start = time.perf_counter()
             back = f["features"][()]

@@ -39,7 +39,7 @@ def build_stores(folder: Path, tmp: Path, node: str, compression: str) -> dict:
     import h5py
 
     from layerfuse.extract import extract_features
-    from layerfuse.h5io import FILE_ALIGNMENT, create_contiguous, create_store
+    from layerfuse.h5io import open_feature_store
     from layerfuse.images import prepare_domain
 
     prepare_domain({"source": {"path": str(folder)}}, "source", size=224, manifest_path=tmp / "m.tsv",
@@ -53,11 +53,8 @@ def build_stores(folder: Path, tmp: Path, node: str, compression: str) -> dict:
         order = np.random.default_rng(0).permutation(n)
         parts = {"source": np.sort(order[: int(0.8 * n)]), "target": np.sort(order[int(0.8 * n):])}
         for name, idx in parts.items():
-            raw = compression == "none"
-            with h5py.File(tmp / f"{name}.h5", "w", **(FILE_ALIGNMENT if raw else {})) as g:
-                shape = (len(idx),) + d.shape[1:]
-                out = create_contiguous(g, "features", shape, d.dtype) if raw else \
-                    create_store(g, "features", shape, d.dtype, compression=compression)
+            g, out = open_feature_store(tmp / f"{name}.h5", (len(idx),) + d.shape[1:], d.dtype, compression)
+            with g:
                 for lo in range(0, len(idx), 32):
                     out[lo:lo + 32] = d[idx[lo:lo + 32]]
                 g.create_dataset("labels", data=np.zeros(len(idx), np.int64))

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess, resolve_precision
-from .h5io import FILE_ALIGNMENT, RowWriter, atomic_path, create_contiguous, create_store, write_meta
+from .h5io import RowWriter, atomic_path, open_feature_store, write_meta, writes_rows
 from .memory import reuse_large_allocations
 
 __all__ = ["extract_features", "feature_store_attrs", "load_backbone"]
@@ -168,22 +168,17 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
             files, dsets, writers = {}, {}, {}
-            raw_maps = compression in (None, "none")
             # probe output shapes with one image
             with torch.inference_mode():
                 probe = extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8)))
             for key, path in outputs.items():
                 tmp = stack.enter_context(atomic_path(path))
-                shape = tuple(probe[key].shape[1:])
-                rows = raw_maps and len(shape) > 1 and n > 0   # maps written row block by row block
-                f = stack.enter_context(h5py.File(tmp, "w", **(FILE_ALIGNMENT if rows else {})))
-                dtype = "float32" if len(shape) == 1 else local_dtype
-                if rows:
-                    dsets[key] = create_contiguous(f, "features", (n,) + shape, dtype)
+                shape = (n,) + tuple(probe[key].shape[1:])
+                f, dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype,
+                                                   compression)
+                stack.enter_context(f)
+                if writes_rows(shape, compression):   # maps written row block by row block
                     writers[key] = stack.enter_context(RowWriter(tmp, dsets[key], batch_size, direct=direct_io))
-                else:
-                    dsets[key] = create_store(f, "features", (n,) + shape, dtype,
-                                              compression=compression if len(shape) > 1 else None)
                 write_meta(f, labels, image_ids, feature_store_attrs(
                     key, layers[key], spec, weights_sha256, precision,
                     src.attrs.get("image_list_sha256", ""), images.shape[1], batchnorm_folded=True))

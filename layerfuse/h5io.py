@@ -26,8 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["atomic_path", "write_text_atomic", "create_store", "create_contiguous", "RowWriter", "read_store",
-           "write_arrays", "read_arrays", "FILE_ALIGNMENT"]
+__all__ = ["atomic_path", "write_text_atomic", "create_store", "create_contiguous", "open_feature_store",
+           "writes_rows", "RowWriter", "read_store", "write_arrays", "read_arrays", "FILE_ALIGNMENT"]
 
 log = logging.getLogger("layerfuse.h5io")
 
@@ -128,6 +128,25 @@ def create_contiguous(f: h5py.File, name: str, shape: tuple, dtype) -> h5py.Data
     space = h5py.h5s.create_simple(tuple(int(x) for x in shape))
     dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
     return h5py.Dataset(dsid)
+
+
+def writes_rows(shape: tuple, compression: str | None) -> bool:
+    """Whether a ``features`` dataset of ``shape`` stored with ``compression`` is contiguous rows
+    (:func:`create_contiguous`, filled by :class:`RowWriter`): uncompressed spatial maps, at least one row."""
+    return compression in (None, "none") and len(shape) > 2 and shape[0] > 0
+
+
+def open_feature_store(path: str | os.PathLike, shape: tuple, dtype, compression: str | None):
+    """Create the file ``path`` with an empty ``features`` dataset: ``(h5py.File, dataset)``.
+
+    Spatial maps are contiguous rows when :func:`writes_rows` (the file opened with
+    :data:`FILE_ALIGNMENT`), else chunks with ``compression``; vectors are never compressed.
+    """
+    if writes_rows(shape, compression):
+        f = h5py.File(path, "w", **FILE_ALIGNMENT)
+        return f, create_contiguous(f, "features", shape, dtype)
+    f = h5py.File(path, "w")
+    return f, create_store(f, "features", shape, dtype, compression=compression if len(shape) > 2 else None)
 
 
 def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
