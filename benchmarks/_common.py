@@ -10,11 +10,11 @@ from pathlib import Path
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def scores_over_dims(z, n_source: int, ys, yt, dims) -> list[dict]:
+def scores_over_dims(z, n_source: int, ys, yt, dims, center: str = "none") -> list[dict]:
     """The workflow's SVM metrics on the first ``d`` components of a TCA embedding, for each ``d`` in ``dims``."""
     from layerfuse.evaluate import evaluate_svm
 
-    return [evaluate_svm(z[:n_source, :d], ys, z[n_source:, :d], yt)[0] for d in dims]
+    return [evaluate_svm(z[:n_source, :d], ys, z[n_source:, :d], yt, center=center)[0] for d in dims]
 
 
 def image_parser(doc: str, images: int, data: str = "corel1000") -> argparse.ArgumentParser:

@@ -32,10 +32,12 @@ def main(argv=None):
     p.add_argument("--dims", type=int, nargs="+", default=[256, 128, 64])
     p.add_argument("--factors", type=float, nargs="+", default=[1, 3, 10, 30])
     p.add_argument("--mus", type=float, nargs="+", default=[0.1, 1, 10, 100])
+    p.add_argument("--center", choices=["none", "domain"], default="none",
+                   help="the SVM's svm.center (the README's sweep table is 'none', the plain SVM)")
     args = p.parse_args(argv)
     xs, xt, ys, yt, _ = read_pair(args.experiment_dir / f"fused/{args.backbone}/{args.featureset}.h5")
     x, dom = stack_domains(xs, xt)
-    base = evaluate_svm(xs, ys, xt, yt)[0]
+    base = evaluate_svm(xs, ys, xt, yt, center=args.center)[0]
     print(f"N={len(x)}  no TCA: accuracy {100 * base['accuracy']:.1f}, balanced {100 * base['balanced_accuracy']:.1f}")
     print(f"{'kernel':<7}{'factor':>7}{'mu':>7}{'acc':>7}{'bal':>7}{'mmd':>9}")
     settings = [("rbf", f, m) for f, m in itertools.product(args.factors, args.mus)] + \
@@ -44,7 +46,7 @@ def main(argv=None):
         k = min(max(args.dims), len(x) - 1)
         tca = TCA(k, kernel=kernel, bandwidth_factor=factor, mu=mu, solver=args.solver)
         z = tca.fit_transform(x, dom)
-        scores = scores_over_dims(z, len(xs), ys, yt, args.dims)
+        scores = scores_over_dims(z, len(xs), ys, yt, args.dims, args.center)
         accs = [m["accuracy"] for m in scores]
         bals = [m["balanced_accuracy"] for m in scores]
         zs, zt = z[:len(xs), :64], z[len(xs):, :64]

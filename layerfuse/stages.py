@@ -197,7 +197,8 @@ def fit_tca(fused, params: dict, out) -> None:
 
 def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out) -> list[dict]:
     """Score every cell of one feature set: raw features (``none``) and the first ``d`` TCA components
-    (``tca-d``), one linear SVM each, all rows in one CSV.
+    (``tca-d``), one linear SVM each (after ``svm["center"]``, see :func:`layerfuse.evaluate.center_domains`),
+    all rows in one CSV.
 
     ``features`` maps ``"none"`` to the fused pair and ``"tca"`` to the TCA embedding (fitted once at
     the largest ``d``; components are nested), as far as ``adapters`` needs them.
@@ -219,7 +220,7 @@ def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict,
                 log.warning("%s: only %d components available for %s", features["tca"], xs.shape[1], adapter)
             xs, xt = xs[:, :dims], xt[:, :dims]
         metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
-                                  max_iter=svm["max_iter"])
+                                  max_iter=svm["max_iter"], center=svm["center"])
         rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
                      "n_components": dims if dims is not None else "", **metrics})
     write_score_rows(out, rows)

@@ -49,3 +49,17 @@ def test_office_amazon_webcam_global(office_global):
     zs = (z - z[:len(xs)].mean(0)) / z[:len(xs)].std(0)
     standardised = evaluate_svm(zs[:len(xs)], ys, zs[len(xs):], yt)[0]["accuracy"]
     assert standardised < tca - 0.05, (standardised, tca)
+
+
+def test_office_domain_centering_after_tca(office_global):
+    """With the workflow's TCA (3x the median width, mu=1), centring each domain on its own mean before
+    the SVM removes the offset TCA leaves between the domains: Amazon->Webcam gains (93.6 -> 95.6% on the
+    workflow's stores)."""
+    xs, xt, ys, yt = office_global
+    z = TCA(128, bandwidth_factor=3.0, solver="exact").fit_transform(
+        np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))])
+    zs, zt = z[:len(xs)], z[len(xs):]
+    plain = evaluate_svm(zs, ys, zt, yt)[0]["accuracy"]
+    centred = evaluate_svm(zs, ys, zt, yt, center="domain")[0]["accuracy"]
+    assert centred >= plain + 0.01, (plain, centred)
+    assert centred >= 0.93, centred

@@ -37,6 +37,7 @@ def test_defaults_fill_the_grid():
 
 @pytest.mark.parametrize("bad", [
     {"experiments": {"x": {"synthetic": {}}}, "svm": {"C": 0}},
+    {"experiments": {"x": {"synthetic": {}}}, "svm": {"center": "target"}},
     {"experiments": {"x": {"synthetic": {}}}, "unknown_key": 1},
     {"experiments": {"X Y": {"synthetic": {}}}},
     {"experiments": {"x": {"synthetic": {}, "split": {}}}},

@@ -91,9 +91,10 @@ def test_reordered_config_reruns_nothing(finished_run, tmp_path):
     assert planned_jobs(workdir, variant(tmp_path, "same")) == {}
 
 
-def test_changing_svm_C_reruns_only_classification(finished_run, tmp_path):
+@pytest.mark.parametrize("change", [{"svm.C": 2.0}, {"svm.center": "none"}])
+def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path, change):
     workdir, _ = finished_run
-    jobs = planned_jobs(workdir, variant(tmp_path, "c", **{"svm.C": 2.0}))
+    jobs = planned_jobs(workdir, variant(tmp_path, "svm", **change))
     assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
     assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
 
