@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layerfuse.evaluate import evaluate_svm
+from layerfuse.evaluate import CENTERINGS, evaluate_svm
 from layerfuse.h5io import read_pair
 from layerfuse.tca import TCA, stack_domains
 
@@ -54,8 +54,8 @@ def main(argv=None):
         x, dom = stack_domains(xs, xt)
         z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu).fit_transform(x, dom)
         ns = len(xs)
-        cells = [_pct(scores_over_dims(z, ns, ys, yt, args.dims, center)) for center in ("none", "domain")]
-        cells += [_pct([evaluate_svm(xs, ys, xt, yt, center=center)[0]]) for center in ("none", "domain")]
+        cells = [_pct(scores_over_dims(z, ns, ys, yt, args.dims, center)) for center in CENTERINGS]
+        cells += [_pct([evaluate_svm(xs, ys, xt, yt, center=center)[0]]) for center in CENTERINGS]
         print(f"{path.stem:<16}{cells[0]:>16}{cells[1]:>16}{cells[2]:>16}{cells[3]:>18}"
               f"{domain_offset(z[:ns, :64], z[ns:, :64], ys):>8.2f}", flush=True)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layerfuse.evaluate import evaluate_svm
+from layerfuse.evaluate import CENTERINGS, evaluate_svm
 from layerfuse.h5io import read_pair
 from layerfuse.tca import TCA, stack_domains
 
@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--dims", type=int, nargs="+", default=[256, 128, 64])
     p.add_argument("--factors", type=float, nargs="+", default=[1, 3, 10, 30])
     p.add_argument("--mus", type=float, nargs="+", default=[0.1, 1, 10, 100])
-    p.add_argument("--center", choices=["none", "domain"], default="none",
+    p.add_argument("--center", choices=CENTERINGS, default="none",
                    help="the SVM's svm.center (the README's sweep table is 'none', the plain SVM)")
     args = p.parse_args(argv)
     xs, xt, ys, yt, _ = read_pair(args.experiment_dir / f"fused/{args.backbone}/{args.featureset}.h5")
