@@ -17,6 +17,25 @@ def scores_over_dims(z, n_source: int, ys, yt, dims, center: str = "none") -> li
     return [evaluate_svm(z[:n_source, :d], ys, z[n_source:, :d], yt, center=center)[0] for d in dims]
 
 
+def fused_parser(doc: str) -> argparse.ArgumentParser:
+    """Arguments of the benchmarks that refit TCA on a finished experiment's fused stores with the
+    workflow's defaults: the experiment folder, --dims, --bandwidth-factor, --mu."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment_dir", type=Path)
+    p.add_argument("--dims", type=int, nargs="+", default=[256, 192, 128, 96, 64])
+    p.add_argument("--bandwidth-factor", type=float, default=3.0)
+    p.add_argument("--mu", type=float, default=1.0)
+    return p
+
+
+def fused_stores(experiment_dir: Path, backbone: str = "*") -> list[Path]:
+    """The fused feature stores of a finished experiment (one backbone, or all), or exit saying to run it."""
+    paths = sorted(experiment_dir.glob(f"fused/{backbone}/*.h5"))
+    if not paths:
+        raise SystemExit(f"no fused stores under {experiment_dir}/fused/{backbone}: run the workflow first")
+    return paths
+
+
 def image_parser(doc: str, images: int, data: str = "corel1000") -> argparse.ArgumentParser:
     """Arguments shared by the benchmarks that read a folder of images: --images and --data."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,6 @@ means.  Accuracy, not time: the ratio that matters is centred over plain.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from layerfuse.h5io import read_pair
 from layerfuse.tca import TCA, stack_domains
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import scores_over_dims  # noqa: E402
+from _common import fused_parser, fused_stores, scores_over_dims  # noqa: E402
 
 
 def _pct(rows: list[dict]) -> str:
@@ -38,16 +37,10 @@ def domain_offset(zs, zt, ys) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment_dir", type=Path)
+    p = fused_parser(__doc__)
     p.add_argument("--backbone", default="imagenet")
-    p.add_argument("--dims", type=int, nargs="+", default=[256, 192, 128, 96, 64])
-    p.add_argument("--bandwidth-factor", type=float, default=3.0)
-    p.add_argument("--mu", type=float, default=1.0)
     args = p.parse_args(argv)
-    paths = sorted(args.experiment_dir.glob(f"fused/{args.backbone}/*.h5"))
-    if not paths:
-        raise SystemExit(f"no fused stores under {args.experiment_dir}/fused/{args.backbone}: run the workflow first")
+    paths = fused_stores(args.experiment_dir, args.backbone)
     print(f"{'feature set':<16}{'TCA':>16}{'TCA, centred':>16}{'no TCA':>16}{'no TCA, centred':>18}{'offset':>8}")
     for path in paths:
         xs, xt, ys, yt, _ = read_pair(path)

@@ -10,7 +10,6 @@ cost accuracy?
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,21 +20,14 @@ from layerfuse.h5io import read_pair
 from layerfuse.tca import TCA, stack_domains
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import scores_over_dims  # noqa: E402
+from _common import fused_parser, fused_stores, scores_over_dims  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment_dir", type=Path)
+    p = fused_parser(__doc__)
     p.add_argument("--solvers", nargs="+", default=["nystroem", "exact"])
-    p.add_argument("--dims", type=int, nargs="+", default=[256, 192, 128, 96, 64])
-    p.add_argument("--bandwidth-factor", type=float, default=3.0)
-    p.add_argument("--mu", type=float, default=1.0)
     args = p.parse_args(argv)
-    paths = sorted(args.experiment_dir.glob("fused/*/*.h5"))
-    if not paths:
-        raise SystemExit(f"no fused stores under {args.experiment_dir}/fused: run the workflow first")
-    for path in paths:
+    for path in fused_stores(args.experiment_dir):
         xs, xt, ys, yt, _ = read_pair(path)
         x, dom = stack_domains(xs, xt)
         cells = []
