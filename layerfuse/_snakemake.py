@@ -1,20 +1,86 @@
-"""Glue for ``workflow_scripts/``: logging to the rule's log and one-line errors."""
+"""Glue for ``workflow_scripts/``: logging to the rule's log, one-line errors, and a lock per running job.
+
+Each job holds an exclusive ``flock`` on ``.snakemake/layerfuse-jobs/<id>.lock``
+for as long as its process lives (the kernel drops it when the process dies,
+however it dies).  When Snakemake itself is killed its jobs can live on,
+still writing; :func:`live_jobs` lets the next run find them and say so
+instead of starting the same jobs again beside them.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import sys
+import traceback
+from pathlib import Path
 
-__all__ = ["run"]
+__all__ = ["run", "live_jobs", "JOB_LOCKS"]
+
+JOB_LOCKS = Path(".snakemake") / "layerfuse-jobs"
+
+
+def _hold_job_lock(log_path: str):
+    """Take this job's lock (kept open, so held until the process exits); None where locks are unsupported."""
+    import fcntl
+
+    try:
+        JOB_LOCKS.mkdir(parents=True, exist_ok=True)
+        path = JOB_LOCKS / f"{hashlib.sha256(log_path.encode()).hexdigest()[:16]}.lock"
+        f = open(path, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "log": log_path}) + "\n")
+    f.flush()
+    return f
+
+
+def live_jobs(workdir: str | os.PathLike = ".") -> list[dict]:
+    """``[{"pid", "log"}]`` of layerfuse jobs still running in ``workdir``; stale lock files are removed."""
+    import fcntl
+
+    live = []
+    folder = Path(workdir) / JOB_LOCKS
+    for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
+        try:
+            with open(path, "r+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    try:
+                        live.append(json.loads(f.read() or "{}"))
+                    except ValueError:
+                        live.append({"pid": "?", "log": str(path)})
+                    continue
+                path.unlink()
+        except OSError:
+            continue
+    return live
 
 
 def run(job) -> None:
-    """Call ``job()``; a ``ValueError``/``OSError`` becomes one ``error:`` line and exit status 1."""
+    """Call ``job()``; an error becomes one ``error:`` line (console and log) and exit status 1.
+
+    ``ValueError``/``OSError`` are the expected failures (bad input, disk); a
+    ``MemoryError`` is reported the same way.  The traceback goes to the job's
+    log only.
+    """
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    in_job = sys.stderr is not sys.__stderr__            # the script sent stderr to the rule's log
+    lock = _hold_job_lock(sys.stderr.name) if in_job else None  # noqa: F841 (held while open)
     try:
         job()
-    except (ValueError, OSError) as exc:
-        msg = f"error: {exc}".splitlines()[0]
+    except (ValueError, OSError, MemoryError) as exc:
+        if in_job:
+            traceback.print_exc(file=sys.stderr)
+        text = str(exc) if not isinstance(exc, MemoryError) else f"out of memory ({exc or 'MemoryError'})"
+        msg = f"error: {text}".splitlines()[0]
         print(msg, file=sys.stderr)
-        print(msg, file=sys.__stderr__)
+        if in_job:
+            print(msg, file=sys.__stderr__)
         sys.exit(1)

@@ -5,7 +5,7 @@ import copy
 from pathlib import Path
 
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
-           "backbone_spec", "domain_specs"]
+           "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys"]
 
 
 class ConfigError(ValueError):
@@ -107,6 +107,8 @@ def check_config(config: dict) -> None:
         if w not in ("keras-npm",) + TORCHVISION_WEIGHTS and not w.endswith((".pth", ".pt")):
             raise ConfigError(f"backbones.{name}.weights: {w!r} is not keras-npm, "
                              f"{' or '.join(TORCHVISION_WEIGHTS)}, or a path to a .pth file")
+        if w.endswith((".pth", ".pt")) and Path(w).is_dir():
+            raise ConfigError(f"backbones.{name}.weights: {w} is a folder, not a .pth file")
         if w.endswith((".pth", ".pt")) and not Path(w).is_file():
             raise ConfigError(f"backbones.{name}.weights: file {w} not found")
     for name, r in config["reducers"].items():
@@ -114,6 +116,8 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"reducers.{name}: 'segment' applies to flatten, not pca")
     for name, exp in config["experiments"].items():
         for side in ("source", "target"):
+            if side in exp and Path(exp[side]["path"]).exists() and not Path(exp[side]["path"]).is_dir():
+                raise ConfigError(f"experiments.{name}.{side}.path: {exp[side]['path']} is a file, not a folder")
             if side in exp and not Path(exp[side]["path"]).is_dir():
                 raise ConfigError(f"experiments.{name}.{side}.path: folder {exp[side]['path']} not found")
 
@@ -131,19 +135,36 @@ def _image_count(spec, classes: list[str]) -> int:
     return n
 
 
+def _domain_specs(exp: dict):
+    from .images import DomainSpec
+
+    source = DomainSpec(exp["source"]["path"], dict(exp["source"].get("class_map") or {}))
+    target = DomainSpec(exp["target"]["path"], dict(exp["target"].get("class_map") or {})) \
+        if "target" in exp else None
+    return source, target
+
+
+def experiment_classes(exp: dict) -> list[str] | None:
+    """The classes an experiment uses, from its folders (None for the generated demo, known only after its rule)."""
+    from .images import resolve_classes
+
+    if "synthetic" in exp:
+        return None
+    return resolve_classes(*_domain_specs(exp), exp.get("classes", "common"))
+
+
 def experiment_sizes(exp: dict) -> tuple[int, int]:
     """(source, target) image counts an experiment will have at most, from its folders or demo settings."""
     import math
 
-    from .images import DomainSpec, resolve_classes
-
     if "synthetic" in exp:
         syn = exp["synthetic"]
         return syn["n_classes"] * syn["n_source"], syn["n_classes"] * syn["n_target"]
-    source = DomainSpec(exp["source"]["path"], dict(exp["source"].get("class_map") or {}))
-    target = DomainSpec(exp["target"]["path"], dict(exp["target"].get("class_map") or {})) \
-        if "target" in exp else None
-    classes = resolve_classes(source, target, exp.get("classes", "common"))
+    source, target = _domain_specs(exp)
+    classes = experiment_classes(exp)
+    if len(classes) < 2:
+        raise ValueError(f"only one class ({classes[0]!r}) is used; a classifier needs at least 2 "
+                         "(check the class folders, class_map and classes: common|all)")
     n_source = _image_count(source, classes)
     if target is None:
         n_target = math.ceil(exp["split"]["test_size"] * n_source)
@@ -189,3 +210,32 @@ def check_output_folders(folders=("results", "logs", "benchmarks", "resources"),
         target = path if path.exists() else root
         if not os.access(target, os.W_OK | os.X_OK):
             raise ConfigError(f"{target}: folder is not writable; fix its permissions or use another --directory")
+
+
+def check_duplicate_keys(paths) -> None:
+    """Raise ``ConfigError`` naming the first key written twice in one mapping of a YAML config file.
+
+    PyYAML (and so Snakemake) silently keeps the last of duplicate keys.
+    """
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}:{key_node.start_mark.line + 1}: key {key!r} "
+                                  "is given twice in one mapping (YAML would keep only the last); remove one")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            try:
+                yaml.load(f, Loader=StrictLoader)
+            except yaml.YAMLError:
+                pass  # Snakemake reports syntax errors itself

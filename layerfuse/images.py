@@ -6,6 +6,12 @@ class map per domain: ``{folder: class}`` merges folders into one class, a
 ``null`` value drops a folder, and ``classes: common`` keeps only classes both
 domains have.  Unreadable files are skipped with a reason recorded in the
 manifest; problems the user must fix raise ``ValueError`` naming the path.
+
+Reading is guarded: only regular files are opened (a FIFO or device is
+skipped, never read), a file larger than ``max_file_mb`` is skipped before it
+is read, symlinks are followed only when they resolve inside the dataset
+folder, and Pillow may only pick the formats of :data:`IMAGE_FORMATS`
+whatever the file's content claims.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import hashlib
 import io
 import logging
 import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +45,13 @@ __all__ = [
 log = logging.getLogger("layerfuse.images")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# The Pillow decoders layerfuse lets run (JPEG includes multi-picture JPEGs from cameras); no other
+# plugin is tried, so an EPS or PDF named .jpg never reaches Ghostscript.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 MAX_PIXELS = 64_000_000  # decompression-bomb guard: ~8000x8000
+MAX_FILE_MB = 64  # files above this are skipped unread (schema default of images.max_file_mb)
+# Peak bytes one decode may take (RGBA at MAX_PIXELS plus a copy): bounds the decode threads.
+DECODE_PEAK_BYTES = MAX_PIXELS * 8
 MIN_SIDE = 8  # smaller images carry no usable content at 224 px
 
 
@@ -51,6 +65,8 @@ class DomainSpec:
     def folder_classes(self) -> dict[str, str | None]:
         """{folder name: class name or None (dropped)} for every class folder present."""
         root = Path(self.path)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"dataset folder {root} is a file, not a folder")
         if not root.is_dir():
             raise ValueError(f"dataset folder not found: {root}")
         folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -72,6 +88,36 @@ def resolve_classes(source: DomainSpec, target: DomainSpec | None, keep: str = "
         raise ValueError(f"source {source.path} and target {target.path} share no class "
                          f"(source: {sorted(src)[:8]}, target: {sorted(tgt)[:8]}); add a class_map")
     return classes
+
+
+def dropped_class_rows(specs: dict, domain: str, classes: list[str]) -> list[dict]:
+    """Manifest rows (status ``dropped``) for every class folder of ``domain`` that the experiment does not use.
+
+    Reasons: hidden folder, ``null`` in the class map, a class the other domain
+    lacks, an empty folder.  Nothing is dropped without a row: the log and the
+    report's Data section list them.
+    """
+    spec = specs[domain]
+    root = Path(spec.path)
+    other = specs.get("target" if domain == "source" else "source")
+    rows = []
+
+    def drop(folder, cls, reason):
+        rows.append({"image_id": f"{folder}/", "class": cls or "", "label": -1, "sha256": "",
+                     "status": "dropped", "reason": reason})
+
+    for p in sorted(root.iterdir(), key=lambda p: p.name):
+        if p.name.startswith(".") and p.is_dir():
+            drop(p.name, "", "hidden class folder")
+    for folder, cls in spec.folder_classes().items():
+        if cls is None:
+            drop(folder, "", "dropped by class_map (null)")
+        elif cls not in classes:
+            where = "the source" if domain == "target" else "the target"
+            drop(folder, cls, f"class {cls!r} is not in {where}" if other is not None else "class not used")
+        if cls is not None and cls in classes and not any(True for _ in (root / folder).iterdir()):
+            drop(folder, cls, "empty class folder")
+    return rows
 
 
 def scan_folder(spec: DomainSpec, classes: list[str]) -> list[dict]:
@@ -117,10 +163,11 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     if not data:
         raise ValueError("empty file")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    Image.init()  # registers every plugin, so each of IMAGE_FORMATS can be named
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             if im.width * im.height > MAX_PIXELS:
                 raise ValueError(f"{im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
             if min(im.width, im.height) < MIN_SIDE:
@@ -132,12 +179,14 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"decompression bomb guard: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"cannot decode (not one of the formats {', '.join(IMAGE_FORMATS)})") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # PIL raises many types for bad files
-        raise ValueError(f"cannot decode ({type(exc).__name__}: {str(exc)[:80]})") from None
+        raise ValueError(f"cannot decode ({type(exc).__name__}: {_stable(str(exc))[:80]})") from None
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = arr.max() if arr.size else 1.0
-        im = Image.fromarray((arr * (255.0 / max(hi, 1.0))).clip(0, 255).astype(np.uint8), "L")
+        im = _deep_to_grey(im)
     if im.mode == "P":
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA"):
@@ -150,25 +199,106 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _read_and_decode(path: Path, size: int):
-    """``(sha256, image, None)`` or ``(sha256 or "", None, skip reason)`` for one file."""
+def _stable(text: str) -> str:
+    """``text`` without object addresses (``<_io.BytesIO object at 0x7f…>``), so reasons repeat run to run."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<file>", text)
+
+
+def _deep_to_grey(im):
+    """A 16/32-bit grey image as 8-bit ``L``, scaled by its maximum, in row strips (no float64 copy)."""
+    from PIL import Image
+
+    dtype = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I": "<i4"}[im.mode]
+    # a view of Pillow's bytes: np.asarray(im) would hold a second copy
+    arr = np.frombuffer(im.tobytes(), dtype=dtype).reshape(im.height, im.width)
+    hi = max(int(arr.max()) if arr.size else 1, 1)
+    out = np.empty(arr.shape, np.uint8)
+    step = max(1, (1 << 20) // max(arr.shape[1], 1))          # ~1M pixels a strip
+    for lo in range(0, arr.shape[0], step):
+        strip = np.clip(arr[lo:lo + step], 0, None).astype(np.int64)
+        out[lo:lo + step] = np.minimum(strip * 255 // hi, 255)
+    return Image.fromarray(out, "L")
+
+
+def read_image_bytes(path: Path, root: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a regular file inside ``root`` of at most ``max_bytes``.
+
+    Raises ``ValueError`` with a short skip reason otherwise.  A symlink is
+    followed only when it resolves inside ``root``; the file is opened
+    non-blocking and checked with ``fstat`` before any read, so a FIFO,
+    socket or device is refused without hanging and ``/dev/zero`` or a huge
+    sparse file is never read.
+    """
     try:
-        data = path.read_bytes()
+        if os.path.islink(path):
+            if not os.path.exists(path):
+                return _unreadable("dangling symlink")
+            real, inside = os.path.realpath(path), os.path.realpath(root)
+            if os.path.commonpath([real, inside]) != inside:
+                raise ValueError("symlink to a file outside the dataset folder (not followed)")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        return "", None, f"unreadable ({exc.strerror or type(exc).__name__})"
+        return _unreadable(exc.strerror or type(exc).__name__)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                    else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
+            raise ValueError(f"not a regular file ({kind})")
+        if st.st_size > max_bytes:
+            raise ValueError(f"file of {st.st_size / 2**20:.1f} MB exceeds images.max_file_mb "
+                             f"({max_bytes / 2**20:g} MB)")
+        chunks, left = [], max_bytes + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise ValueError(f"file grew past images.max_file_mb ({max_bytes / 2**20:g} MB) while read")
+        return b"".join(chunks)
+    except OSError as exc:
+        return _unreadable(exc.strerror or type(exc).__name__)
+    finally:
+        os.close(fd)
+
+
+def _unreadable(why: str):
+    raise ValueError(f"unreadable ({why})")
+
+
+def _read_and_decode(path: Path, root: Path, size: int, max_bytes: int):
+    """``(sha256, image, None)`` or ``(sha256 or "", None, skip reason)`` for one file.
+
+    A ``MemoryError`` becomes a ``ValueError`` naming the file: a skip would make
+    the image set depend on the machine's free memory.
+    """
+    try:
+        data = read_image_bytes(path, root, max_bytes)
+    except ValueError as exc:
+        return "", None, str(exc)
     digest = hashlib.sha256(data).hexdigest()
     try:
         return digest, decode_image(data, size), None
     except ValueError as exc:
         return digest, None, str(exc)
+    except MemoryError:
+        raise ValueError(f"{path}: out of memory while decoding it ({len(data)} bytes); give prepare_images "
+                         "more memory (resources.mem_mb) or remove the file") from None
+
+
+def decode_workers(memory_mb: float | None = None) -> int:
+    """Decode threads: one per CPU, at most 8, and no more than ``memory_mb`` holds at a decode's peak."""
+    workers = min(8, os.cpu_count() or 1)
+    if memory_mb is not None:
+        workers = min(workers, max(1, int(memory_mb * 2**20 // DECODE_PEAK_BYTES)))
+    return workers
 
 
 def build_domain(spec: DomainSpec, classes: list[str], size: int, rows: list[dict] | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, max_file_mb: float = MAX_FILE_MB):
     """Decode every usable image of a domain.
 
     Files are read, hashed and decoded by ``workers`` threads (Pillow releases
-    the GIL while decoding and resizing; default: one per CPU, at most 8); the
+    the GIL while decoding and resizing; default: :func:`decode_workers`); the
     result does not depend on ``workers``.
 
     Returns ``(rows, images)``: manifest rows (status/reason/sha256 filled) and
@@ -181,11 +311,12 @@ def build_domain(spec: DomainSpec, classes: list[str], size: int, rows: list[dic
     rows = scan_folder(spec, classes) if rows is None else rows
     root = Path(spec.path)
     todo = [row for row in rows if row["status"] == "ok"]
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or decode_workers()
+    max_bytes = int(max_file_mb * 2**20)
     images = np.zeros((len(todo), size, size, 3), np.uint8)
     keep = np.zeros(len(todo), bool)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = pool.map(lambda row: _read_and_decode(root / row["image_id"], size), todo)
+        decoded = pool.map(lambda row: _read_and_decode(root / row["image_id"], root, size, max_bytes), todo)
         for i, (row, (digest, image, reason)) in enumerate(
                 tqdm(zip(todo, decoded), total=len(todo), desc=f"decode {root.name}", unit="img", mininterval=2.0)):
             row["sha256"] = digest
@@ -223,10 +354,16 @@ def manifest_summary(manifests: dict) -> dict:
     are reported (and logged as a warning), not removed.
     """
     rows = {d: read_manifest(p) for d, p in manifests.items()}
-    out = {"kept": {}, "skipped": [], "duplicates": []}
+    out = {"kept": {}, "skipped": [], "duplicates": [], "dropped": [], "few": []}
     for d, rs in rows.items():
         out["kept"][d] = sum(r["status"] == "ok" for r in rs)
-        out["skipped"] += [(d, r["image_id"], r["reason"]) for r in rs if r["status"] != "ok"]
+        out["skipped"] += [(d, r["image_id"], r["reason"]) for r in rs if r["status"] == "skipped"]
+        out["dropped"] += [(d, r["image_id"], r["reason"]) for r in rs if r["status"] == "dropped"]
+        counts = {}
+        for r in rs:
+            if r["status"] != "dropped":
+                counts[r["class"]] = counts.get(r["class"], 0) + (r["status"] == "ok")
+        out["few"] += [(d, c, n) for c, n in sorted(counts.items()) if n < 2]
     if {"source", "target"} <= rows.keys():
         src = {r["sha256"]: r["image_id"] for r in rows["source"] if r["status"] == "ok" and r["sha256"]}
         for r in rows["target"]:
@@ -262,7 +399,8 @@ def split_rows(rows: list[dict], test_size: float, seed: int) -> dict[str, list[
 
 
 def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, store_path,
-                   keep: str = "common", split: dict | None = None) -> dict:
+                   keep: str = "common", split: dict | None = None, max_file_mb: float = MAX_FILE_MB,
+                   memory_mb: float | None = None) -> dict:
     """Scan, (split,) decode and store one domain of an experiment.
 
     ``domains`` is ``{"source": {"path", "class_map"}, "target": {...}}`` (no
@@ -276,14 +414,29 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
     if split:
         rows = split_rows(scan_folder(specs["source"], classes), split["test_size"], split["seed"])[domain]
         spec = specs["source"]
+        dropped = dropped_class_rows(specs, "source", classes) if domain == "source" else []
     else:
         spec = specs[domain]
         rows = scan_folder(spec, classes)
-    rows, images = build_domain(spec, classes, size, rows)
+        dropped = dropped_class_rows(specs, domain, classes)
+    rows, images = build_domain(spec, classes, size, rows, workers=decode_workers(memory_mb),
+                                max_file_mb=max_file_mb)
+    for row in dropped:
+        log.warning("dropped class folder %s: %s", Path(spec.path) / row["image_id"], row["reason"])
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         raise ValueError(f"{spec.path}: no usable image for the {domain} domain "
                          f"(classes {classes}); see the manifest {manifest_path}")
+    counts = {c: 0 for c in classes}
+    for r in ok:
+        counts[r["class"]] += 1
+    for cls, n in counts.items():
+        if n < 2:
+            log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
+    if domain == "source" and sum(n > 0 for n in counts.values()) < 2:
+        raise ValueError(f"{spec.path}: the source has usable images of {sum(n > 0 for n in counts.values())} "
+                         f"class(es) ({', '.join(c for c, n in counts.items() if n) or 'none'}); a classifier "
+                         f"needs at least 2; see the manifest {manifest_path}")
     list_hash = hashlib.sha256("\n".join(f"{r['image_id']}\t{r['label']}\t{r['sha256']}"
                                          for r in ok).encode()).hexdigest()
     with atomic_path(store_path) as tmp, h5py.File(tmp, "w") as f:
@@ -292,5 +445,6 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
         write_meta(f, [r["label"] for r in ok], [r["image_id"] for r in ok],
                    {"classes": json.dumps(classes), "image_list_sha256": list_hash,
                     "domain": domain, "root": str(spec.path), "image_size": size})
-    write_manifest(manifest_path, rows)
-    return {"kept": len(ok), "skipped": len(rows) - len(ok), "classes": classes}
+    write_manifest(manifest_path, dropped + rows)
+    return {"kept": len(ok), "skipped": len(rows) - len(ok), "classes": classes,
+            "dropped": [r["image_id"].rstrip("/") for r in dropped]}

@@ -144,6 +144,10 @@ class GramPCA:
         cc = cc - cc.mean(axis=1, keepdims=True)               # ... times H
         target = cc @ evecs * scale                            # (X_t - μ) V_kᵀ
         self.n_components_ = evecs.shape[1]
+        if self.n_components_ < int(self.n_components):
+            log.warning("PCA keeps %d of the %d components asked for (%d source images, rank %d); "
+                        "recorded as local_width in the scores", self.n_components_, int(self.n_components), ns,
+                        self.n_components_)
         self.explained_variance_ = evals / (ns - 1)
         return PCAResult(source.astype(np.float32), target.astype(np.float32), self.explained_variance_)
 

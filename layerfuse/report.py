@@ -9,8 +9,11 @@ import pandas as pd
 
 __all__ = ["SCORE_COLUMNS", "write_score_rows", "aggregate_scores", "paper_table", "table_markdown"]
 
+# n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
+# local_width: the local block's width after reduction (PCA may keep fewer components than asked).
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "n_components",
-                 "accuracy", "balanced_accuracy", "macro_f1", "n_source", "n_target"]
+                 "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
+                 "n_target"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 

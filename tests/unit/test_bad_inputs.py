@@ -127,7 +127,8 @@ def test_corpus_odd_paths_and_folders(corpus):
     with h5py.File(root / "source.h5") as f:
         assert f["images"].shape == (n_ok, 32, 32, 3) and f["images"].dtype == np.uint8
         assert (f["labels"][()] == 1).sum() == 2                          # the one-image class plus leak.png
-    assert facts["source"]["skipped"] == len(rows) - n_ok
+    assert facts["source"]["skipped"] == sum(r["status"] == "skipped" for r in rows.values())
+    assert rows["empty/"]["status"] == "dropped" and facts["source"]["dropped"] == ["empty"]
 
 
 def test_duplicates_between_domains_are_reported(corpus, caplog):

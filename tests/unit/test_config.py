@@ -101,6 +101,10 @@ def test_data_checks_on_folders(tmp_path):
     with pytest.raises(ConfigError, match=r"^experiments.e: class_map names folder 'cow'"):
         check_data_sizes(cfg)
     cfg["experiments"]["e"]["target"]["class_map"] = {"car": "cat"}
+    with pytest.raises(ConfigError, match=r"^experiments.e: only one class \('cat'\) is used"):
+        check_data_sizes(cfg)                      # one-class experiments stop before any job
+    (tmp_path / "t" / "dog").mkdir()
+    (tmp_path / "t" / "dog" / "b.png").write_bytes(b"x")
     check_data_sizes(cfg)
 
 
