@@ -153,8 +153,24 @@ def experiment_classes(exp: dict) -> list[str] | None:
     return resolve_classes(*_domain_specs(exp), exp.get("classes", "common"))
 
 
-def experiment_sizes(exp: dict) -> tuple[int, int]:
-    """(source, target) image counts an experiment will have at most, from its folders or demo settings."""
+def _usable_count(spec, classes: list[str], manifest: Path) -> int | None:
+    """Usable images of a domain from its manifest, when the manifest lists exactly the files there now."""
+    from .images import read_manifest, scan_folder
+
+    if not manifest.is_file():
+        return None
+    rows = [r for r in read_manifest(manifest) if r["status"] != "dropped"]
+    if {r["image_id"] for r in rows} != {r["image_id"] for r in scan_folder(spec, classes)}:
+        return None
+    return sum(r["status"] == "ok" for r in rows)
+
+
+def experiment_sizes(exp: dict, manifests: dict | None = None) -> tuple[int, int]:
+    """(source, target) image counts an experiment will have at most, from its folders or demo settings.
+
+    ``manifests`` ({domain: path}) of an earlier run give usable-image counts
+    instead of file counts where they still list the folder's files.
+    """
     import math
 
     if "synthetic" in exp:
@@ -169,19 +185,27 @@ def experiment_sizes(exp: dict) -> tuple[int, int]:
     if target is None:
         n_target = math.ceil(exp["split"]["test_size"] * n_source)
         return n_source - n_target, n_target
-    return n_source, _image_count(target, classes)
+    n_target = _image_count(target, classes)
+    manifests = manifests or {}
+    for side, spec in (("source", source), ("target", target)):
+        if side in manifests and (usable := _usable_count(spec, classes, Path(manifests[side]))) is not None:
+            n_source, n_target = (usable, n_target) if side == "source" else (n_source, usable)
+    return n_source, n_target
 
 
-def check_data_sizes(config: dict) -> None:
+def check_data_sizes(config: dict, results: str | Path = "results") -> None:
     """Raise ``ConfigError`` when an experiment's data cannot support the requested sizes.
 
     Catches, before any job runs: domains that share no class, a class map
     naming a missing folder, TCA dimensions above the number of images, and
-    PCA components above the number of source images.
+    PCA components above the number of source images.  Where an earlier run's
+    manifests (``results/<experiment>/manifest/``) still list the folders'
+    files, the counts are of usable images, not files.
     """
     for name, exp in config["experiments"].items():
+        manifests = {d: Path(results) / name / "manifest" / f"{d}.tsv" for d in ("source", "target")}
         try:
-            n_source, n_target = experiment_sizes(exp)
+            n_source, n_target = experiment_sizes(exp, manifests)
         except ValueError as exc:
             raise ConfigError(_one_line(f"experiments.{name}: {exc}")) from None
         if n_source == 0 or n_target == 0:

@@ -244,3 +244,47 @@ def test_dataset_path_that_is_a_file_is_called_a_file(tmp_path):
                           REPO / "schemas/config.schema.yaml")
     with pytest.raises(ConfigError, match=r"experiments.e.source.path: .*notes.txt is a file, not a folder"):
         check_config(cfg)
+
+
+def test_size_checks_count_usable_images_once_a_manifest_is_known(tmp_path):
+    """Three target files, two unreadable: after their preparation, TCA dims above the usable total stop the run."""
+    from layerfuse.config import check_data_sizes, validate_config
+
+    from ..conftest import REPO
+
+    for side, n in (("s", 3), ("t", 3)):
+        for c in ("a", "b"):
+            (tmp_path / side / c).mkdir(parents=True)
+            for i in range(n):
+                bad = side == "t" and c == "a" and i > 0
+                (tmp_path / side / c / f"{i}.png").write_bytes(b"junk" if bad else _png((60 * i, 9, 9)))
+    domains = {"source": {"path": str(tmp_path / "s")}, "target": {"path": str(tmp_path / "t")}}
+    cfg = validate_config({"experiments": {"e": dict(domains)}, "tca": {"dims": [11]}, "reducers": {}},
+                          REPO / "schemas/config.schema.yaml")
+    results = tmp_path / "results"
+    check_data_sizes(cfg, results)                                     # 12 files: 11 dims pass before any run
+    for d in ("source", "target"):
+        prepare_domain(domains, d, size=32, manifest_path=results / "e/manifest" / f"{d}.tsv",
+                       store_path=tmp_path / f"{d}.h5")
+    with pytest.raises(ConfigError, match=r"tca.dims: 11 components exceed the 10 images of experiment 'e'"):
+        check_data_sizes(cfg, results)
+    (tmp_path / "t" / "a" / "new.png").write_bytes(_png())             # the manifest is stale: file counts again
+    check_data_sizes(cfg, results)
+
+
+def test_capped_tca_dims_are_recorded_in_the_scores_and_tables(tmp_path, rng):
+    """An embedding narrower than the dims asked for: the row keeps ``tca-5`` and records the 3 used."""
+    from layerfuse.h5io import write_pair
+    from layerfuse.stages import score_featureset, summarize
+
+    ys, yt = np.repeat([0, 1], 10), np.repeat([0, 1], 5)
+    xs, xt = rng.randn(20, 6) + ys[:, None], rng.randn(10, 6) + yt[:, None]
+    write_pair(tmp_path / "fused.h5", xs, xt, ys, yt, {"local_width": 4})
+    write_pair(tmp_path / "tca.h5", xs[:, :3], xt[:, :3], ys, yt)
+    meta = {"experiment": "e", "backbone": "b", "featureset": "block1-pca", "n_source": 20, "n_target": 10}
+    rows = score_featureset({"none": tmp_path / "fused.h5", "tca": tmp_path / "tca.h5"}, ["none", "tca-5"],
+                            {"C": 1.0, "class_weight": None, "max_iter": 1000, "center": "domain"}, meta,
+                            tmp_path / "scores.csv")
+    assert [(r["n_components"], r["n_components_used"], r["local_width"]) for r in rows] == [("", "", 4), (5, 3, 4)]
+    text = summarize([tmp_path / "scores.csv"], tmp_path / "acc.csv", tmp_path / "tables.md")
+    assert "**TCA dims capped** (fewer usable images than components): b block1-pca tca-5 used 3." in text
