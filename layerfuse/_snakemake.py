@@ -66,8 +66,9 @@ def run(job) -> None:
     """Call ``job()``; an error becomes one ``error:`` line (console and log) and exit status 1.
 
     ``ValueError``/``OSError`` are the expected failures (bad input, disk); a
-    ``MemoryError`` is reported the same way.  The traceback goes to the job's
-    log only.
+    ``MemoryError`` is reported the same way.  The traceback goes beside the
+    job's log, ``<log>.traceback`` (the log itself, which Snakemake's
+    ``show-failed-logs`` prints, ends with the one line).
     """
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
@@ -77,7 +78,11 @@ def run(job) -> None:
         job()
     except (ValueError, OSError, MemoryError) as exc:
         if in_job:
-            traceback.print_exc(file=sys.stderr)
+            try:
+                with open(f"{sys.stderr.name}.traceback", "w") as f:
+                    traceback.print_exc(file=f)
+            except OSError:
+                pass
         text = str(exc) if not isinstance(exc, MemoryError) else f"out of memory ({exc or 'MemoryError'})"
         msg = f"error: {text}".splitlines()[0]
         print(msg, file=sys.stderr)

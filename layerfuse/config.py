@@ -111,10 +111,20 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"backbones.{name}.weights: {w} is a folder, not a .pth file")
         if w.endswith((".pth", ".pt")) and not Path(w).is_file():
             raise ConfigError(f"backbones.{name}.weights: file {w} not found")
+    sel = config["selection"]
+    if sel["default"] not in sel["criteria"]:
+        raise ConfigError(f"selection.default: {sel['default']!r} is not in selection.criteria "
+                          f"({', '.join(sel['criteria'])})")
     for name, r in config["reducers"].items():
         if r["method"] == "pca" and r.get("segment") is not None:
             raise ConfigError(f"reducers.{name}: 'segment' applies to flatten, not pca")
     for name, exp in config["experiments"].items():
+        if exp.get("source", {}).get("labels") == "none":
+            raise ConfigError(f"experiments.{name}.source.labels: the source must be labelled (its class "
+                              "folders train the classifier); labels: none is for a target")
+        if exp.get("target", {}).get("labels") == "none" and exp["target"].get("class_map"):
+            raise ConfigError(f"experiments.{name}.target.class_map: an unlabelled target (labels: none) has "
+                              "no class folders to map; remove class_map")
         for side in ("source", "target"):
             if side in exp and Path(exp[side]["path"]).exists() and not Path(exp[side]["path"]).is_dir():
                 raise ConfigError(f"experiments.{name}.{side}.path: {exp[side]['path']} is a file, not a folder")
@@ -127,6 +137,9 @@ def _image_count(spec, classes: list[str]) -> int:
     from .images import IMAGE_EXTENSIONS
 
     root = Path(spec.path)
+    if not spec.labelled:
+        return sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
     n = 0
     for folder, cls in spec.folder_classes().items():
         if cls in classes:
@@ -138,10 +151,7 @@ def _image_count(spec, classes: list[str]) -> int:
 def _domain_specs(exp: dict):
     from .images import DomainSpec
 
-    source = DomainSpec(exp["source"]["path"], dict(exp["source"].get("class_map") or {}))
-    target = DomainSpec(exp["target"]["path"], dict(exp["target"].get("class_map") or {})) \
-        if "target" in exp else None
-    return source, target
+    return DomainSpec.from_config(exp["source"]), DomainSpec.from_config(exp["target"]) if "target" in exp else None
 
 
 def experiment_classes(exp: dict) -> list[str] | None:

@@ -61,14 +61,22 @@ class DomainSpec:
 
     path: str
     class_map: dict = field(default_factory=dict)
+    labelled: bool = True
+
+    @classmethod
+    def from_config(cls, domain: dict) -> "DomainSpec":
+        """From a config's ``{path, class_map, labels}`` (``labels: none``: an unlabelled target)."""
+        return cls(domain["path"], dict(domain.get("class_map") or {}), domain.get("labels", "folders") != "none")
 
     def folder_classes(self) -> dict[str, str | None]:
-        """{folder name: class name or None (dropped)} for every class folder present."""
+        """{folder name: class name or None (dropped)} for every class folder present ({} when unlabelled)."""
         root = Path(self.path)
         if root.exists() and not root.is_dir():
             raise ValueError(f"dataset folder {root} is a file, not a folder")
         if not root.is_dir():
             raise ValueError(f"dataset folder not found: {root}")
+        if not self.labelled:
+            return {}
         folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for name in self.class_map:
             if name not in folders:
@@ -80,7 +88,9 @@ class DomainSpec:
 def resolve_classes(source: DomainSpec, target: DomainSpec | None, keep: str = "common") -> list[str]:
     """Sorted class names used by an experiment (``common`` to both domains, or ``all`` source classes)."""
     src = {c for c in source.folder_classes().values() if c is not None}
-    if target is None:
+    if target is None or not target.labelled:
+        if target is not None:
+            target.folder_classes()                             # checks the folder exists
         return sorted(src)
     tgt = {c for c in target.folder_classes().values() if c is not None}
     classes = sorted(src & tgt) if keep == "common" else sorted(src)
@@ -101,6 +111,8 @@ def dropped_class_rows(specs: dict, domain: str, classes: list[str]) -> list[dic
     root = Path(spec.path)
     other = specs.get("target" if domain == "source" else "source")
     rows = []
+    if not spec.labelled:
+        return rows
 
     def drop(folder, cls, reason):
         rows.append({"image_id": f"{folder}/", "class": cls or "", "label": -1, "sha256": "",
@@ -120,34 +132,57 @@ def dropped_class_rows(specs: dict, domain: str, classes: list[str]) -> list[dic
     return rows
 
 
+def _file_row(p: Path, image_id: str, cls: str, label: int) -> dict:
+    """A manifest row for one directory entry: ``ok`` so far, or skipped with the reason."""
+    row = {"image_id": image_id, "class": cls, "label": label, "sha256": "", "status": "ok", "reason": ""}
+    try:
+        p.name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name (surrogate escapes)
+        row.update(image_id=image_id.encode("utf-8", "backslashreplace").decode(),
+                   status="skipped", reason="file name is not valid UTF-8")
+        return row
+    if p.name.startswith("."):
+        row.update(status="skipped", reason="hidden folder" if p.is_dir() else "hidden file")
+    elif p.is_symlink() and p.is_dir():
+        row.update(status="skipped", reason="symlinked folder (not followed)")
+    elif p.is_dir():
+        row.update(status="skipped", reason="nested folder")
+    elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+        row.update(status="skipped", reason=f"not an image extension ({p.suffix or 'none'})")
+    return row
+
+
+def _scan_unlabelled(root: Path) -> list[dict]:
+    """Every file anywhere below ``root`` (folder names ignored), label -1; hidden and symlinked
+    folders are not entered (each gets a skipped row)."""
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames):
+            if name.startswith(".") or (here / name).is_symlink():
+                dirnames.remove(name)
+                rows.append(_file_row(here / name, (here / name).relative_to(root).as_posix() + "/", "", -1))
+        for name in filenames:
+            rows.append(_file_row(here / name, (here / name).relative_to(root).as_posix(), "", -1))
+    return sorted(rows, key=lambda r: r["image_id"])
+
+
 def scan_folder(spec: DomainSpec, classes: list[str]) -> list[dict]:
-    """Every file under the class folders, with its class label or a skip reason."""
+    """Every file under the class folders (anywhere below the folder when unlabelled), with its class
+    label (-1 when unlabelled) or a skip reason."""
+    root = Path(spec.path)
+    if not spec.labelled:
+        spec.folder_classes()                                   # checks the folder
+        return _scan_unlabelled(root)
     rows = []
     index = {c: i for i, c in enumerate(classes)}
-    root = Path(spec.path)
     for folder, cls in spec.folder_classes().items():
         if cls is None or cls not in index:
             continue
         files = sorted((root / folder).iterdir(), key=lambda p: p.name)
         if not files:
             log.warning("class folder %s is empty", root / folder)
-        for p in files:
-            row = {"image_id": f"{folder}/{p.name}", "class": cls, "label": index[cls],
-                   "sha256": "", "status": "ok", "reason": ""}
-            try:
-                p.name.encode("utf-8")
-            except UnicodeEncodeError:  # undecodable bytes in the name (surrogate escapes)
-                row.update(image_id=f"{folder}/{p.name.encode('utf-8', 'backslashreplace').decode()}",
-                           status="skipped", reason="file name is not valid UTF-8")
-                rows.append(row)
-                continue
-            if p.name.startswith("."):
-                row.update(status="skipped", reason="hidden file")
-            elif p.is_dir():
-                row.update(status="skipped", reason="nested folder")
-            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
-                row.update(status="skipped", reason=f"not an image extension ({p.suffix or 'none'})")
-            rows.append(row)
+        rows += [_file_row(p, f"{folder}/{p.name}", cls, index[cls]) for p in files]
     return rows
 
 
@@ -361,7 +396,7 @@ def manifest_summary(manifests: dict) -> dict:
         out["dropped"] += [(d, r["image_id"], r["reason"]) for r in rs if r["status"] == "dropped"]
         counts = {}
         for r in rs:
-            if r["status"] != "dropped":
+            if r["status"] != "dropped" and r["label"] != "-1":      # -1: an unlabelled target
                 counts[r["class"]] = counts.get(r["class"], 0) + (r["status"] == "ok")
         out["few"] += [(d, c, n) for c, n in sorted(counts.items()) if n < 2]
     if {"source", "target"} <= rows.keys():
@@ -409,7 +444,7 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
     """
     import json
 
-    specs = {k: DomainSpec(v["path"], dict(v.get("class_map") or {})) for k, v in domains.items()}
+    specs = {k: DomainSpec.from_config(v) for k, v in domains.items()}
     classes = resolve_classes(specs["source"], specs.get("target"), keep)
     if split:
         rows = split_rows(scan_folder(specs["source"], classes), split["test_size"], split["seed"])[domain]
@@ -429,8 +464,9 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
                          f"(classes {classes}); see the manifest {manifest_path}")
     counts = {c: 0 for c in classes}
     for r in ok:
-        counts[r["class"]] += 1
-    for cls, n in counts.items():
+        if spec.labelled:
+            counts[r["class"]] += 1
+    for cls, n in counts.items() if spec.labelled else ():
         if n < 2:
             log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
     if domain == "source" and sum(n > 0 for n in counts.values()) < 2:

@@ -11,7 +11,7 @@ __all__ = ["SCORE_COLUMNS", "write_score_rows", "aggregate_scores", "paper_table
 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked).
-SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "n_components",
+SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
                  "n_target"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
@@ -22,13 +22,14 @@ def write_score_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     from .h5io import atomic_path
 
     with atomic_path(path) as tmp:
-        pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS).to_csv(tmp, index=False, float_format="%.6f")
+        criteria = sorted({k for r in rows for k in r if k.startswith("crit_")})
+        pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS + criteria).to_csv(tmp, index=False, float_format="%.6f")
 
 
 def aggregate_scores(paths) -> pd.DataFrame:
     """Concatenate score rows, sorted so the file is identical however jobs were scheduled."""
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    return df.sort_values(["experiment", "backbone", "featureset", "n_components"], kind="mergesort",
+    return df.sort_values(["experiment", "backbone", "featureset", "n_components", "center"], kind="mergesort",
                           ignore_index=True)
 
 
@@ -177,4 +178,57 @@ def plot_accuracy_vs_dims(table: pd.DataFrame, path, title: str = "") -> None:
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def selection_markdown(picks: pd.DataFrame) -> str:
+    """The label-free selection per experiment and backbone: each criterion's pick, the oracle, the baseline."""
+    lines = ["### Label-free selection", "",
+             "Each criterion picks one cell (feature set / adapter / centring) without target labels; the "
+             "default criterion's pick gives `predictions/`. Oracle: the best cell by target accuracy. "
+             "Regret: oracle accuracy minus the pick's (points).", "",
+             "| experiment | backbone | criterion | cell | accuracy | balanced | regret |", "|---|---|---|---|---|---|---|"]
+    for r in picks.itertuples():
+        name = f"**{r.criterion}** (default)" if r.default else r.criterion
+        pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
+        lines.append(f"| {r.experiment} | {r.backbone} | {name} | {r.featureset} / {r.adapter} / {r.center} | "
+                     f"{pct(r.accuracy)} | {pct(r.balanced_accuracy)} | {pct(r.regret)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
+    """Counts of true (rows) by predicted (columns) classes, annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = confusion.to_numpy()
+    size = max(3.0, 0.45 * values.shape[1] + 2)
+    fig, ax = plt.subplots(figsize=(size, max(2.0, 0.45 * values.shape[0] + 1.6)))
+    ax.imshow(values, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), [str(c) for c in confusion.columns], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]), [str(c) for c in confusion.index], fontsize=7)
+    top = values.max() if values.size else 0
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_message(path, text: str) -> None:
+    """A small figure holding only ``text`` (a figure the workflow promises but has nothing to draw in)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)

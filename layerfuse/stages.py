@@ -195,21 +195,27 @@ def fit_tca(fused, params: dict, out) -> None:
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
 
 
-def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out) -> list[dict]:
-    """Score every cell of one feature set: raw features (``none``) and the first ``d`` TCA components
-    (``tca-d``), one linear SVM each (after ``svm["center"]``, see :func:`layerfuse.evaluate.center_domains`),
-    all rows in one CSV.
+def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
+                     selection: dict | None = None) -> list[dict]:
+    """Score every cell of one feature set: adapter (raw features ``none``, or the first ``d`` TCA components
+    ``tca-d``) x centring (each of :data:`layerfuse.evaluate.CENTERINGS`), one linear SVM each; all rows in
+    one CSV.
 
     ``features`` maps ``"none"`` to the fused pair and ``"tca"`` to the TCA embedding (fitted once at
-    the largest ``d``; components are nested), as far as ``adapters`` needs them.
+    the largest ``d``; components are nested), as far as ``adapters`` needs them.  ``predictions``: an
+    HDF5 file for every cell's target predictions (``pred``) and SVM margins (``margin``), one row per
+    cell in the CSV's order.  ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also
+    gets the label-free criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
-    from .evaluate import evaluate_svm
+    from .evaluate import CENTERINGS, center_domains, classify, target_metrics
     from .report import write_score_rows
+    from .select import criteria_scores
 
     pairs = {key: read_pair(path) for key, path in features.items()}
     layer, _, reducer = meta["featureset"].partition("-")
     fused_attrs = pairs["none"][4] if "none" in pairs else {}
-    rows = []
+    svm_args = {k: svm[k] for k in ("C", "class_weight", "max_iter")}
+    rows, preds, margins = [], [], []
     for adapter in adapters:
         dims = None
         if adapter == "none":
@@ -221,13 +227,29 @@ def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict,
                 log.warning("%s: only %d components available for %s (recorded as n_components_used)",
                             features["tca"], xs.shape[1], adapter)
             xs, xt = xs[:, :dims], xt[:, :dims]
-        metrics, _ = evaluate_svm(xs, ys, xt, yt, C=svm["C"], class_weight=svm["class_weight"],
-                                  max_iter=svm["max_iter"], center=svm["center"])
-        rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter,
-                     "n_components": dims if dims is not None else "",
-                     "n_components_used": xs.shape[1] if dims is not None else "",
-                     "local_width": fused_attrs.get("local_width", ""), **metrics})
+        for center in CENTERINGS:
+            cs, ct = center_domains(xs, xt, center)
+            pred, margin = classify(cs, ys, ct, **svm_args)
+            crit = {}
+            if selection:
+                crit = {f"crit_{k}": v for k, v in criteria_scores(
+                    cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
+                    validation_size=selection["validation_size"], seed=selection["seed"]).items()}
+            preds.append(pred)
+            margins.append(margin)
+            rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,
+                         "n_components": dims if dims is not None else "",
+                         "n_components_used": xs.shape[1] if dims is not None else "",
+                         "local_width": fused_attrs.get("local_width", ""),
+                         **target_metrics(yt, pred, len(ys)), **crit})
     write_score_rows(out, rows)
+    if predictions is not None:
+        from .h5io import write_arrays
+
+        write_arrays(predictions, {"pred": np.asarray(preds, np.int16), "margin": np.asarray(margins, np.float32),
+                                   "labels": yt},
+                     {"cells": json.dumps([[r["adapter"], r["center"]] for r in rows]),
+                      "featureset": meta["featureset"]})
     return rows
 
 
@@ -257,16 +279,37 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
     return "\n".join(lines)
 
 
-def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None) -> str:
-    from .report import aggregate_scores, paper_table, table_markdown
+def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
+              selections=()) -> str:
+    """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``:
+    the paper's layout at the tables' centring ``center``, the label-free selection, the Data section."""
+    import pandas as pd
+
+    from .report import aggregate_scores, paper_table, selection_markdown, table_markdown
 
     df = aggregate_scores(score_csvs)
+    picks = pd.concat([pd.read_csv(p) for p in selections], ignore_index=True) if selections else None
+    df["selected_by"] = ""
+    if picks is not None:
+        for r in picks[picks["kind"] == "criterion"].itertuples():
+            hit = ((df["backbone"] == r.backbone) & (df["featureset"] == r.featureset)
+                   & (df["adapter"] == r.adapter) & (df["center"] == r.center))
+            df.loc[hit, "selected_by"] = [";".join(filter(None, [v, r.criterion])) for v in df.loc[hit, "selected_by"]]
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
     parts = []
-    for (exp, backbone), group in df.groupby(["experiment", "backbone"], sort=True):
+    tables = df[df["center"] == center]
+    for (exp, backbone), group in tables.groupby(["experiment", "backbone"], sort=True):
+        if group["accuracy"].isna().all():
+            parts.append(f"### {exp} / {backbone}\n\nThe target is unlabelled: no accuracy; see the selection "
+                         "and `predictions/`.\n")
+            continue
         for metric in ("accuracy", "balanced_accuracy"):
             parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
+    parts.append(f"Tables: SVM centring `{center}` (`svm.center`); every cell is also scored with the other "
+                 "centring in `accuracy.csv` (column `center`). **Bold**: a fusion above Global in the same row.\n")
+    if picks is not None:
+        parts.append(selection_markdown(picks))
     capped = df[df["n_components_used"].notna() & (df["n_components_used"] < df["n_components"])]
     if len(capped):
         parts.append("**TCA dims capped** (fewer usable images than components): "
@@ -279,19 +322,110 @@ def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None) -> str
     return text
 
 
+def select_configuration(score_csvs, prediction_stores, source_manifest, target_manifest, params: dict,
+                         outputs) -> "pd.DataFrame":
+    """Each label-free criterion's pick among one backbone's cells; the default criterion's predictions.
+
+    Writes ``outputs.selection`` (a row per criterion: the cell it picks, its score, and, where the target
+    is labelled, its accuracy, balanced accuracy and regret against the oracle; plus the oracle and the
+    no-adaptation Global cell), ``outputs.predictions`` (a row per target image: ``image`` relative to the
+    target folder, ``predicted``, ``confidence`` = the SVM margin, ``cell``, and ``true`` where labelled),
+    and the confusion matrix ``outputs.confusion`` / ``outputs.figure`` (true classes by predicted; one
+    row ``unlabelled`` for an unlabelled target).
+    """
+    import h5py
+    import pandas as pd
+
+    from .images import read_manifest
+    from .report import aggregate_scores, plot_confusion
+    from .select import pick_cells
+
+    sel = params["selection"]
+    df = aggregate_scores(score_csvs)
+    labelled = not df["accuracy"].isna().all()
+    classes = {}
+    for r in read_manifest(source_manifest):
+        if r["status"] == "ok":
+            classes[int(r["label"])] = r["class"]
+    names = [classes[i] for i in sorted(classes)]
+    base = df[(df["featureset"] == params["global_layer"]) & (df["adapter"] == "none")
+              & (df["center"] == params["center"])]
+    rows = []
+
+    def cell_row(kind, criterion, i, score=np.nan):
+        r = df.iloc[i]
+        return {"experiment": r["experiment"], "backbone": r["backbone"], "kind": kind, "criterion": criterion,
+                "default": criterion == sel["default"], "featureset": r["featureset"], "adapter": r["adapter"],
+                "center": r["center"], "score": score, "accuracy": r["accuracy"],
+                "balanced_accuracy": r["balanced_accuracy"]}
+
+    picks = pick_cells(df, sel["criteria"])
+    for name, i in picks.items():
+        rows.append(cell_row("criterion", name, i, df[f"crit_{name}"].iloc[i]))
+    if labelled:
+        rows.append(cell_row("oracle", "oracle (target labels)", int(df["accuracy"].to_numpy().argmax())))
+    if len(base):
+        rows.append(cell_row("baseline", "no adaptation, Global", int(base.index[0])))
+    out = pd.DataFrame(rows)
+    oracle = out.loc[out["kind"] == "oracle", "accuracy"]
+    out["regret"] = (oracle.iloc[0] - out["accuracy"]) if len(oracle) else np.nan
+    with atomic_path(outputs.selection) as tmp:
+        out.to_csv(tmp, index=False, float_format="%.6f")
+
+    chosen = df.iloc[picks[sel["default"]]]
+    with h5py.File(_store_for(prediction_stores, chosen["featureset"]), "r") as f:
+        cells = json.loads(f.attrs["cells"])
+        k = cells.index([chosen["adapter"], chosen["center"]])
+        pred, margin, labels = f["pred"][k], f["margin"][k], f["labels"][()]
+    images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
+    if len(images) != len(pred):
+        raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
+                         "rerun the workflow")
+    table = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
+                          "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
+                                                        f"{chosen['center']}"})
+    if labelled:
+        table["true"] = [names[i] for i in labels]
+    with atomic_path(outputs.predictions) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6f")
+    truth = table["true"] if labelled else pd.Series(["unlabelled"] * len(table))
+    confusion = pd.crosstab(pd.Categorical(truth, categories=names if labelled else ["unlabelled"]),
+                            pd.Categorical(table["predicted"], categories=names), dropna=False)
+    confusion.index.name, confusion.columns.name = "true", "predicted"
+    with atomic_path(outputs.confusion) as tmp:
+        confusion.to_csv(tmp)
+    with atomic_path(outputs.figure) as tmp:
+        plot_confusion(confusion, tmp, f"{chosen['experiment']} / {chosen['backbone']}: "
+                                       f"{table['cell'].iloc[0]} (picked by {sel['default']})")
+    return out
+
+
+def _store_for(stores, featureset: str):
+    """The predictions store of ``featureset`` among a backbone's stores."""
+    for path in stores:
+        if Path(path).stem == featureset:
+            return path
+    raise ValueError(f"no predictions store for feature set {featureset!r} among {list(stores)[:3]}…")
+
+
 def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png) -> str:
     """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures."""
     import pandas as pd
 
     from .report import (comparison_markdown, group_table, paper_comparison, plot_accuracy_vs_dims,
-                         plot_fusion_vs_global, table_markdown)
+                         plot_fusion_vs_global, plot_message, table_markdown)
 
     df = pd.concat([pd.read_csv(p) for p in accuracy_csvs], ignore_index=True)
+    df = df[df["center"] == params.get("center", "domain")]
     group, table_id = params["group"], params.get("paper_table")
     n = df["experiment"].nunique()
     parts = [f"# {group}", "", f"{n} experiment(s): {', '.join(sorted(df['experiment'].unique()))}.", ""]
     figures_done = False
     for backbone, bdf in df.groupby("backbone", sort=True):
+        if bdf["accuracy"].isna().all():
+            parts.append(f"{backbone}: the target is unlabelled, no accuracy (predictions in "
+                         "`results/<experiment>/predictions/`).\n")
+            continue
         for metric in ("accuracy", "balanced_accuracy"):
             mean, std = group_table(bdf, metric)
             parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
@@ -307,6 +441,10 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
                 with atomic_path(out_dims_png) as tmp:
                     plot_accuracy_vs_dims(mean, tmp, title)
                 figures_done = True
+    if not figures_done:                                  # outputs of the rule: say why they are empty
+        for path in (out_fusion_png, out_dims_png):
+            with atomic_path(path) as tmp:
+                plot_message(tmp, f"{group}: the target is unlabelled, no accuracy to plot")
     text = "\n".join(parts)
     write_text_atomic(out_md, text)
     return text

@@ -1,15 +1,46 @@
-# One job per feature set: a linear SVM for the raw features and for each TCA dimension.
+# One job per feature set: a linear SVM for every adapter (raw features, each TCA dimension) at each
+# centring, with the label-free selection criteria of every cell and its target predictions.
 rule evaluate_svm:
     input:
         unpack(score_inputs),
     output:
-        "results/{experiment}/scores/{backbone}/{featureset}.csv",
+        scores="results/{experiment}/scores/{backbone}/{featureset}.csv",
+        predictions="results/{experiment}/scores/{backbone}/{featureset}.h5",
     params:
-        svm=canonical(config["svm"]),
+        svm=SVM_PARAMS,
+        selection=canonical(config["selection"]),
         adapters=ADAPTERS,
     log:
         "logs/{experiment}/evaluate_svm/{backbone}/{featureset}.log",
+    benchmark:
+        "benchmarks/{experiment}/evaluate_svm/{backbone}/{featureset}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
     conda:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/evaluate_svm.py"
+
+
+# Per backbone: each criterion's pick, and the default criterion's per-image predictions.
+rule select_configuration:
+    input:
+        unpack(selection_inputs),
+    output:
+        selection="results/{experiment}/selection/{backbone}.csv",
+        predictions="results/{experiment}/predictions/{backbone}.csv",
+        confusion="results/{experiment}/predictions/{backbone}_confusion.csv",
+        figure=report(
+            "results/{experiment}/predictions/{backbone}_confusion.png",
+            category="Predictions",
+            labels={"experiment": "{experiment}", "backbone": "{backbone}", "figure": "confusion matrix"},
+        ),
+    params:
+        select=selection_params,
+    log:
+        "logs/{experiment}/select_configuration/{backbone}.log",
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/select_configuration.py"

@@ -162,6 +162,7 @@ wildcard_constraints:
 def get_final_outputs():
     return (
         expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS)
+        + expand("results/{experiment}/predictions/{backbone}.csv", experiment=EXPERIMENTS, backbone=BACKBONES)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)
         + ["results/report/config.yaml"]
@@ -178,6 +179,7 @@ def group_params(wildcards):
         "group": wildcards.group,
         "paper_table": config["experiments"][members[0]].get("paper_table"),
         "experiments": members,
+        "center": config["svm"]["center"],
     })
 
 
@@ -354,3 +356,29 @@ def score_files(wildcards):
         backbone=BACKBONES,
         featureset=FEATURESETS,
     )
+
+
+# The SVM's slice without `center`: every cell is scored at both centrings, and `svm.center` only
+# chooses the tables' rows, so changing it reruns the tables, never an SVM.
+SVM_PARAMS = canonical({k: v for k, v in config["svm"].items() if k != "center"})
+
+
+def selection_params(wildcards):
+    return canonical({"selection": config["selection"], "center": config["svm"]["center"],
+                      "global_layer": config["global_layer"]})
+
+
+def selection_inputs(wildcards):
+    base = f"results/{wildcards.experiment}"
+    stores = [f"{base}/scores/{wildcards.backbone}/{fs}" for fs in FEATURESETS]
+    return {
+        "scores": [f"{s}.csv" for s in stores],
+        "predictions": [f"{s}.h5" for s in stores],
+        "source_manifest": f"{base}/manifest/source.tsv",
+        "target_manifest": f"{base}/manifest/target.tsv",
+    }
+
+
+def selection_files(wildcards):
+    return expand("results/{experiment}/selection/{backbone}.csv", experiment=wildcards.experiment,
+                  backbone=BACKBONES)

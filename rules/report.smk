@@ -1,11 +1,14 @@
 rule aggregate_scores:
     input:
         scores=score_files,
+        selections=selection_files,
         source_manifest="results/{experiment}/manifest/source.tsv",
         target_manifest="results/{experiment}/manifest/target.tsv",
     output:
         csv="results/{experiment}/accuracy.csv",
         tables="results/{experiment}/tables.md",
+    params:
+        center=config["svm"]["center"],
     log:
         "logs/{experiment}/aggregate_scores.log",
     conda:

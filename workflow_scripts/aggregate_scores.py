@@ -7,5 +7,6 @@ from layerfuse.stages import summarize
 
 run(lambda: print(summarize(
     snakemake.input.scores, snakemake.output.csv, snakemake.output.tables,
-    manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest}),
+    manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest},
+    center=snakemake.params.center, selections=snakemake.input.selections),
     file=sys.__stdout__))

@@ -10,8 +10,15 @@ meta = {
     "backbone": snakemake.wildcards.backbone,
     "featureset": snakemake.wildcards.featureset,
 }
+features = {k: v for k, v in snakemake.input.items()}
 run(
     lambda: score_featureset(
-        dict(snakemake.input.items()), snakemake.params.adapters, snakemake.params.svm, meta, snakemake.output[0]
+        features,
+        snakemake.params.adapters,
+        snakemake.params.svm,
+        meta,
+        snakemake.output.scores,
+        predictions=snakemake.output.predictions,
+        selection=snakemake.params.selection,
     )
 )

@@ -20,10 +20,10 @@ def finished_run(tmp_path_factory):
 
 
 def test_full_grid(finished_run):
-    """Every cell of the grid is scored and gathered: 2 backbones x 4 feature sets x (no TCA + 2 dims)."""
+    """Every cell of the grid is scored and gathered: 2 backbones x 4 feature sets x (no TCA + 2 dims) x 2 centrings."""
     workdir, proc = finished_run
     df = pd.read_csv(workdir / "results/tiny/accuracy.csv")
-    assert len(df) == 2 * 4 * 3
+    assert len(df) == 2 * 4 * 3 * 2 and set(df["center"]) == {"none", "domain"}
     assert set(df["backbone"]) == {"imagenet", "finetuned"}
     assert set(df["featureset"]) == {"global", "block1-pca", "block1-flatten", "block1-pool2d"}
     assert set(df["adapter"]) == {"none", "tca-6", "tca-4"}
@@ -91,18 +91,26 @@ def test_reordered_config_reruns_nothing(finished_run, tmp_path):
     assert planned_jobs(workdir, variant(tmp_path, "same")) == {}
 
 
-@pytest.mark.parametrize("change", [{"svm.C": 2.0}, {"svm.center": "none"}])
-def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path, change):
+def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
-    jobs = planned_jobs(workdir, variant(tmp_path, "svm", **change))
-    assert set(jobs) == {"evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
+    jobs = planned_jobs(workdir, variant(tmp_path, "svm", **{"svm.C": 2.0}))
+    assert set(jobs) == {"evaluate_svm", "select_configuration", "aggregate_scores", "report_group", "dump_config",
+                         "all"}
     assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
+
+
+def test_changing_the_tables_centring_reruns_no_svm(finished_run, tmp_path):
+    """Both centrings are scored in every cell; ``svm.center`` only picks the tables' rows."""
+    workdir, _ = finished_run
+    jobs = planned_jobs(workdir, variant(tmp_path, "center", **{"svm.center": "none"}))
+    assert set(jobs) == {"select_configuration", "aggregate_scores", "report_group", "dump_config", "all"}
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
-    assert set(jobs) == {"fit_tca", "evaluate_svm", "aggregate_scores", "report_group", "dump_config", "all"}
+    assert set(jobs) == {"fit_tca", "evaluate_svm", "select_configuration", "aggregate_scores", "report_group",
+                         "dump_config", "all"}
 
 
 def test_unrelated_change_does_not_extract(finished_run, tmp_path):

@@ -67,7 +67,7 @@ def test_same_config_gives_identical_csvs_at_one_core(tmp_path, mini_baseline):
     run(workdir, 1)
     assert (workdir / ACCURACY).read_bytes() == (mini_baseline / ACCURACY).read_bytes()
     df = pd.read_csv(workdir / ACCURACY)
-    assert len(df) == 2 * 3 and df["accuracy"].between(0, 1).all()
+    assert len(df) == 2 * 3 * 2 and df["accuracy"].between(0, 1).all()
 
 
 def test_results_folder_that_is_a_file_fails_in_one_line(tmp_path, mini_baseline):

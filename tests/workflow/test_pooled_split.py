@@ -81,7 +81,7 @@ def test_pooled_run_reads_each_seeds_rows(tmp_path, mini_baseline):
             for d, want in zip(("source", "target"), expected):
                 np.testing.assert_allclose(f[d][()], want, rtol=1e-6)
         scores = pd.read_csv(workdir / f"results/{exp}/accuracy.csv")
-        assert len(scores) == 3 * 2 and (scores["n_target"] == 7).all() and (scores["n_source"] == 11).all()
+        assert len(scores) == 3 * 2 * 2 and (scores["n_target"] == 7).all() and (scores["n_source"] == 11).all()
     cfg["experiments"]["s1"]["split"]["seed"] = 7
     config.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(workdir, config)

@@ -1,0 +1,115 @@
+"""Label-free selection of a grid cell (feature set x adapter x centring) with skada's scorers.
+
+No criterion reads a target label: each sees the labelled source and the
+target's features only (target labels are masked as -1 before any scorer is
+called; a test permutes them and checks the picks do not move).
+
+Protocol, for one cell's features ``(xs, xt)``: a stratified, seeded share of
+the source (``validation_size``) is held out; the cell's classifier (the
+workflow's ``LinearSVC``, with sigmoid-calibrated probabilities where a scorer
+needs them: ``CalibratedClassifierCV``, 3 folds) is fitted on the rest of the
+source inside :func:`skada.make_da_pipeline`; each scorer then sees the
+held-out source and the whole target, as ``skada.metrics`` expects
+(``sample_domain`` >= 0 source, < 0 target).  Scores are signed so that
+higher is better for every criterion.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+
+log = logging.getLogger("layerfuse.select")
+
+__all__ = ["CRITERIA", "criteria_scores", "pick_cells"]
+
+
+def _scorers(seed: int) -> dict:
+    from skada.metrics import (CircularValidation, DeepEmbeddedValidation, ImportanceWeightedScorer,
+                               MixValScorer, PredictionEntropyScorer, SoftNeighborhoodDensity)
+
+    return {
+        "entropy": PredictionEntropyScorer(),
+        "snd": SoftNeighborhoodDensity(),
+        "iwv": ImportanceWeightedScorer(),
+        "dev": DeepEmbeddedValidation(random_state=seed),
+        "circular": CircularValidation(),
+        "mixval": MixValScorer(random_state=seed),
+    }
+
+
+# skada's label-free scorers, and ``source``: balanced accuracy on the held-out source (no target at all),
+# the baseline any domain-aware criterion has to beat.
+CRITERIA = ("entropy", "snd", "iwv", "dev", "circular", "mixval", "source")
+
+
+def _classifier(svm: dict, seed: int, folds: int = 3):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import LinearSVC
+
+    svc = LinearSVC(C=svm["C"], class_weight=svm["class_weight"], max_iter=svm["max_iter"], random_state=seed,
+                    dual="auto")
+    clf = CalibratedClassifierCV(svc, method="sigmoid", cv=folds)
+    clf.set_score_request(sample_weight=True)            # ImportanceWeightedScorer weights the source's score
+    return clf
+
+
+def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict, criteria=CRITERIA,
+                    validation_size: float = 0.2, seed: int = 0) -> dict[str, float]:
+    """Each criterion's score (higher is better) for one cell's source/target features.
+
+    ``xt`` is the target's features only: no target label enters this function.
+    """
+    import sklearn
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedShuffleSplit
+    from skada import make_da_pipeline
+
+    unknown = sorted(set(criteria) - set(CRITERIA))
+    if unknown:
+        raise ValueError(f"selection.criteria: unknown {unknown[0]!r}; use {', '.join(CRITERIA)}")
+    classes, counts = np.unique(ys, return_counts=True)
+    n_val = max(int(np.ceil(validation_size * len(ys))), len(classes))
+    if counts.min() < 2 or len(ys) - n_val < len(classes):
+        raise ValueError(f"selection.validation_size: {validation_size} of {len(ys)} source images leaves no "
+                         "image of some class on one side; the selection needs 2 or more images per class")
+    train, val = next(StratifiedShuffleSplit(1, test_size=n_val, random_state=seed).split(xs, ys))
+    nt = len(xt)
+    X = np.vstack([xs[train], xt])
+    y = np.r_[ys[train], -np.ones(nt, dtype=ys.dtype)]
+    sd = np.r_[np.ones(len(train), int), -2 * np.ones(nt, int)]
+    Xv = np.vstack([xs[val], xt])
+    yv = np.r_[ys[val], -np.ones(nt, dtype=ys.dtype)]
+    sdv = np.r_[np.ones(len(val), int), -2 * np.ones(nt, int)]
+    out = {}
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")             # convergence and "all predicted labels the same" notes
+        folds = int(min(3, np.unique(ys[train], return_counts=True)[1].min()))
+        est = make_da_pipeline(_classifier(svm, seed, max(folds, 2)))
+        est.fit(X, y, sample_domain=sd)
+        scorers = _scorers(seed)
+        for name in criteria:
+            try:
+                if name == "source":
+                    pred = est.predict(xs[val], sample_domain=np.ones(len(val), int), allow_source=True)
+                    out[name] = float(balanced_accuracy_score(ys[val], pred))
+                else:
+                    out[name] = float(scorers[name](est, Xv, yv, sample_domain=sdv))
+            except ValueError as exc:
+                # e.g. circular validation refits on target pseudo-labels with a class too small to calibrate
+                log.warning("selection criterion %s failed on this cell (%s); it cannot pick it", name, exc)
+                out[name] = float("nan")
+    return out
+
+
+def pick_cells(scores, criteria) -> dict[str, int]:
+    """``{criterion: row index}`` of the best-scoring cell of ``scores`` (a DataFrame with ``crit_<name>``
+    columns); ties go to the first row, and the rows come sorted, so the pick is deterministic."""
+    picks = {}
+    for name in criteria:
+        col = scores[f"crit_{name}"].to_numpy(dtype=float)
+        if np.isnan(col).all():
+            continue
+        picks[name] = int(np.nanargmax(col))
+    return picks

@@ -1,0 +1,82 @@
+"""Label-free selection: real skada scorers on every cell; target labels never reach a criterion."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerfuse.h5io import write_pair
+from layerfuse.images import write_manifest
+from layerfuse.select import CRITERIA, criteria_scores
+from layerfuse.stages import score_featureset, select_configuration
+
+SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 5000}
+SELECTION = {"criteria": list(CRITERIA), "default": "snd", "validation_size": 0.25, "seed": 0}
+
+
+def _shifted(rng, n_source=60, n_target=40, d=8, shift=1.5):
+    """Three Gaussian classes; the target translated by ``shift`` in every feature."""
+    means = rng.randn(3, d) * 3
+    ys, yt = np.arange(n_source) % 3, np.arange(n_target) % 3
+    return means[ys] + rng.randn(n_source, d), means[yt] + rng.randn(n_target, d) + shift, ys, yt
+
+
+def test_every_criterion_scores_a_cell(rng):
+    """All of skada's label-free scorers and the source baseline give a finite score, higher is better."""
+    xs, xt, ys, _ = _shifted(rng)
+    scores = criteria_scores(xs, ys, xt, svm=SVM, criteria=CRITERIA, validation_size=0.25, seed=0)
+    assert set(scores) == set(CRITERIA)
+    assert all(np.isfinite(v) for v in scores.values()), scores
+
+
+def test_unknown_criterion_is_named(rng):
+    xs, xt, ys, _ = _shifted(rng)
+    with pytest.raises(ValueError, match="selection.criteria: unknown 'oracle'"):
+        criteria_scores(xs, ys, xt, svm=SVM, criteria=["oracle"])
+
+
+def _grid(tmp_path, rng, target_labels):
+    """Two feature sets (a clean one and a noisy one), scored and selected: (selection table, predictions)."""
+    xs, xt, ys, yt = _shifted(rng)
+    noisy_s, noisy_t = xs + 4 * rng.randn(*xs.shape), xt + 4 * rng.randn(*xt.shape)
+    labels = yt if target_labels is None else target_labels
+    csvs, stores = [], []
+    for name, (a, b) in {"global": (xs, xt), "block1-pca": (noisy_s, noisy_t)}.items():
+        write_pair(tmp_path / f"{name}.fused.h5", a, b, ys, labels, {"local_width": 0})
+        csvs.append(tmp_path / f"{name}.csv")
+        stores.append(tmp_path / f"{name}.h5")
+        score_featureset({"none": tmp_path / f"{name}.fused.h5"}, ["none"], SVM,
+                         {"experiment": "e", "backbone": "b", "featureset": name}, csvs[-1],
+                         predictions=stores[-1], selection=SELECTION)
+    classes = ["a", "b", "c"]
+    write_manifest(tmp_path / "source.tsv", [{"image_id": f"{classes[y]}/{i}.png", "class": classes[y], "label": y,
+                                              "status": "ok"} for i, y in enumerate(ys)])
+    write_manifest(tmp_path / "target.tsv", [{"image_id": f"t/{i}.png", "class": "", "label": -1, "status": "ok"}
+                                             for i in range(len(xt))])
+    outputs = SimpleNamespace(**{k: tmp_path / f"out_{k}" for k in ("selection", "predictions", "confusion")},
+                              figure=tmp_path / "confusion.png")
+    select_configuration(csvs, stores, tmp_path / "source.tsv", tmp_path / "target.tsv",
+                         {"selection": SELECTION, "center": "domain", "global_layer": "global"}, outputs)
+    return pd.read_csv(outputs.selection), pd.read_csv(outputs.predictions), yt
+
+
+def test_permuting_target_labels_leaves_every_pick_unchanged(tmp_path):
+    """The picks and the predictions are the same with true, permuted and absent (-1) target labels."""
+    yt = _shifted(np.random.RandomState(1))[3]
+    runs = {}
+    for name, labels in (("true", None), ("permuted", np.random.RandomState(7).permutation(yt)),
+                         ("absent", -np.ones_like(yt))):
+        (tmp_path / name).mkdir()
+        runs[name] = _grid(tmp_path / name, np.random.RandomState(1), labels)[:2]
+    cells = ["criterion", "featureset", "adapter", "center", "score"]
+    picked = lambda t: t[t["kind"] == "criterion"][cells].reset_index(drop=True)  # noqa: E731
+    for other in ("permuted", "absent"):
+        pd.testing.assert_frame_equal(picked(runs["true"][0]), picked(runs[other][0]))
+        assert runs["true"][1]["predicted"].tolist() == runs[other][1]["predicted"].tolist()
+    first, third = runs["true"][0], runs["absent"][0]
+    assert "true" in runs["true"][1] and "true" not in runs["absent"][1]   # unlabelled: no truth column
+    assert set(first["kind"]) == {"criterion", "oracle", "baseline"}
+    assert set(third["kind"]) == {"criterion", "baseline"}
+    assert first.loc[first["kind"] == "oracle", "regret"].iloc[0] == 0
