@@ -166,3 +166,38 @@ def test_threaded_decode_matches_one_thread(messy_dataset):
     assert rows1 == rows4
     assert images1.shape[0] == sum(r["status"] == "ok" for r in rows1) > 0
     assert np.array_equal(images1, images4)
+
+
+def test_unlabelled_target_is_scanned_below_any_folder(tmp_path):
+    """``labels: none``: every image anywhere below the folder, label -1, classes from the source;
+    hidden and symlinked folders are not entered and say so."""
+    import io
+
+    from PIL import Image
+
+    from layerfuse.images import prepare_domain, read_manifest
+
+    def png(c):
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 20), (c, 0, 0)).save(buf, "PNG")
+        return buf.getvalue()
+
+    for c in ("cat", "dog"):
+        (tmp_path / "s" / c).mkdir(parents=True)
+        (tmp_path / "s" / c / "1.png").write_bytes(png(10 if c == "cat" else 200))
+        (tmp_path / "s" / c / "2.png").write_bytes(png(20 if c == "cat" else 210))
+    t = tmp_path / "t"
+    (t / "day1" / "cam").mkdir(parents=True)
+    (t / ".cache").mkdir()
+    (t / "flat.png").write_bytes(png(30))
+    (t / "day1" / "cam" / "deep.png").write_bytes(png(40))
+    (t / ".cache" / "hidden.png").write_bytes(png(50))
+    (t / "elsewhere").symlink_to(tmp_path / "s" / "cat", target_is_directory=True)
+    domains = {"source": {"path": str(tmp_path / "s")}, "target": {"path": str(t), "labels": "none"}}
+    facts = prepare_domain(domains, "target", size=32, manifest_path=tmp_path / "t.tsv", store_path=tmp_path / "t.h5")
+    rows = {r["image_id"]: r for r in read_manifest(tmp_path / "t.tsv")}
+    assert facts["classes"] == ["cat", "dog"] and facts["kept"] == 2
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == {"flat.png", "day1/cam/deep.png"}
+    assert all(r["label"] == "-1" for r in rows.values())
+    assert rows[".cache/"]["reason"] == "hidden folder"
+    assert rows["elsewhere/"]["reason"] == "symlinked folder (not followed)"
