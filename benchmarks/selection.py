@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layerfuse.select import CRITERIA, pick_cells
+from layerfuse.select import CRITERIA, selection_table
 from layerfuse.stages import score_featureset
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
@@ -68,27 +68,16 @@ def workflow_seconds(exp_dir: Path) -> float:
 
 
 def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_layer: str = "global") -> pd.DataFrame:
-    cells = cells.reset_index(drop=True)
-    oracle = cells["accuracy"].max()
-    oracle_bal = cells["balanced_accuracy"].max()
-    base = cells[(cells["featureset"] == global_layer) & (cells["adapter"] == "none") & (cells["center"] == center)]
-    rows = []
-    for name, i in pick_cells(cells, criteria).items():
-        r = cells.iloc[i]
-        rows.append({"criterion": name, "cell": f"{r.featureset}/{r.adapter}/{r.center}",
-                     "accuracy": 100 * r.accuracy, "balanced": 100 * r.balanced_accuracy,
-                     "regret": 100 * (oracle - r.accuracy), "regret_balanced": 100 * (oracle_bal - r.balanced_accuracy),
-                     "below_global": max(0.0, 100 * (base["accuracy"].iloc[0] - r.accuracy)) if len(base) else np.nan})
-    best = cells.iloc[int(cells["accuracy"].to_numpy().argmax())]
-    rows.append({"criterion": "oracle", "cell": f"{best.featureset}/{best.adapter}/{best.center}",
-                 "accuracy": 100 * oracle, "balanced": 100 * best.balanced_accuracy, "regret": 0.0,
-                 "regret_balanced": 100 * (oracle_bal - best.balanced_accuracy), "below_global": 0.0})
-    if len(base):
-        rows.append({"criterion": "global, no adaptation", "cell": f"{global_layer}/none/{center}",
-                     "accuracy": 100 * base["accuracy"].iloc[0], "balanced": 100 * base["balanced_accuracy"].iloc[0],
-                     "regret": 100 * (oracle - base["accuracy"].iloc[0]),
-                     "regret_balanced": 100 * (oracle_bal - base["balanced_accuracy"].iloc[0]), "below_global": 0.0})
-    return pd.DataFrame(rows)
+    """The workflow's selection table (:func:`layerfuse.select.selection_table`) in points, with how far each
+    pick falls below the no-adaptation Global cell."""
+    t = selection_table(cells, criteria, default=criteria[0], center=center, global_layer=global_layer)
+    base = t.loc[t["kind"] == "baseline", "accuracy"]
+    out = pd.DataFrame({"criterion": t["criterion"], "cell": t["featureset"] + "/" + t["adapter"] + "/" + t["center"]})
+    for col, src in (("accuracy", "accuracy"), ("balanced", "balanced_accuracy"), ("regret", "regret"),
+                     ("regret_balanced", "regret_balanced")):
+        out[col] = 100 * t[src]
+    out["below_global"] = (100 * (base.iloc[0] - t["accuracy"])).clip(lower=0) if len(base) else np.nan
+    return out
 
 
 def main(argv=None):

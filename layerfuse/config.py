@@ -132,20 +132,17 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"experiments.{name}.{side}.path: folder {exp[side]['path']} not found")
 
 
-def _image_count(spec, classes: list[str]) -> int:
-    """Files with an image extension in the used class folders (an upper bound on usable images)."""
-    from .images import IMAGE_EXTENSIONS
+def _image_count(spec, classes: list[str], manifest: Path | None = None) -> int:
+    """Images a domain will have at most: the usable count of an earlier run's ``manifest`` where it still
+    lists exactly the files there now, else the files that pass the scan (image extension, not hidden)."""
+    from .images import read_manifest, scan_folder
 
-    root = Path(spec.path)
-    if not spec.labelled:
-        return sum(1 for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    n = 0
-    for folder, cls in spec.folder_classes().items():
-        if cls in classes:
-            n += sum(1 for p in (root / folder).iterdir()
-                     if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
-    return n
+    rows = scan_folder(spec, classes)
+    if manifest is not None and Path(manifest).is_file():
+        listed = [r for r in read_manifest(manifest) if r["status"] != "dropped"]
+        if {r["image_id"] for r in listed} == {r["image_id"] for r in rows}:
+            rows = listed
+    return sum(r["status"] == "ok" for r in rows)
 
 
 def _domain_specs(exp: dict):
@@ -161,18 +158,6 @@ def experiment_classes(exp: dict) -> list[str] | None:
     if "synthetic" in exp:
         return None
     return resolve_classes(*_domain_specs(exp), exp.get("classes", "common"))
-
-
-def _usable_count(spec, classes: list[str], manifest: Path) -> int | None:
-    """Usable images of a domain from its manifest, when the manifest lists exactly the files there now."""
-    from .images import read_manifest, scan_folder
-
-    if not manifest.is_file():
-        return None
-    rows = [r for r in read_manifest(manifest) if r["status"] != "dropped"]
-    if {r["image_id"] for r in rows} != {r["image_id"] for r in scan_folder(spec, classes)}:
-        return None
-    return sum(r["status"] == "ok" for r in rows)
 
 
 def experiment_sizes(exp: dict, manifests: dict | None = None) -> tuple[int, int]:
@@ -191,16 +176,13 @@ def experiment_sizes(exp: dict, manifests: dict | None = None) -> tuple[int, int
     if len(classes) < 2:
         raise ValueError(f"only one class ({classes[0]!r}) is used; a classifier needs at least 2 "
                          "(check the class folders, class_map and classes: common|all)")
-    n_source = _image_count(source, classes)
-    if target is None:
+    if target is None:                  # a split's manifests hold parts of the folder: count its files
+        n_source = _image_count(source, classes)
         n_target = math.ceil(exp["split"]["test_size"] * n_source)
         return n_source - n_target, n_target
-    n_target = _image_count(target, classes)
     manifests = manifests or {}
-    for side, spec in (("source", source), ("target", target)):
-        if side in manifests and (usable := _usable_count(spec, classes, Path(manifests[side]))) is not None:
-            n_source, n_target = (usable, n_target) if side == "source" else (n_source, usable)
-    return n_source, n_target
+    return (_image_count(source, classes, manifests.get("source")),
+            _image_count(target, classes, manifests.get("target")))
 
 
 def check_data_sizes(config: dict, results: str | Path = "results") -> None:

@@ -38,32 +38,33 @@ def fingerprint_name(path: str) -> str:
 
 
 def _walk(root: Path):
-    """(relative path, stat) of every regular file under ``root`` (or ``root`` itself, a file),
-    symlinks followed only inside ``root``; FIFOs, devices and sockets are listed by kind, never opened."""
+    """(relative path, stat or None) of every file under ``root`` (or ``root`` itself, a file).
+
+    Symlinks are followed only where they resolve inside ``root``, as the image reader does
+    (:func:`layerfuse.images.resolves_inside`), and a folder is entered once however many links lead
+    to it; a link not followed is listed with ``None`` (only its presence counts).
+    """
+    from .images import resolves_inside
+
     if not root.is_dir():
         yield "", os.stat(root)
         return
-    inside = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or not resolves_inside(dirpath, root):
+            dirnames.clear()
+            if real not in seen:
+                yield os.path.relpath(dirpath, root) + "/", None
+            continue
+        seen.add(real)
         dirnames.sort()
-        for name in list(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):
-                dirnames.remove(name)
-                real = os.path.realpath(full)
-                if os.path.commonpath([real, inside]) == inside and os.path.isdir(real):
-                    for rel, st in _walk(Path(full)):
-                        yield os.path.relpath(os.path.join(full, rel), root), st
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root)
             try:
-                if os.path.islink(full):
-                    real = os.path.realpath(full)
-                    if os.path.commonpath([real, inside]) != inside or not os.path.exists(real):
-                        yield rel, None       # not followed: only its presence counts
-                        continue
-                yield rel, os.stat(full)
+                inside = not os.path.islink(full) or (os.path.exists(full) and resolves_inside(full, root))
+                yield rel, os.stat(full) if inside else None
             except OSError:
                 yield rel, None
 

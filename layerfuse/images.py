@@ -179,9 +179,8 @@ def scan_folder(spec: DomainSpec, classes: list[str]) -> list[dict]:
     for folder, cls in spec.folder_classes().items():
         if cls is None or cls not in index:
             continue
+        # an empty class folder gets a ``dropped`` row (dropped_class_rows), logged by prepare_domain
         files = sorted((root / folder).iterdir(), key=lambda p: p.name)
-        if not files:
-            log.warning("class folder %s is empty", root / folder)
         rows += [_file_row(p, f"{folder}/{p.name}", cls, index[cls]) for p in files]
     return rows
 
@@ -234,6 +233,12 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def resolves_inside(path, root) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside ``root`` (the symlink policy of layerfuse's reads)."""
+    real, inside = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, inside]) == inside
+
+
 def _stable(text: str) -> str:
     """``text`` without object addresses (``<_io.BytesIO object at 0x7f…>``), so reasons repeat run to run."""
     return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "<file>", text)
@@ -264,16 +269,15 @@ def read_image_bytes(path: Path, root: Path, max_bytes: int) -> bytes:
     socket or device is refused without hanging and ``/dev/zero`` or a huge
     sparse file is never read.
     """
+    if os.path.islink(path):
+        if not os.path.exists(path):
+            raise ValueError("unreadable (dangling symlink)")
+        if not resolves_inside(path, root):
+            raise ValueError("symlink to a file outside the dataset folder (not followed)")
     try:
-        if os.path.islink(path):
-            if not os.path.exists(path):
-                return _unreadable("dangling symlink")
-            real, inside = os.path.realpath(path), os.path.realpath(root)
-            if os.path.commonpath([real, inside]) != inside:
-                raise ValueError("symlink to a file outside the dataset folder (not followed)")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        return _unreadable(exc.strerror or type(exc).__name__)
+        raise ValueError(f"unreadable ({exc.strerror or type(exc).__name__})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -291,13 +295,9 @@ def read_image_bytes(path: Path, root: Path, max_bytes: int) -> bytes:
             raise ValueError(f"file grew past images.max_file_mb ({max_bytes / 2**20:g} MB) while read")
         return b"".join(chunks)
     except OSError as exc:
-        return _unreadable(exc.strerror or type(exc).__name__)
+        raise ValueError(f"unreadable ({exc.strerror or type(exc).__name__})") from None
     finally:
         os.close(fd)
-
-
-def _unreadable(why: str):
-    raise ValueError(f"unreadable ({why})")
 
 
 def _read_and_decode(path: Path, root: Path, size: int, max_bytes: int):
@@ -462,17 +462,16 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
     if not ok:
         raise ValueError(f"{spec.path}: no usable image for the {domain} domain "
                          f"(classes {classes}); see the manifest {manifest_path}")
-    counts = {c: 0 for c in classes}
-    for r in ok:
-        if spec.labelled:
-            counts[r["class"]] += 1
-    for cls, n in counts.items() if spec.labelled else ():
-        if n < 2:
-            log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
-    if domain == "source" and sum(n > 0 for n in counts.values()) < 2:
-        raise ValueError(f"{spec.path}: the source has usable images of {sum(n > 0 for n in counts.values())} "
-                         f"class(es) ({', '.join(c for c, n in counts.items() if n) or 'none'}); a classifier "
-                         f"needs at least 2; see the manifest {manifest_path}")
+    if spec.labelled:
+        counts = {c: sum(r["class"] == c for r in ok) for c in classes}
+        for cls, n in counts.items():
+            if n < 2:
+                log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
+        present = [c for c, n in counts.items() if n]
+        if domain == "source" and len(present) < 2:
+            raise ValueError(f"{spec.path}: the source has usable images of {len(present)} class(es) "
+                             f"({', '.join(present) or 'none'}); a classifier needs at least 2; see the manifest "
+                             f"{manifest_path}")
     list_hash = hashlib.sha256("\n".join(f"{r['image_id']}\t{r['label']}\t{r['sha256']}"
                                          for r in ok).encode()).hexdigest()
     with atomic_path(store_path) as tmp, h5py.File(tmp, "w") as f:

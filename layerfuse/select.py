@@ -22,7 +22,7 @@ import numpy as np
 
 log = logging.getLogger("layerfuse.select")
 
-__all__ = ["CRITERIA", "criteria_scores", "pick_cells"]
+__all__ = ["CRITERIA", "criteria_scores", "pick_cells", "selection_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -113,3 +113,34 @@ def pick_cells(scores, criteria) -> dict[str, int]:
             continue
         picks[name] = int(np.nanargmax(col))
     return picks
+
+
+def selection_table(cells, criteria, *, default: str, center: str, global_layer: str):
+    """A row per criterion's pick, the oracle (best target accuracy, where the target is labelled) and the
+    no-adaptation Global cell at the tables' ``center``: ``kind``, ``criterion``, ``default``, ``row`` (index
+    into ``cells``), the cell, ``score``, ``accuracy``, ``balanced_accuracy`` and the regrets against the
+    oracle (fractions)."""
+    import pandas as pd
+
+    cells = cells.reset_index(drop=True)
+    labelled = not cells["accuracy"].isna().all()
+    rows = []
+
+    def add(kind, criterion, i, score=np.nan):
+        r = cells.iloc[i]
+        rows.append({"kind": kind, "criterion": criterion, "default": criterion == default, "row": i,
+                     "featureset": r["featureset"], "adapter": r["adapter"], "center": r["center"], "score": score,
+                     "accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"]})
+
+    for name, i in pick_cells(cells, criteria).items():
+        add("criterion", name, i, cells[f"crit_{name}"].iloc[i])
+    if labelled:
+        add("oracle", "oracle (target labels)", int(cells["accuracy"].to_numpy().argmax()))
+    base = cells.index[(cells["featureset"] == global_layer) & (cells["adapter"] == "none")
+                       & (cells["center"] == center)]
+    if len(base):
+        add("baseline", "no adaptation, Global", int(base[0]))
+    out = pd.DataFrame(rows)
+    out["regret"] = cells["accuracy"].max() - out["accuracy"] if labelled else np.nan
+    out["regret_balanced"] = cells["balanced_accuracy"].max() - out["balanced_accuracy"] if labelled else np.nan
+    return out

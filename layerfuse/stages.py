@@ -338,7 +338,7 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
 
     from .images import read_manifest
     from .report import aggregate_scores, plot_confusion
-    from .select import pick_cells
+    from .select import selection_table
 
     sel = params["selection"]
     df = aggregate_scores(score_csvs)
@@ -348,31 +348,18 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
         if r["status"] == "ok":
             classes[int(r["label"])] = r["class"]
     names = [classes[i] for i in sorted(classes)]
-    base = df[(df["featureset"] == params["global_layer"]) & (df["adapter"] == "none")
-              & (df["center"] == params["center"])]
-    rows = []
-
-    def cell_row(kind, criterion, i, score=np.nan):
-        r = df.iloc[i]
-        return {"experiment": r["experiment"], "backbone": r["backbone"], "kind": kind, "criterion": criterion,
-                "default": criterion == sel["default"], "featureset": r["featureset"], "adapter": r["adapter"],
-                "center": r["center"], "score": score, "accuracy": r["accuracy"],
-                "balanced_accuracy": r["balanced_accuracy"]}
-
-    picks = pick_cells(df, sel["criteria"])
-    for name, i in picks.items():
-        rows.append(cell_row("criterion", name, i, df[f"crit_{name}"].iloc[i]))
-    if labelled:
-        rows.append(cell_row("oracle", "oracle (target labels)", int(df["accuracy"].to_numpy().argmax())))
-    if len(base):
-        rows.append(cell_row("baseline", "no adaptation, Global", int(base.index[0])))
-    out = pd.DataFrame(rows)
-    oracle = out.loc[out["kind"] == "oracle", "accuracy"]
-    out["regret"] = (oracle.iloc[0] - out["accuracy"]) if len(oracle) else np.nan
+    out = selection_table(df, sel["criteria"], default=sel["default"], center=params["center"],
+                          global_layer=params["global_layer"])
+    out.insert(0, "backbone", df["backbone"].iloc[0])
+    out.insert(0, "experiment", df["experiment"].iloc[0])
     with atomic_path(outputs.selection) as tmp:
-        out.to_csv(tmp, index=False, float_format="%.6f")
+        out.drop(columns="row").to_csv(tmp, index=False, float_format="%.6f")
 
-    chosen = df.iloc[picks[sel["default"]]]
+    pick = out.loc[(out["kind"] == "criterion") & out["default"], "row"]
+    if pick.empty:
+        raise ValueError(f"selection.default: {sel['default']!r} scored no cell (see the evaluate_svm logs); "
+                         "choose another criterion")
+    chosen = df.iloc[int(pick.iloc[0])]
     with h5py.File(_store_for(prediction_stores, chosen["featureset"]), "r") as f:
         cells = json.loads(f.attrs["cells"])
         k = cells.index([chosen["adapter"], chosen["center"]])

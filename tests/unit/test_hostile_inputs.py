@@ -289,3 +289,18 @@ def test_capped_tca_dims_are_recorded_in_the_scores_and_tables(tmp_path, rng):
         [("", "", 4)] * 2 + [(5, 3, 4)] * 2                                # each at both centrings
     text = summarize([tmp_path / "scores.csv"], tmp_path / "acc.csv", tmp_path / "tables.md")
     assert "**TCA dims capped** (fewer usable images than components): b block1-pca tca-5 used 3." in text
+
+
+def test_fingerprint_survives_a_symlink_loop_and_ignores_links_out(tmp_path):
+    """A folder linking to its ancestor is walked once; a link out of the folder counts only by its presence."""
+    from layerfuse.fingerprint import scan_files
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(_png())
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    (root / "a" / "out.png").symlink_to(tmp_path / "secret.png")
+    content, _ = scan_files(root)
+    assert content["a/x.png"][1] != "link" and content["a/out.png"] == [0, "link"]
+    assert not any(k.startswith("a/loop/a") for k in content)
