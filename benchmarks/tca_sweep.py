@@ -33,7 +33,7 @@ def main(argv=None):
     p.add_argument("--factors", type=float, nargs="+", default=[1, 3, 10, 30])
     p.add_argument("--mus", type=float, nargs="+", default=[0.1, 1, 10, 100])
     p.add_argument("--center", choices=CENTERINGS, default="none",
-                   help="the SVM's svm.center (the README's sweep table is 'none', the plain SVM)")
+                   help="the SVM's svm.center (docs/results.md's sweep table is 'none', the plain SVM)")
     args = p.parse_args(argv)
     xs, xt, ys, yt, _ = read_pair(args.experiment_dir / f"fused/{args.backbone}/{args.featureset}.h5")
     x, dom = stack_domains(xs, xt)

@@ -21,7 +21,7 @@ __all__ = ["extract_features", "feature_store_attrs", "load_backbone"]
 log = logging.getLogger("layerfuse.extract")
 
 # ``compile_model="auto"``: compile only fp32 passes that reach the network's deep half (where its FLOPs are)
-# over enough images to repay a cold compile. With BatchNorm folded (session 7, 2 AVX512-BF16 cores, batch 32),
+# over enough images to repay a cold compile. With BatchNorm folded (commit 8708bd3, 2 AVX512-BF16 cores, batch 32),
 # eager fp32 ran 19.5 images/s and compiled 21.4 after a 13 s compile: break-even near 2,900 images; bf16 ran
 # 41.1 eager and 42.1 compiled (15 s to compile), so bf16 is never compiled by ``auto``. The early blocks (stem +
 # layer1) gain nothing either. (Before the folding, on 2 AVX2 cores, fp32 went from 10.1 to ~24 images/s.)
@@ -56,7 +56,7 @@ def _blosc_threads(n: int):
 
     c-blosc reads ``BLOSC_NTHREADS`` at every call. With the forward pass and the writes taking turns
     on the same cores, compressing with every core wrote zstd block maps in 3.1 ms per image instead of
-    5.6 (2 cores, session 7)."""
+    5.6 (2 cores, commit 8708bd3)."""
     old = os.environ.get("BLOSC_NTHREADS")
     os.environ["BLOSC_NTHREADS"] = str(max(1, int(n)))
     try:
@@ -129,7 +129,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         Convert and compress batch *i* in a background thread while batch *i+1*
         runs through the network.  ``auto``: on a GPU only.  On a CPU the network
         and the compression share the cores, and the overlap slowed the forward
-        pass by more than it hid (2 cores, session 7); there the writes run after
+        pass by more than it hid (2 cores, commit 8708bd3); there the writes run after
         each batch, compressing with ``threads`` Blosc threads.
 
     Returns a dict of timing facts (images/s, bytes per image per layer).

@@ -166,7 +166,7 @@ class RowWriter:
 
     Why: on the 2-core VMs where layerfuse is measured, copying into the page cache was most of the
     cost of writing block maps (``dd`` 277 MB/s to 3.5 GB/s buffered against 1.9 GB/s direct; in the
-    extraction loop 13 ms per image for three maps buffered, see README: Extraction and stores). The
+    extraction loop 13 ms per image for three maps buffered, see docs/benchmarks.md: Extraction and stores). The
     file is the same either way; the data just is not left in the cache.
     """
 

@@ -5,7 +5,7 @@ above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives it
 back with ``munmap`` when freed.  A ResNet-50 batch allocates and frees
 several such blocks per layer (a batch of 32 ``layer1`` maps is 100 MB), so
 every batch faults in, and the kernel zeroes, hundreds of MB of new pages.
-On the 2-core VM of session 5 that was a third of the CPU time: a batch of 32
+On the 2-core VM of the commit bc17992 measurements that was a third of the CPU time: a batch of 32
 ran at 26 images/s in fp32 and 57 in bf16 with 1.1–3.4 s of system time per
 4 batches; serving those blocks from the heap, where freed blocks are reused,
 gave 47 and 89 images/s with almost none.  Training the fine-tuning tail

@@ -1,6 +1,6 @@
 """A corpus of bad and odd image files: each is kept, skipped with a recorded reason, or rejected in one line.
 
-The corpus is built by the tests (nothing is committed); README "When things go wrong" counts its rows.
+The corpus is built by the tests (nothing is committed); docs/operations.md "When things go wrong" counts its rows.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hostile inputs: no code execution, no hang, no unbounded read, no silent loss, deterministic reasons.
 
-README "When things go wrong" counts these cases with those of ``test_bad_inputs.py``.
+docs/operations.md "When things go wrong" counts these cases with those of ``test_bad_inputs.py``.
 """
 from __future__ import annotations
 
