@@ -31,6 +31,7 @@ include: "rules/reduce.smk"
 include: "rules/fuse.smk"
 include: "rules/adapt.smk"
 include: "rules/classify.smk"
+include: "rules/model.smk"
 include: "rules/report.smk"
 
 

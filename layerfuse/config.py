@@ -17,6 +17,65 @@ def _one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+_JSON_TYPES = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+               "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None,
+               "array": lambda v: isinstance(v, list), "object": lambda v: isinstance(v, dict),
+               "string": lambda v: isinstance(v, str)}
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while isinstance(schema, dict) and "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema if isinstance(schema, dict) else {}
+
+
+def _branches(schema: dict, root: dict) -> list[dict]:
+    """The schema and the alternatives of its ``oneOf``/``anyOf``, references resolved."""
+    schema = _resolve(schema, root)
+    out = [schema]
+    for key in ("oneOf", "anyOf"):
+        for sub in schema.get(key, []):
+            out += _branches(sub, root)
+    return out
+
+
+def coerce_strings(value, schema: dict, root: dict):
+    """Values of ``--config`` overrides that Snakemake passes as strings inside mappings
+    (``svm='{C: 0.1}'`` gives ``C: '0.1'``) parsed as YAML where the schema wants a non-string there.
+    Mappings and lists are coerced in place; returns the (possibly new) value."""
+    import yaml
+
+    branches = _branches(schema, root)
+    if isinstance(value, str):
+        allowed = {t for b in branches for t in ([b["type"]] if isinstance(b.get("type"), str) else b.get("type", []))}
+        literal = any(value == b.get("const") or value in b.get("enum", []) for b in branches)
+        if literal or "string" in allowed or not (allowed or any("enum" in b for b in branches)):
+            return value
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        fits = any(_JSON_TYPES[t](parsed) for t in allowed) or any(parsed in b.get("enum", []) for b in branches)
+        return coerce_strings(parsed, schema, root) if fits and not isinstance(parsed, str) else value
+    if isinstance(value, dict):
+        for key in value:
+            for b in branches:
+                sub = b.get("properties", {}).get(key, b.get("additionalProperties"))
+                if isinstance(sub, dict):
+                    value[key] = coerce_strings(value[key], sub, root)
+                    break
+    elif isinstance(value, list):
+        for b in branches:
+            if isinstance(b.get("items"), dict):
+                value[:] = [coerce_strings(v, b["items"], root) for v in value]
+                break
+    return value
+
+
 def validate_config(config: dict, schema_path) -> dict:
     """Validate ``config`` against the JSON schema, filling defaults in place (as snakemake's ``validate``).
 
@@ -41,6 +100,7 @@ def validate_config(config: dict, schema_path) -> dict:
     validator = jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
     if not isinstance(config, dict):
         raise ConfigError(f"config: expected a mapping of keys, got {type(config).__name__}")
+    coerce_strings(config, schema, schema)
     error = best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "config"

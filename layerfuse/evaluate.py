@@ -5,7 +5,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.svm import LinearSVC
 
-__all__ = ["CENTERINGS", "center_domains", "classify", "target_metrics", "evaluate_svm"]
+__all__ = ["CENTERINGS", "center_domains", "fit_svm", "decide", "classify", "target_metrics", "evaluate_svm"]
 
 CENTERINGS = ("none", "domain")
 
@@ -26,6 +26,22 @@ def center_domains(xs, xt, center: str = "domain") -> tuple[np.ndarray, np.ndarr
     return xs - xs.mean(0), xt - xt.mean(0)
 
 
+def fit_svm(xs, ys, *, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
+            random_state: int = 0) -> LinearSVC:
+    """``LinearSVC`` fitted on the source ``(xs, ys)``."""
+    if len(np.unique(ys)) < 2:
+        raise ValueError(f"the source has {len(np.unique(ys))} class(es); a classifier needs at least 2")
+    clf = LinearSVC(C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state, dual="auto")
+    return clf.fit(xs, ys)
+
+
+def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and margins from a linear SVM's decision values (see :func:`classify`)."""
+    if decision.ndim == 1:
+        return classes[(decision > 0).astype(int)], np.abs(decision).astype(np.float32)
+    return classes[decision.argmax(axis=1)], decision.max(axis=1).astype(np.float32)
+
+
 def classify(xs, ys, xt, *, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
              random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Fit ``LinearSVC`` on ``(xs, ys)``; return the target's predicted labels and their margins.
@@ -33,18 +49,8 @@ def classify(xs, ys, xt, *, C: float = 1.0, class_weight: str | None = "balanced
     The margin is the SVM's decision value for the predicted class (one-vs-rest; for two classes
     the absolute decision value): a confidence in units of the margin, not a probability.
     """
-    if len(np.unique(ys)) < 2:
-        raise ValueError(f"the source has {len(np.unique(ys))} class(es); a classifier needs at least 2")
-    clf = LinearSVC(C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state, dual="auto")
-    clf.fit(xs, ys)
-    decision = clf.decision_function(xt)
-    if decision.ndim == 1:
-        pred = clf.classes_[(decision > 0).astype(int)]
-        margin = np.abs(decision)
-    else:
-        pred = clf.classes_[decision.argmax(axis=1)]
-        margin = decision.max(axis=1)
-    return pred, margin.astype(np.float32)
+    clf = fit_svm(xs, ys, C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state)
+    return decide(clf.decision_function(xt), clf.classes_)
 
 
 def target_metrics(yt, pred, n_source: int) -> dict:

@@ -17,27 +17,36 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SCALINGS", "scale_block", "fuse"]
+__all__ = ["SCALINGS", "block_scale", "apply_scale", "scale_block", "fuse"]
 
 SCALINGS = ("block-rms", "l2", "none")
 
 
+def block_scale(source: np.ndarray, scaling: str) -> float | None:
+    """The divisor ``block-rms`` applies to a block (from its source rows); None for per-image scalings."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown fusion scaling {scaling!r}; use one of {SCALINGS}")
+    if scaling != "block-rms":
+        return None
+    rms = float(np.sqrt(np.mean(np.sum(np.asarray(source, np.float64) ** 2, axis=1))))
+    return rms if rms > 0 else 1.0
+
+
+def apply_scale(block: np.ndarray, scaling: str, scale: float | None) -> np.ndarray:
+    """Scale rows of a block as :func:`scale_block` did (``scale`` from :func:`block_scale`)."""
+    block = np.asarray(block, dtype=np.float32)
+    if scaling == "block-rms":
+        return block / scale
+    if scaling == "l2":
+        norm = np.linalg.norm(block, axis=1, keepdims=True)
+        return block / np.where(norm > 0, norm, 1.0)
+    return block
+
+
 def scale_block(source: np.ndarray, target: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """Scale one block's source and target rows (statistics from the source only)."""
-    source = np.asarray(source, dtype=np.float32)
-    target = np.asarray(target, dtype=np.float32)
-    if scaling == "none":
-        return source, target
-    if scaling == "block-rms":
-        rms = float(np.sqrt(np.mean(np.sum(source.astype(np.float64) ** 2, axis=1))))
-        rms = rms if rms > 0 else 1.0
-        return source / rms, target / rms
-    if scaling == "l2":
-        def unit(a):
-            norm = np.linalg.norm(a, axis=1, keepdims=True)
-            return a / np.where(norm > 0, norm, 1.0)
-        return unit(source), unit(target)
-    raise ValueError(f"unknown fusion scaling {scaling!r}; use one of {SCALINGS}")
+    scale = block_scale(source, scaling)
+    return apply_scale(source, scaling, scale), apply_scale(target, scaling, scale)
 
 
 def fuse(blocks: list[tuple[np.ndarray, np.ndarray]], scaling: str = "block-rms") -> tuple[np.ndarray, np.ndarray]:

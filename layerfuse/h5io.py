@@ -282,16 +282,21 @@ def read_store(path: str | os.PathLike, dataset: str = "features"):
     return f, f[dataset], f["labels"][()], f["image_ids"].asstr()[()]
 
 
-def write_pair(path, source, target, source_labels, target_labels, attrs: dict | None = None) -> None:
-    """Atomically write a source/target feature pair (the format of reduced, fused and adapted files)."""
+def write_pair(path, source, target, source_labels, target_labels, attrs: dict | None = None,
+               extra: dict | None = None) -> None:
+    """Atomically write a source/target feature pair (the format of reduced, fused and adapted files);
+    ``extra``: more arrays a saved model needs (a PCA's or TCA's coefficients)."""
     write_arrays(path, {"source": np.asarray(source, np.float32), "target": np.asarray(target, np.float32),
                         "source_labels": np.asarray(source_labels, np.int64),
-                        "target_labels": np.asarray(target_labels, np.int64)}, attrs)
+                        "target_labels": np.asarray(target_labels, np.int64), **(extra or {})}, attrs)
+
+
+PAIR_ARRAYS = ["source", "target", "source_labels", "target_labels"]
 
 
 def read_pair(path):
     """(source, target, source_labels, target_labels, attrs) from a pair file."""
-    arrays, attrs = read_arrays(path)
+    arrays, attrs = read_arrays(path, PAIR_ARRAYS)
     return arrays["source"], arrays["target"], arrays["source_labels"], arrays["target_labels"], attrs
 
 

@@ -381,6 +381,16 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def manifest_classes(*manifests) -> list[str]:
+    """Class names indexed by label, from the usable rows of an experiment's manifests."""
+    names = {}
+    for path in manifests:
+        for r in read_manifest(path):
+            if r["status"] == "ok" and int(r["label"]) >= 0:
+                names[int(r["label"])] = r["class"]
+    return [names.get(i, f"class{i}") for i in range(max(names) + 1)] if names else []
+
+
 def manifest_summary(manifests: dict) -> dict:
     """Kept/skipped counts, skipped files with reasons, and images present in both domains.
 

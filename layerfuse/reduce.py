@@ -19,7 +19,7 @@ import numpy as np
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS
 
-__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair"]
+__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps"]
 
 log = logging.getLogger("layerfuse.reduce")
 
@@ -73,6 +73,7 @@ class PCAResult:
     source: np.ndarray
     target: np.ndarray
     explained_variance: np.ndarray
+    source_coef: np.ndarray        # U Λ^-½: loadings = (X_s - mean)ᵀ source_coef (see :func:`pca_loadings`)
 
 
 class GramPCA:
@@ -149,7 +150,29 @@ class GramPCA:
                         "recorded as local_width in the scores", self.n_components_, int(self.n_components), ns,
                         self.n_components_)
         self.explained_variance_ = evals / (ns - 1)
-        return PCAResult(source.astype(np.float32), target.astype(np.float32), self.explained_variance_)
+        self.source_coef_ = evecs * scale
+        return PCAResult(source.astype(np.float32), target.astype(np.float32), self.explained_variance_,
+                         self.source_coef_)
+
+
+def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_memory_mb: float = 512):
+    """``(mean, loadings)`` of a fitted :class:`GramPCA` for projecting new maps: ``(x - mean) @ loadings``.
+
+    The Gram-matrix PCA never forms its ``d x k`` loadings; a saved model needs them:
+    ``loadings = (X_s - mean)ᵀ U Λ^-½`` in one pass over the source store's columns, so that
+    ``(X_t - mean) @ loadings`` equals the target scores of :meth:`GramPCA.fit_transform_stores`.
+    """
+    rows = np.arange(source_dset.shape[0]) if source_rows is None else np.asarray(source_rows)
+    per_col = int(np.prod(source_dset.shape[2:])) if source_dset.ndim > 2 else 1
+    step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
+    coef = np.asarray(source_coef, np.float64)
+    means, parts = [], []
+    for lo in range(0, source_dset.shape[1], step):
+        block = _columns(source_dset, lo, lo + step)[rows].astype(np.float64)
+        mean = block.mean(axis=0)
+        means.append(mean)
+        parts.append((block - mean).T @ coef)
+    return np.concatenate(means), np.concatenate(parts)
 
 
 def _columns(dset, lo, hi) -> np.ndarray:
@@ -168,13 +191,22 @@ def _map_blocks(dset, fn, memory_mb=256):
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def reduce_maps(maps: np.ndarray, method: str, params: dict) -> np.ndarray:
+    """A per-image reducer (``flatten`` or ``pool2d``) on a batch of maps."""
+    if method == "flatten":
+        return flatten_pool(maps, params.get("segment", 100))
+    if method == "pool2d":
+        return pool2d(maps, params.get("region"))
+    raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
+
+
 def reduce_store_pair(source_path, target_path, method: str, params: dict,
                       source_rows=None, target_rows=None) -> dict[str, np.ndarray]:
     """Reduce a layer's source and target stores with ``method`` (pca, flatten, pool2d).
 
     ``source_rows``/``target_rows`` (integer arrays) select rows of the stores:
     with one store for both (a seeded split of one dataset) every row is read
-    once.  Returns ``{"source": Xs, "target": Xt}``.
+    once.  Returns ``{"source": Xs, "target": Xt}`` (PCA also ``pca_coef``: see :func:`pca_loadings`).
     """
     shared = Path(source_path).resolve() == Path(target_path).resolve()
     with h5py.File(source_path, "r") as fs, \
@@ -186,13 +218,8 @@ def reduce_store_pair(source_path, target_path, method: str, params: dict,
         if method == "pca":
             res = GramPCA(params.get("n_components", 256), block_memory_mb=params.get("block_memory_mb", 1024)
                           ).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
-            return {"source": res.source, "target": res.target}
-        if method == "flatten":
-            fn = lambda a: flatten_pool(a, params.get("segment", 100))  # noqa: E731
-        elif method == "pool2d":
-            fn = lambda a: pool2d(a, params.get("region"))  # noqa: E731
-        else:
-            raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
+            return {"source": res.source, "target": res.target, "pca_coef": res.source_coef}
+        fn = lambda a: reduce_maps(a, method, params)  # noqa: E731
         reduced_source = _map_blocks(xs, fn)                    # per-image reducers: every stored row once
         reduced_target = reduced_source if shared else _map_blocks(xt, fn)
         return {"source": _pick(reduced_source, source_rows), "target": _pick(reduced_target, target_rows)}

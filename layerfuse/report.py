@@ -232,3 +232,65 @@ def plot_message(path, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
+
+
+def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame, thumbnails: dict,
+                     confusion_png=None, per_class: int = 6) -> str:
+    """The report's Predictions page for one experiment and backbone: the selected cell and every
+    criterion's vote; predicted class counts; the confusion matrix (labelled targets); and up to
+    ``per_class`` thumbnails per predicted class, most confident first (``thumbnails``: image -> uint8 RGB).
+    """
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    def png(data: bytes) -> str:
+        return "data:image/png;base64," + base64.b64encode(data).decode()
+
+    def pct(v):
+        return "–" if pd.isna(v) else f"{100 * v:.1f}"
+
+    esc = html.escape
+    chosen = picks[(picks["kind"] == "criterion") & picks["default"]]
+    cell = predictions["cell"].iloc[0] if len(predictions) else "–"
+    parts = [f"<h2>{esc(title)}</h2>",
+             f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
+             f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "
+             "criterion (<code>selection.default</code>). Confidence is the SVM margin.</p>",
+             "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
+             "<tr><th>criterion</th><th>cell</th><th>score</th><th>accuracy %</th><th>balanced %</th>"
+             "<th>regret (points)</th></tr>"]
+    for r in picks.itertuples():
+        name = esc(str(r.criterion)) + (" (default)" if r.default else "")
+        score = "" if pd.isna(r.score) else f"{r.score:.4g}"
+        parts.append(f"<tr><td>{name}</td><td>{esc(f'{r.featureset} / {r.adapter} / {r.center}')}</td><td>{score}</td>"
+                     f"<td>{pct(r.accuracy)}</td><td>{pct(r.balanced_accuracy)}</td><td>{pct(r.regret)}</td></tr>")
+    parts.append("</table>")
+    counts = predictions["predicted"].value_counts()
+    parts += ["<h3>Predicted classes</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
+              "<tr><th>class</th><th>images</th></tr>"]
+    parts += [f"<tr><td>{esc(str(c))}</td><td>{n}</td></tr>" for c, n in counts.items()]
+    parts.append("</table>")
+    if confusion_png is not None:
+        parts += ["<h3>Confusion matrix</h3>", f"<img src='{png(Path(confusion_png).read_bytes())}'>"]
+    if thumbnails:
+        parts.append(f"<h3>Examples per predicted class (up to {per_class}, most confident first)</h3>")
+        for cls in counts.index:
+            rows = predictions[predictions["predicted"] == cls].sort_values("confidence", ascending=False)
+            imgs = []
+            for r in rows.head(per_class).itertuples():
+                if r.image not in thumbnails:
+                    continue
+                buf = io.BytesIO()
+                Image.fromarray(thumbnails[r.image]).resize((96, 96)).save(buf, format="PNG")
+                caption = esc(r.image) + ("" if "true" not in predictions or pd.isna(getattr(r, "true", None))
+                                          else f" (true: {esc(str(r.true))})")
+                imgs.append(f"<figure style='display:inline-block;margin:4px'><img src='{png(buf.getvalue())}' "
+                            f"title='{caption}'><figcaption style='font-size:9px;max-width:96px;overflow:hidden'>"
+                            f"{caption}</figcaption></figure>")
+            parts.append(f"<h4>{esc(str(cls))}</h4><div>{''.join(imgs)}</div>")
+    body = "\n".join(parts)
+    return f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{esc(title)}</title></head>" \
+           f"<body style='font-family:sans-serif'>\n{body}\n</body></html>\n"

@@ -17,6 +17,7 @@ from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, w
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_layers", "manifest_rows", "reduce_layer",
     "reduce_pool_layer", "fuse_featureset", "fit_tca", "score_featureset", "summarize",
+    "select_configuration", "export_model",
 ]
 
 log = logging.getLogger("layerfuse")
@@ -128,7 +129,8 @@ def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest
     reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer, rows_s, rows_t)
     write_pair(out, reduced["source"], reduced["target"], _rows_of(read_labels(source_store), rows_s),
                _rows_of(read_labels(target_store), rows_t),
-               {"reducer": json.dumps(reducer), "layerfuse_version": __version__})
+               {"reducer": json.dumps(reducer), "layerfuse_version": __version__},
+               extra={"pca_coef": reduced["pca_coef"]} if "pca_coef" in reduced else None)
 
 
 def reduce_pool_layer(store, reducer: dict, out) -> None:
@@ -163,7 +165,7 @@ def fuse_featureset(global_source, global_target, local_pair, scaling: str, out,
 
     ``source_manifest``/``target_manifest`` select the rows of every store (see :func:`manifest_rows`).
     """
-    from .fusion import fuse
+    from .fusion import block_scale, fuse
 
     gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
     blocks = [(gs, gt)]
@@ -177,7 +179,8 @@ def fuse_featureset(global_source, global_target, local_pair, scaling: str, out,
         blocks.append((ls, lt))
     xs, xt = fuse(blocks, scaling)
     write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks),
-                                     "local_width": blocks[1][0].shape[1] if len(blocks) > 1 else 0})
+                                     "local_width": blocks[1][0].shape[1] if len(blocks) > 1 else 0,
+                                     "block_scales": json.dumps([block_scale(s, scaling) for s, _ in blocks])})
 
 
 def fit_tca(fused, params: dict, out) -> None:
@@ -191,8 +194,10 @@ def fit_tca(fused, params: dict, out) -> None:
               mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
               auto_threshold=params["auto_threshold"])
     z = tca.fit_transform(*stack_domains(xs, xt))
+    # coef and basis_rows (rows of the fused source-over-target stack): the out-of-sample map of a saved model
     write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
-               {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_})
+               {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_},
+               extra={"coef": tca.coef_, "basis_rows": tca.basis_index_})
 
 
 def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
@@ -323,7 +328,7 @@ def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None, center
 
 
 def select_configuration(score_csvs, prediction_stores, source_manifest, target_manifest, params: dict,
-                         outputs) -> "pd.DataFrame":
+                         outputs, target_images=None) -> "pd.DataFrame":
     """Each label-free criterion's pick among one backbone's cells; the default criterion's predictions.
 
     Writes ``outputs.selection`` (a row per criterion: the cell it picks, its score, and, where the target
@@ -331,23 +336,20 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     no-adaptation Global cell), ``outputs.predictions`` (a row per target image: ``image`` relative to the
     target folder, ``predicted``, ``confidence`` = the SVM margin, ``cell``, and ``true`` where labelled),
     and the confusion matrix ``outputs.confusion`` / ``outputs.figure`` (true classes by predicted; one
-    row ``unlabelled`` for an unlabelled target).
+    row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
+    (thumbnails from the image store ``target_images``).
     """
     import h5py
     import pandas as pd
 
-    from .images import read_manifest
+    from .images import manifest_classes, read_manifest
     from .report import aggregate_scores, plot_confusion
     from .select import selection_table
 
     sel = params["selection"]
     df = aggregate_scores(score_csvs)
     labelled = not df["accuracy"].isna().all()
-    classes = {}
-    for r in read_manifest(source_manifest):
-        if r["status"] == "ok":
-            classes[int(r["label"])] = r["class"]
-    names = [classes[i] for i in sorted(classes)]
+    names = manifest_classes(source_manifest, target_manifest)
     out = selection_table(df, sel["criteria"], default=sel["default"], center=params["center"],
                           global_layer=params["global_layer"])
     out.insert(0, "backbone", df["backbone"].iloc[0])
@@ -384,7 +386,37 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     with atomic_path(outputs.figure) as tmp:
         plot_confusion(confusion, tmp, f"{chosen['experiment']} / {chosen['backbone']}: "
                                        f"{table['cell'].iloc[0]} (picked by {sel['default']})")
+    if getattr(outputs, "summary", None):
+        from .report import predictions_html
+
+        per_class = 6
+        shown = table.sort_values("confidence", ascending=False).groupby("predicted").head(per_class)["image"]
+        html = predictions_html(f"{chosen['experiment']} / {chosen['backbone']}", out, table,
+                                _thumbnails(target_images, target_manifest, set(shown)),
+                                outputs.figure if labelled else None, per_class)
+        write_text_atomic(outputs.summary, html)
     return out
+
+
+def _thumbnails(images_store, manifest, wanted: set) -> dict:
+    """{image id: uint8 RGB} of the ``wanted`` target images, from the (possibly pooled) image store."""
+    if images_store is None or not wanted:
+        return {}
+    import h5py
+
+    with h5py.File(images_store, "r") as f:
+        ids = f["image_ids"].asstr()[()]
+        rows = _rows_in({"image_ids": ids, "labels": f["labels"][()]}, images_store, manifest)
+        rows = np.arange(len(ids)) if rows is None else rows
+        pick = sorted(int(r) for r in rows if ids[r] in wanted)
+        return dict(zip(ids[pick], f["images"][pick])) if pick else {}
+
+
+def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
+    """The selected cell (or ``cell``) as a saved model folder: see :mod:`layerfuse.model`."""
+    from .model import export_model as export
+
+    return export(inputs, params, out_dir, cell)
 
 
 def _store_for(stores, featureset: str):

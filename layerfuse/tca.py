@@ -102,8 +102,11 @@ class TCA(TransformerMixin, BaseEstimator):
     ----------
     gamma_ : float
     eigenvalues_ : ndarray of shape (n_components,)
-    coef_ : ndarray of shape (n_samples_fit, n_components)
-        ``W``; ``transform(X) = K(X, X_fit_) @ coef_``.
+    coef_ : ndarray of shape (n_basis, n_components)
+        ``transform(X) = K(X, X_fit_[basis_index_]) @ coef_``: ``W`` over every fitted row (exact
+        solvers), or the Nyström map's coefficients over the landmarks.
+    basis_index_ : ndarray of int
+        Rows of ``X_fit_`` the kernel is evaluated against out of sample (all, or the landmarks).
     X_fit_ : ndarray
     """
 
@@ -218,7 +221,7 @@ class TCA(TransformerMixin, BaseEstimator):
         self.eigenvalues_ = evals
         self.coef_ = W
         self.embedding_ = K @ W
-        self._nystroem = None
+        self.basis_index_ = np.arange(n)
 
     def _fit_nystroem(self, X, e, k):
         """TCA on the Nyström feature map of ``m`` landmarks: O(N·m) memory, O(N·m²) time.
@@ -265,8 +268,8 @@ class TCA(TransformerMixin, BaseEstimator):
         self.n_iter_ = 1  # direct solve
         self.embedding_ = U @ (s2[:, None] * a)
         # out of sample: K(x, X) W ≈ φ(x) Φᵀ U a = φ(x) V Σ a, with φ(x) = K(x, L) proj
-        self._nystroem = (landmarks, proj @ (V * sigma) @ a)
-        self.coef_ = None
+        self.basis_index_ = idx
+        self.coef_ = proj @ (V * sigma) @ a
 
     def fit_transform(self, X, domain=None, **fit_params):
         return self.fit(X, domain).embedding_
@@ -275,10 +278,8 @@ class TCA(TransformerMixin, BaseEstimator):
         """Project rows of ``X`` (seen or unseen) onto the transfer components."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        if self._nystroem is not None:
-            landmarks, coef = self._nystroem
-            return self._kernel(X, landmarks) @ coef
-        return self._kernel(X, self.X_fit_) @ self.coef_
+        basis = self.X_fit_ if len(self.basis_index_) == len(self.X_fit_) else self.X_fit_[self.basis_index_]
+        return self._kernel(X, basis) @ self.coef_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

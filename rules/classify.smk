@@ -36,6 +36,11 @@ rule select_configuration:
             category="Predictions",
             labels={"experiment": "{experiment}", "backbone": "{backbone}", "figure": "confusion matrix"},
         ),
+        summary=report(
+            "results/{experiment}/predictions/{backbone}.html",
+            category="Predictions",
+            labels={"experiment": "{experiment}", "backbone": "{backbone}", "figure": "selection and predictions"},
+        ),
     params:
         select=selection_params,
     log:

@@ -163,6 +163,7 @@ def get_final_outputs():
     return (
         expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS)
         + expand("results/{experiment}/predictions/{backbone}.csv", experiment=EXPERIMENTS, backbone=BACKBONES)
+        + expand("results/{experiment}/model/{backbone}", experiment=EXPERIMENTS, backbone=BACKBONES)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)
         + ["results/report/config.yaml"]
@@ -376,9 +377,56 @@ def selection_inputs(wildcards):
         "predictions": [f"{s}.h5" for s in stores],
         "source_manifest": f"{base}/manifest/source.tsv",
         "target_manifest": f"{base}/manifest/target.tsv",
+        "target_images": target_images_store(wildcards),
     }
+
+
+def target_images_store(wildcards):
+    """The image store holding the experiment's target images (its own, or its pool's)."""
+    pool = EXPERIMENT_POOL.get(wildcards.experiment)
+    if pool:
+        return f"results/pools/{pool}/images/source.h5"
+    return f"results/{wildcards.experiment}/images/target.h5"
 
 
 def selection_files(wildcards):
     return expand("results/{experiment}/selection/{backbone}.csv", experiment=wildcards.experiment,
                   backbone=BACKBONES)
+
+
+def model_inputs(wildcards):
+    """Everything a saved model is built from: any feature set may be the one selected."""
+    base = f"results/{wildcards.experiment}"
+    bb, g = wildcards.backbone, config["global_layer"]
+    pca_sets = [(fs.split("-", 1)[0], fs.split("-", 1)[1]) for fs in FEATURESETS
+                if fs != g and config["reducers"][fs.split("-", 1)[1]]["method"] == "pca"]
+    inputs = {
+        "selection": f"{base}/selection/{bb}.csv",
+        "predictions": [f"{base}/scores/{bb}/{fs}.h5" for fs in FEATURESETS],
+        "fused": [f"{base}/fused/{bb}/{fs}.h5" for fs in FEATURESETS],
+        "adapted": [f"{base}/adapted/{bb}/{fs}/tca.h5" for fs in FEATURESETS] if any(a != "none" for a in ADAPTERS)
+        else [],
+        "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets],
+        "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets}),
+        "global_store": layer_stores(wildcards, store_backbone(bb, g), g)["target"],
+        **manifest_inputs(wildcards),
+        **weights_files(wildcards),
+    }
+    return inputs
+
+
+def model_params(wildcards):
+    return canonical({
+        "experiment": wildcards.experiment,
+        "backbone": wildcards.backbone,
+        "classes": CLASSES[wildcards.experiment],
+        "layers": {k: config["layers"][k] for k in PASS_LAYERS},
+        "global_layer": config["global_layer"],
+        "image_size": config["image_size"],
+        "max_file_mb": config["max_file_mb"],
+        "extract": EXTRACT_PARAMS,
+        "reducers": config["reducers"],
+        "fusion": config["fusion"],
+        "svm": SVM_PARAMS,
+        "tca": tca_params(wildcards),
+    })

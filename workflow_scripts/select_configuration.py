@@ -13,5 +13,6 @@ run(
         snakemake.input.target_manifest,
         snakemake.params.select,
         snakemake.output,
+        target_images=snakemake.input.target_images,
     )
 )

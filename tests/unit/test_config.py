@@ -143,3 +143,18 @@ def test_random_configs_never_traceback(edits):
     except ConfigError as exc:
         msg = str(exc)
         assert "\n" not in msg and len(msg) <= 240 and ": " in msg
+
+
+def test_command_line_strings_are_coerced_by_the_schema():
+    """``--config svm='{C: 0.1}'`` reaches the config as ``{"C": "0.1"}``: numbers, lists, null and
+    booleans are parsed where the schema wants them; strings the schema allows stay strings."""
+    cfg = _validated({"experiments": {"x": {"synthetic": {"n_source": "12"}}},
+                      "svm": {"C": "0.1", "class_weight": "null", "center": "none"},
+                      "tca": {"dims": "[128, 64]", "gamma": "0.5", "baseline": "false"},
+                      "selection": {"criteria": ["snd", "entropy"], "default": "snd"}})
+    assert cfg["svm"]["C"] == 0.1 and cfg["svm"]["class_weight"] is None and cfg["svm"]["center"] == "none"
+    assert cfg["tca"]["dims"] == [128, 64] and cfg["tca"]["gamma"] == 0.5 and cfg["tca"]["baseline"] is False
+    assert cfg["experiments"]["x"]["synthetic"]["n_source"] == 12
+    assert _validated({"experiments": {"x": {"synthetic": {}}}, "tca": {"gamma": "median"}})["tca"]["gamma"] == "median"
+    with pytest.raises(ConfigError, match="svm.C: 'abc' is not of type 'number'"):
+        _validated({"experiments": {"x": {"synthetic": {}}}, "svm": {"C": "abc"}})

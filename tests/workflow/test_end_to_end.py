@@ -94,7 +94,7 @@ def test_reordered_config_reruns_nothing(finished_run, tmp_path):
 def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "svm", **{"svm.C": 2.0}))
-    assert set(jobs) == {"evaluate_svm", "select_configuration", "aggregate_scores", "report_group", "dump_config",
+    assert set(jobs) == {"evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group", "dump_config",
                          "all"}
     assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
 
@@ -103,13 +103,13 @@ def test_changing_the_tables_centring_reruns_no_svm(finished_run, tmp_path):
     """Both centrings are scored in every cell; ``svm.center`` only picks the tables' rows."""
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "center", **{"svm.center": "none"}))
-    assert set(jobs) == {"select_configuration", "aggregate_scores", "report_group", "dump_config", "all"}
+    assert set(jobs) == {"select_configuration", "export_model", "aggregate_scores", "report_group", "dump_config", "all"}
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
-    assert set(jobs) == {"fit_tca", "evaluate_svm", "select_configuration", "aggregate_scores", "report_group",
+    assert set(jobs) == {"fit_tca", "evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
                          "dump_config", "all"}
 
 

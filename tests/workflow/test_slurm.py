@@ -165,7 +165,8 @@ def test_profile_slurm_matches_a_local_run(tmp_path, slurm_cluster, mini_baselin
     jobs = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True, text=True).stdout
     states = [line.split()[1] for line in jobs.splitlines()]
     # 1 demo data + 2 image sets + 2 extractions (one pass per domain) + 1 PCA + 1 fuse/TCA group
-    # + 1 SVM group; the weights were seeded; config dump, aggregation and report are localrules
-    assert states == ["COMPLETED"] * 8, jobs
+    # + 1 SVM group + 1 model export; the weights were seeded; config dump, selection, aggregation and
+    # report are localrules
+    assert states == ["COMPLETED"] * 9, jobs
     accuracy = "results/mini/accuracy.csv"
     assert (workdir / accuracy).read_bytes() == (mini_baseline / accuracy).read_bytes()

@@ -1,12 +1,19 @@
 """An unlabelled target (``labels: none``): images in any sub-folders, classes from the source, predictions out."""
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+import h5py
+
+from layerfuse.images import read_manifest
 from layerfuse.synthetic import make_demo_dataset
 
 from .conftest import seeded_workdir
@@ -34,7 +41,8 @@ def unlabelled_run(tmp_path_factory, mini_baseline):
                                      "target": {"path": "data/target", "labels": "none"}}},
            "image_size": 64, "backbones": {"imagenet": {"weights": "keras-npm"}},
            "layers": {"global": "flatten", "block1": "layer1.0"}, "local_layers": ["block1"],
-           "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100}},
+           "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
+                                                      "pca": {"method": "pca", "n_components": 8}},
            "tca": {"dims": [6, 4]}}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -52,12 +60,15 @@ def test_predictions_for_every_target_image(unlabelled_run):
     assert "true" not in pred.columns
     confusion = pd.read_csv(work / "results/field/predictions/imagenet_confusion.csv", index_col=0)
     assert list(confusion.index) == ["unlabelled"] and confusion.to_numpy().sum() == len(truth)
+    page = (work / "results/field/predictions/imagenet.html").read_text()
+    assert pred["cell"].iloc[0].replace("/", " / ") in page and "Each criterion's vote" in page
+    assert page.count("<figure") == min(len(truth), sum(min(n, 6) for n in pred["predicted"].value_counts()))
 
 
 def test_no_accuracy_and_no_oracle_without_labels(unlabelled_run):
     work, _, _ = unlabelled_run
     scores = pd.read_csv(work / "results/field/accuracy.csv")
-    assert scores["accuracy"].isna().all() and len(scores) == 2 * 3 * 2
+    assert scores["accuracy"].isna().all() and len(scores) == 3 * 3 * 2
     selection = pd.read_csv(work / "results/field/selection/imagenet.csv")
     assert "oracle" not in set(selection["kind"]) and selection["default"].sum() == 1
     tables = (work / "results/field/tables.md").read_text()
@@ -78,3 +89,96 @@ def test_unlabelled_source_is_refused_in_one_line(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out
     assert "config error: experiments.x.source.labels: the source must be labelled" in out
+
+
+def _predict_cli(*args):
+    return subprocess.run([sys.executable, "-m", "layerfuse", "predict", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
+    """``predict`` on the target folder with the exported model gives the workflow's predictions."""
+    work, truth, _ = unlabelled_run
+    model = work / "results/field/model/imagenet"
+    record = json.loads((model / "model.json").read_text())
+    assert sorted(p.name for p in model.iterdir() if not p.name.startswith(".")) == ["model.h5", "model.json"]
+    assert record["classes"] == ["circle", "square", "triangle"] and record["format"] == 1
+    workflow = pd.read_csv(work / "results/field/predictions/imagenet.csv")
+    assert record["cell"]["featureset"] + "/" + record["cell"]["adapter"] + "/" + record["cell"]["center"] \
+        == workflow["cell"].iloc[0]
+    proc = _predict_cli(work / "data/target", "--model", model, "-o", tmp_path / "p.csv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    ours = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert ours.loc[ours["image"] == "notes.txt", "status"].item() == "skipped"
+    ours = ours[ours["status"] == "ok"].set_index("image").loc[workflow["image"]]
+    assert list(ours["predicted"]) == list(workflow["predicted"])
+    np.testing.assert_allclose(ours["confidence"].astype(float), workflow["confidence"], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("featureset", ["global", "block1-flatten", "block1-pca"])
+def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path, featureset):
+    """Each reducer, raw or TCA, centred or not: the model's predictions equal the cell's in the workflow."""
+    from layerfuse.model import predict
+    from layerfuse.stages import export_model
+
+    work, _, _ = unlabelled_run
+    res = work / "results/field"
+    fs = ["global", "block1-flatten", "block1-pca"]
+    inputs = {"selection": res / "selection/imagenet.csv",
+              "predictions": [res / f"scores/imagenet/{f}.h5" for f in fs],
+              "fused": [res / f"fused/imagenet/{f}.h5" for f in fs],
+              "adapted": [res / f"adapted/imagenet/{f}/tca.h5" for f in fs],
+              "reduced": [res / "reduced/imagenet/block1/pca.h5"],
+              "maps": [res / "features/imagenet/source/block1.h5"],
+              "global_store": res / "features/imagenet/target/global.h5",
+              "source_manifest": res / "manifest/source.tsv", "target_manifest": res / "manifest/target.tsv",
+              "weights": work / "resources/weights/imagenet.pth", "record": work / "resources/weights/imagenet.json"}
+    params = {"classes": ["circle", "square", "triangle"], "layers": {"global": "flatten", "block1": "layer1.0"},
+              "global_layer": "global", "image_size": 64, "max_file_mb": 64,
+              "extract": {"batch_size": 4, "local_dtype": "float16"},
+              "reducers": {"flatten": {"method": "flatten", "segment": 100}, "pca": {"method": "pca", "n_components": 8}},
+              "fusion": {"scaling": "block-rms"}, "svm": {"C": 1.0, "class_weight": "balanced", "max_iter": 20000},
+              "tca": {"kernel": "rbf"}}
+    with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
+        cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
+    images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
+    for adapter, center in [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain")]:
+        out = tmp_path / f"{adapter}-{center}"
+        export_model(inputs, params, out, cell={"featureset": featureset, "adapter": adapter, "center": center})
+        table = predict(out, [work / "data/target"], batch_size=3).set_index("image")
+        got = table.loc[images, "predicted"].tolist()
+        expected = [params["classes"][i] for i in pred[cells.index([adapter, center])]]
+        assert got == expected, (featureset, adapter, center)
+
+
+def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path):
+    work, _, _ = unlabelled_run
+    model = tmp_path / "model"
+    shutil.copytree(work / "results/field/model/imagenet", model)
+    target = work / "data/target"
+
+    def error(*extra):
+        proc = _predict_cli(target, "--model", model, "-o", tmp_path / "p.csv", *extra)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "p.csv").exists()
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+        return lines[0]
+
+    assert "weights not found" in error("--weights", tmp_path / "none.pth")
+    other = tmp_path / "other.pth"
+    data = (work / "resources/weights/imagenet.pth").read_bytes()
+    other.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert "does not match the recorded" in error("--weights", other)
+    record = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**record, "format": 99}))
+    assert "model format 99" in error()
+    (model / "model.json").write_text(json.dumps(record))
+    with h5py.File(model / "model.h5", "a") as f:
+        f["svm/intercept"][0] += 1
+    assert "was modified" in error()
+    (model / "model.json").unlink()
+    assert "model.json: not found" in error()
+    assert "no such file or folder" in _predict_cli(tmp_path / "nope", "--model", work / "results/field/model/imagenet",
+                                                     "-o", tmp_path / "p.csv").stderr

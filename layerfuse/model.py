@@ -1,0 +1,345 @@
+"""A saved model: everything that classifies new images with one cell of the grid, in safe formats.
+
+``results/<experiment>/model/<backbone>/`` holds two files, no pickle:
+
+``model.json``
+    what the model is: the format number, the layerfuse version, the cell (feature set, adapter,
+    centring) and the criterion that picked it, the class names, the backbone (architecture,
+    preprocessing, the weights file's path relative to the model folder and its SHA-256), the layers'
+    graph nodes, image size and extraction precision, the reducer, fusion and SVM parameters, and the
+    SHA-256 of ``model.h5``.
+``model.h5``
+    the arrays: PCA mean and loadings (``d x k``: 4 bytes per map value and component, 400 MB for
+    128 components of a 256 x 55 x 55 block), the fusion's block scales, the adapter (TCA keeps the
+    rows its kernel is evaluated against, every fitted image or the Nyström landmarks, and their
+    coefficients: ``N x d`` plus ``N x k`` numbers), each domain's mean for the centring, and the
+    SVM's coefficients.
+
+:func:`predict` runs images through the same steps as the workflow (decode, network, reducer,
+fusion, adapter, centring, SVM) without Snakemake and without writing feature maps; on the target's
+own images it gives the workflow's predictions (a test checks it).  New images are centred on the
+target mean of the workflow's run: they are taken to come from that target domain.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+
+__all__ = ["MODEL_FORMAT", "export_model", "load_model", "predict"]
+
+log = logging.getLogger("layerfuse.model")
+
+MODEL_FORMAT = 1
+_FILES = ("model.json", "model.h5")
+
+
+def _pick_row(selection_csv, cell: dict | None) -> dict:
+    """The default criterion's pick in a selection table, or ``cell`` ({featureset, adapter, center})."""
+    import pandas as pd
+
+    table = pd.read_csv(selection_csv)
+    if cell is not None:
+        return {"criterion": "given", **cell}
+    pick = table[(table["kind"] == "criterion") & table["default"].astype(bool)]
+    if pick.empty:
+        raise ValueError(f"{selection_csv}: the default criterion picked no cell")
+    row = pick.iloc[0]
+    return {"criterion": row["criterion"], "featureset": row["featureset"], "adapter": row["adapter"],
+            "center": row["center"]}
+
+
+def _featureset_of(path) -> str:
+    """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
+    ``adapted/<bb>/<fs>/tca.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
+    p = Path(path)
+    kind = p.parents[2].name if p.name == "tca.h5" or p.parents[2].name == "reduced" else p.parents[1].name
+    if kind == "adapted":
+        return p.parent.name
+    if kind == "reduced":
+        return f"{p.parent.name}-{p.stem}"
+    return p.stem
+
+
+def _store_of(paths, featureset: str) -> str:
+    for p in paths:
+        if _featureset_of(p) == featureset:
+            return str(p)
+    raise ValueError(f"no store of feature set {featureset!r} among the inputs ({len(list(paths))} files)")
+
+
+def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
+    """Write the model of one backbone's selected cell (or of ``cell``) to ``out_dir``.
+
+    ``inputs``: ``selection`` (the backbone's selection CSV), ``predictions`` (its prediction stores),
+    ``weights`` and ``record`` (the backbone), ``fused`` and ``adapted`` (every feature set's stores),
+    ``reduced`` (PCA feature sets' reduced pairs), ``maps`` (the source map stores of the PCA layers),
+    ``source_manifest`` and ``target_manifest``, ``global_store`` (the target's global store: the
+    precision used).  ``params``: ``layers``, ``global_layer``, ``image_size``, ``max_file_mb``,
+    ``extract``, ``reducers``, ``fusion``, ``svm``, ``tca``.  Returns the model's JSON record.
+    """
+    from .evaluate import center_domains, decide, fit_svm
+    from .h5io import read_arrays, read_pair
+    from .images import manifest_classes
+    from .reduce import pca_loadings
+    from .stages import _rows_in
+
+    pick = _pick_row(inputs["selection"], cell)
+    featureset, adapter, center = pick["featureset"], pick["adapter"], pick["center"]
+    layer, _, reducer = featureset.partition("-")
+    fused_path = _store_of(inputs["fused"], featureset)
+    xs, xt, ys, yt, fused_attrs = read_pair(fused_path)
+    arrays = {"fusion/scales": np.array([np.nan if s is None else s
+                                         for s in json.loads(fused_attrs["block_scales"])], np.float64)}
+    reducer_params = params["reducers"][reducer] if reducer else None
+    if reducer_params and reducer_params["method"] == "pca":
+        coef = read_arrays(_store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
+        maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
+        with h5py.File(maps, "r") as f:
+            ids = {"image_ids": f["image_ids"].asstr()[()], "labels": f["labels"][()]}
+            rows = _rows_in(ids, maps, inputs["source_manifest"])
+            mean, loadings = pca_loadings(f["features"], coef, rows)
+        arrays["reducer/mean"], arrays["reducer/loadings"] = mean.astype(np.float32), loadings.astype(np.float32)
+
+    adapter_record = {"name": adapter}
+    if adapter == "none":
+        zs, zt = xs, xt
+    else:
+        dims = int(adapter.split("-", 1)[1])
+        tca = read_arrays(_store_of(inputs["adapted"], featureset), ["source", "target", "coef", "basis_rows"])
+        (a, attrs), stacked = tca, np.vstack([xs, xt])
+        zs, zt = a["source"][:, :dims], a["target"][:, :dims]
+        arrays["adapter/basis"] = stacked[a["basis_rows"]]
+        arrays["adapter/coef"] = a["coef"][:, :dims]
+        adapter_record.update(kernel=params["tca"]["kernel"], gamma=float(attrs["gamma_"]), dims=int(zs.shape[1]),
+                              solver=str(attrs["solver_"]))
+    cs, ct = center_domains(zs, zt, center)
+    if center == "domain":
+        arrays["center/target_mean"] = zt.mean(0)
+    svm = fit_svm(cs, ys, **{k: params["svm"][k] for k in ("C", "class_weight", "max_iter")})
+    arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
+    pred, _ = decide(svm.decision_function(ct), svm.classes_)
+    _check_reproduces(inputs["predictions"], featureset, adapter, center, pred)
+
+    with h5py.File(inputs["global_store"], "r") as f:
+        precision = str(f.attrs["precision"])
+    record_in = json.loads(Path(inputs["record"]).read_text())
+    # the experiment's class names, indexed by label (a generated demo's are known from its manifests only)
+    classes = list(params.get("classes") or manifest_classes(inputs["source_manifest"], inputs["target_manifest"]))
+    out_dir = Path(out_dir)
+    record = {
+        "format": MODEL_FORMAT, "layerfuse_version": __version__, "experiment": params.get("experiment", ""),
+        "backbone": {"name": params.get("backbone", ""), "architecture": record_in["architecture"],
+                     "preprocessing": record_in["preprocessing"], "maxpool_pad": record_in["maxpool_pad"],
+                     "weights": os.path.relpath(Path(inputs["weights"]).resolve(), out_dir.resolve()),
+                     "weights_sha256": record_in["sha256"]},
+        "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": adapter,
+                 "center": center, "picked_by": pick["criterion"]},
+        "classes": classes,
+        "layers": {"global": params["layers"][params["global_layer"]],
+                   "local": params["layers"][layer] if reducer else None},
+        "image_size": params["image_size"], "max_file_mb": params["max_file_mb"],
+        "extract": {"precision": precision, "batch_size": params["extract"]["batch_size"],
+                    "local_dtype": params["extract"]["local_dtype"]},
+        "reducer": reducer_params, "fusion": {"scaling": fused_attrs["scaling"]}, "adapter": adapter_record,
+        "svm": params["svm"], "config": params,
+    }
+    _write_model_dir(out_dir, record, arrays)
+    log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, adapter, center, pick["criterion"],
+             out_dir)
+    return record
+
+
+def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
+    """The exported SVM must give the workflow's predictions for the cell (same data, same seed)."""
+    store = _store_of(prediction_stores, featureset)
+    with h5py.File(store, "r") as f:
+        cells = json.loads(f.attrs["cells"])
+        expected = f["pred"][cells.index([adapter, center])]
+    if not np.array_equal(expected, pred):
+        raise ValueError(f"{store}: the refitted SVM disagrees with the workflow's predictions on "
+                         f"{int((expected != pred).sum())} image(s); rerun the workflow")
+
+
+def _write_model_dir(out_dir: Path, record: dict, arrays: dict) -> None:
+    """Both files in a sibling temporary folder, then one rename: the model appears whole or not at all."""
+    from .weights import sha256_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        with h5py.File(tmp / "model.h5", "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=np.asarray(value))
+        record = {**record, "model_h5_sha256": sha256_file(tmp / "model.h5")}
+        (tmp / "model.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_model(model_dir) -> tuple[dict, dict]:
+    """``(record, arrays)`` of a saved model, checked: a missing, tampered or incompatible model is one
+    ``ValueError`` naming the file."""
+    from .weights import sha256_file
+
+    model_dir = Path(model_dir)
+    json_path, h5_path = model_dir / "model.json", model_dir / "model.h5"
+    for path in (json_path, h5_path):
+        if not path.is_file():
+            raise ValueError(f"{path}: not found; a model folder is results/<experiment>/model/<backbone>")
+    try:
+        record = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{json_path}: not a layerfuse model record ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else None
+        raise ValueError(f"{json_path}: model format {found!r}, this layerfuse ({__version__}) reads format "
+                         f"{MODEL_FORMAT}; re-export it with the workflow of this version")
+    if sha256_file(h5_path) != record.get("model_h5_sha256"):
+        raise ValueError(f"{h5_path}: sha256 differs from the one recorded in {json_path.name}: the model was "
+                         "modified; re-export it")
+    arrays = {}
+    with h5py.File(h5_path, "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return record, arrays
+
+
+class _Pipeline:
+    """The saved cell as functions of a batch: network outputs -> SVM decision values."""
+
+    def __init__(self, record: dict, arrays: dict):
+        self.record, self.arrays = record, arrays
+
+    def features(self, global_vec: np.ndarray, local_maps: np.ndarray | None) -> np.ndarray:
+        from .fusion import apply_scale
+        from .reduce import reduce_maps
+
+        rec, a = self.record, self.arrays
+        scaling = rec["fusion"]["scaling"]
+        scales = [None if np.isnan(s) else float(s) for s in a["fusion/scales"]]
+        blocks = [global_vec]
+        if local_maps is not None:
+            flat = local_maps.reshape(len(local_maps), -1)
+            if rec["reducer"]["method"] == "pca":
+                blocks.append(((flat - a["reducer/mean"]) @ a["reducer/loadings"]).astype(np.float32))
+            else:
+                blocks.append(reduce_maps(local_maps, rec["reducer"]["method"], rec["reducer"]))
+        return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, scales)], axis=1)
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        from .tca import rbf_kernel
+
+        rec, a = self.record, self.arrays
+        if rec["adapter"]["name"] != "none":
+            xd, basis = x.astype(np.float64), a["adapter/basis"].astype(np.float64)
+            k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
+            x = (k @ a["adapter/coef"]).astype(np.float32)
+        if rec["cell"]["center"] == "domain":
+            x = x - a["center/target_mean"]
+        d = x @ a["svm/coef"].T + a["svm/intercept"]
+        return d[:, 0] if d.shape[1] == 1 else d
+
+
+def _scan_paths(paths) -> list[tuple[Path, Path, str, dict]]:
+    """``(root, file, shown name, manifest row)`` for every file named or found below a named folder."""
+    from .images import _file_row, _scan_unlabelled
+
+    found = []
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found += [(p, p / r["image_id"], r["image_id"], r) for r in _scan_unlabelled(p)]
+        elif p.exists() or p.is_symlink():
+            found.append((p.parent, p, str(arg), _file_row(p, p.name, "", -1)))
+        else:
+            raise ValueError(f"{arg}: no such file or folder")
+    return found
+
+
+def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | None = None,
+            threads: int | None = None):
+    """Classify image files and folders (searched recursively) with a saved model.
+
+    Returns a table with a row per file: ``image`` (relative to its folder, or as given), ``predicted``,
+    ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``status`` (``ok`` or
+    ``skipped``) and ``reason``; written atomically to ``out_csv`` when given.
+    """
+    import pandas as pd
+    import torch
+    from tqdm import tqdm
+
+    from .backbones import BackboneSpec
+    from .evaluate import decide
+    from .extract import feature_extractor, load_backbone
+    from .h5io import atomic_path
+    from .images import _read_and_decode, decode_workers
+
+    record, arrays = load_model(model_dir)
+    bb = record["backbone"]
+    weights = Path(weights) if weights else Path(model_dir) / bb["weights"]
+    if not weights.is_file():
+        raise ValueError(f"{weights}: backbone weights not found (pass --weights with the file whose sha256 is "
+                         f"{bb['weights_sha256']})")
+    spec = BackboneSpec(bb["architecture"], bb["preprocessing"], bb["maxpool_pad"])
+    model = load_backbone(weights, spec, bb["weights_sha256"])
+    if threads:
+        torch.set_num_threads(int(threads))
+    layers = record["layers"]
+    nodes = {layers["global"]: "global", **({layers["local"]: "local"} if layers["local"] else {})}
+    extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"])
+    local_dtype = getattr(torch, record["extract"]["local_dtype"])
+    pipeline = _Pipeline(record, arrays)
+    classes = np.asarray(record["classes"])
+    cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
+    batch_size = int(batch_size or record["extract"]["batch_size"])
+    max_bytes = int(record["max_file_mb"] * 2**20)
+
+    files = _scan_paths(paths)
+    rows = [{"image": shown, "predicted": "", "confidence": np.nan, "cell": cell, "status": row["status"],
+             "reason": row["reason"]} for _, _, shown, row in files]
+    todo = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=decode_workers()) as pool, \
+            tqdm(total=len(todo), desc="predict", unit="img", mininterval=2.0) as bar:
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo:lo + batch_size]
+            decoded = list(pool.map(lambda i: _read_and_decode(files[i][1], files[i][0], record["image_size"],
+                                                               max_bytes), chunk))
+            ok = [(i, image) for i, (_, image, reason) in zip(chunk, decoded) if reason is None]
+            for i, (_, _, reason) in zip(chunk, decoded):
+                if reason is not None:
+                    rows[i].update(status="skipped", reason=reason)
+            if ok:
+                with torch.inference_mode():
+                    out = extractor(prepared(np.stack([image for _, image in ok])))
+                g = out["global"].to(torch.float32).numpy()
+                maps = (out["local"].to(local_dtype).contiguous().to(torch.float32).numpy()
+                        if "local" in out else None)
+                pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), arrays["svm/classes"])
+                for (i, _), p, m in zip(ok, pred, margin):
+                    rows[i].update(predicted=classes[p], confidence=float(m))
+            bar.update(len(chunk))
+    table = pd.DataFrame(rows, columns=["image", "predicted", "confidence", "cell", "status", "reason"])
+    if out_csv is not None:
+        with atomic_path(out_csv) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+    return table

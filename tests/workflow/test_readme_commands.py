@@ -1,0 +1,89 @@
+"""Every command in the README's code blocks runs: Snakemake commands as dry runs from the repository
+(as a user types them), ``python -m layerfuse`` commands parsed by its own argument parser, so the
+README cannot drift from the workflow."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from layerfuse.__main__ import build_parser
+
+from .helpers import REPO, SNAKEMAKE
+
+README = (REPO / "README.md").read_text()
+DATA = REPO.parent / "shared" / "data"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _commands() -> list[str]:
+    cmds = []
+    for block in _blocks("bash"):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line.strip())
+            if line.startswith((".venv/bin/snakemake", ".venv/bin/python -m layerfuse")):
+                cmds.append(line)
+    return cmds
+
+
+COMMANDS = _commands()
+
+
+def test_the_readme_has_commands():
+    assert sum(c.startswith(".venv/bin/snakemake") for c in COMMANDS) >= 8
+    assert any("predict" in c for c in COMMANDS) and any("--config" in c for c in COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def own_images(tmp_path_factory):
+    """The README's "my.yaml" with its folders pointed at a generated labelled source and flat target."""
+    from layerfuse.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("readme")
+    make_demo_dataset(root / "demo", n_classes=3, n_source=90, n_target=10, seed=0, size=32)  # > 256 images
+    (root / "flat").mkdir()
+    for i, p in enumerate(sorted((root / "demo/target").glob("*/*.png"))):
+        p.rename(root / "flat" / f"{i}.png")
+    text = next(b for b in _blocks("yaml") if b.startswith("# my.yaml"))
+    cfg = yaml.safe_load(text)
+    exp = next(iter(cfg["experiments"].values()))
+    assert exp["target"]["labels"] == "none"
+    text = text.replace(exp["source"]["path"], str(root / "demo/source")).replace(exp["target"]["path"],
+                                                                                 str(root / "flat"))
+    (root / "my.yaml").write_text(text)
+    return root / "my.yaml"
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/snakemake")])
+def test_snakemake_command_dry_runs(command, own_images):
+    args = shlex.split(command)[1:]
+    if "--report" in args:
+        pytest.skip("the report needs a finished run: tests/workflow/test_end_to_end.py builds one")
+    args = [str(own_images) if a == "my.yaml" else a for a in args]
+    preset = next((a for a in args if a.startswith("config/presets/")), None)
+    proc = subprocess.run([SNAKEMAKE, *args, "--dry-run", "--quiet", "rules"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    missing = re.search(r"(?:dataset folder not found: |folder )(\S+)(?: not found)?", out)
+    if preset and proc.returncode and "not found" in out and missing:
+        assert "Traceback" not in out and out.count("config error") == 1, out[-2000:]
+        if "supermarket" in preset or not DATA.is_dir():
+            pytest.skip(f"{preset}: data not here ({missing.group(1)}); the error is one line")
+    assert proc.returncode == 0, out[-3000:]
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "-m layerfuse" in c])
+def test_layerfuse_command_parses(command):
+    args = shlex.split(command)[3:]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == args[0]
+    if parsed.command == "list-layers":
+        proc = subprocess.run([sys.executable, "-m", "layerfuse", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "layer1.0" in proc.stdout, proc.stderr[-2000:]
