@@ -16,8 +16,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 run: venv
-	$(VENV)/bin/snakemake --cores $(CORES) --printshellcmds
-	@cat results/demo/tables.md
+	@$(VENV)/bin/snakemake --cores $(CORES) --quiet all
+	@$(PY) -m layerfuse summary results/demo
+	@echo "  tables: results/demo/tables.md; report: $(VENV)/bin/snakemake --report report.html"
 
 test: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -rs

@@ -45,7 +45,7 @@ def main(argv=None):
     for path in paths:
         xs, xt, ys, yt, _ = read_pair(path)
         x, dom = stack_domains(xs, xt)
-        z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu).fit_transform(x, dom)
+        z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu).fit_transform(x, sample_domain=dom)
         ns = len(xs)
         cells = [_pct(scores_over_dims(z, ns, ys, yt, args.dims, center)) for center in CENTERINGS]
         cells += [_pct([evaluate_svm(xs, ys, xt, yt, center=center)[0]]) for center in CENTERINGS]

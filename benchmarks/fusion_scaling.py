@@ -24,8 +24,9 @@ from _common import scores_over_dims  # noqa: E402
 
 
 def score(xs, xt, ys, yt, dims):
-    out = {"none": evaluate_svm(xs, ys, xt, yt)[0]["accuracy"]}
-    z = TCA(min(max(dims), len(xs) + len(xt))).fit_transform(*stack_domains(xs, xt))
+    out = {"none": evaluate_svm(xs, ys, xt, yt, center="none")[0]["accuracy"]}
+    x, dom = stack_domains(xs, xt)
+    z = TCA(min(max(dims), len(xs) + len(xt)), bandwidth_factor=1.0).fit_transform(x, sample_domain=dom)
     accs = [m["accuracy"] for m in scores_over_dims(z, len(xs), ys, yt, dims)]
     out["tca"] = float(np.mean(accs))
     return out

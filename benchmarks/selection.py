@@ -1,6 +1,7 @@
 """Which label-free criterion picks the best cell?  Regret over finished experiments, and the selection's cost.
 
-    python benchmarks/selection.py <workdir>/results/<experiment> [...] [--backbone imagenet] [--out cells.csv]
+    python benchmarks/selection.py <workdir>/results/<experiment> [...] [--scope global|all] [--out cells.csv]
+    python benchmarks/selection.py --cells cells.csv [...] [--scope global|all]   # re-pick from scored cells
 
 For each experiment (a finished workflow run: its ``fused/`` and ``adapted/``
 stores) every cell, feature set x adapter (none, TCA at each dims the store
@@ -13,6 +14,9 @@ without target labels; the target labels only measure the pick:
 - below Global: the no-adaptation Global cell (tables' centring) minus the pick, where positive;
 - cost: scoring time with the criteria over scoring time without them, in the same run, and the
   criteria's time over the experiment's whole workflow time (from its ``benchmarks/`` TSVs).
+
+``--scope`` is ``selection.scope``: the criteria are computed, and pick, among the global feature set's
+cells at the tables' centring (``global``, the default) or among every cell (``all``).
 
 Experiments whose names differ only by a trailing ``s<seed>`` (Corel-1000's splits) are one pair: their
 regrets are averaged before the mean over pairs.
@@ -34,8 +38,10 @@ from layerfuse.stages import score_featureset
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
 
-def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: Path) -> tuple[pd.DataFrame, float]:
-    """Every cell of one experiment and backbone, scored as the workflow does; (cells, seconds)."""
+def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: Path,
+                     scope: str = "global") -> tuple[pd.DataFrame, float]:
+    """Every cell of one experiment and backbone, scored as the workflow does (the criteria only where
+    ``scope`` lets the selection choose: the ``global`` feature set, or ``all``); (cells, seconds)."""
     frames, elapsed = [], 0.0
     for fused in sorted(exp_dir.glob(f"fused/{backbone}/*.h5")):
         featureset = fused.stem
@@ -50,7 +56,9 @@ def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: 
             adapters += [f"tca-{d}" for d in (256, 192, 128, 96, 64) if d <= width]
         meta = {"experiment": exp_dir.name, "backbone": backbone, "featureset": featureset}
         start = time.perf_counter()
-        score_featureset(features, adapters, SVM, meta, tmp / f"{featureset}.csv", selection=selection)
+        in_scope = scope == "all" or featureset == "global"
+        score_featureset(features, adapters, SVM, meta, tmp / f"{featureset}.csv",
+                         selection=selection if in_scope else None)
         elapsed += time.perf_counter() - start
         frames.append(pd.read_csv(tmp / f"{featureset}.csv"))
     if not frames:
@@ -67,10 +75,11 @@ def workflow_seconds(exp_dir: Path) -> float:
     return total
 
 
-def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_layer: str = "global") -> pd.DataFrame:
+def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_layer: str = "global",
+                scope: str = "global") -> pd.DataFrame:
     """The workflow's selection table (:func:`layerfuse.select.selection_table`) in points, with how far each
     pick falls below the no-adaptation Global cell."""
-    t = selection_table(cells, criteria, default=criteria[0], center=center, global_layer=global_layer)
+    t = selection_table(cells, criteria, default=criteria[0], center=center, global_layer=global_layer, scope=scope)
     base = t.loc[t["kind"] == "baseline", "accuracy"]
     out = pd.DataFrame({"criterion": t["criterion"], "cell": t["featureset"] + "/" + t["adapter"] + "/" + t["center"]})
     for col, src in (("accuracy", "accuracy"), ("balanced", "balanced_accuracy"), ("regret", "regret"),
@@ -82,24 +91,34 @@ def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_la
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment_dirs", type=Path, nargs="+")
+    p.add_argument("experiment_dirs", type=Path, nargs="*")
     p.add_argument("--backbone", default="imagenet")
     p.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     p.add_argument("--validation-size", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scope", choices=["global", "all"], default="global",
+                   help="the cells the criteria choose among (selection.scope)")
+    p.add_argument("--cells", type=Path, nargs="+",
+                   help="skip the scoring: pick from cells CSVs an earlier --out wrote (no cost table)")
     p.add_argument("--out", type=Path, help="write every scored cell of every experiment here (CSV)")
     args = p.parse_args(argv)
     selection = {"criteria": args.criteria, "validation_size": args.validation_size, "seed": args.seed}
     all_cells, all_picks, costs = [], [], []
+    if args.cells:
+        for cells in pd.concat([pd.read_csv(p) for p in args.cells]).groupby("experiment", sort=True):
+            picks = picks_table(cells[1].reset_index(drop=True), args.criteria, scope=args.scope)
+            picks.insert(0, "experiment", cells[0])
+            all_picks.append(picks)
+        args.experiment_dirs = []
     with tempfile.TemporaryDirectory() as tmp:
         for exp_dir in args.experiment_dirs:
             plain, t_plain = score_experiment(exp_dir, args.backbone, None, Path(tmp))
-            cells, t_sel = score_experiment(exp_dir, args.backbone, selection, Path(tmp))
+            cells, t_sel = score_experiment(exp_dir, args.backbone, selection, Path(tmp), args.scope)
             grid = workflow_seconds(exp_dir)
             costs.append({"experiment": exp_dir.name, "cells": len(cells), "scoring_s": t_plain,
                           "with_criteria_s": t_sel, "criteria_over_scoring": t_sel / t_plain,
                           "workflow_s": grid, "criteria_over_workflow": (t_sel - t_plain) / grid if grid else np.nan})
-            picks = picks_table(cells, args.criteria)
+            picks = picks_table(cells, args.criteria, scope=args.scope)
             picks.insert(0, "experiment", exp_dir.name)
             print(f"\n## {exp_dir.name} ({args.backbone}, {len(cells)} cells)\n")
             print(picks.to_markdown(index=False, floatfmt=".2f"))
@@ -111,9 +130,10 @@ def main(argv=None):
                .groupby("criterion", sort=False).agg(["mean", "max"]))
     print("\n## Regret over pairs (points; mean and worst pair)\n")
     print(summary.round(2).to_markdown())
-    print("\n## Cost\n")
-    print(pd.DataFrame(costs).to_markdown(index=False, floatfmt=".2f"))
-    if args.out:
+    if costs:
+        print("\n## Cost\n")
+        print(pd.DataFrame(costs).to_markdown(index=False, floatfmt=".2f"))
+    if args.out and all_cells:
         pd.concat(all_cells, ignore_index=True).to_csv(args.out, index=False, float_format="%.6f")
 
 

@@ -54,7 +54,7 @@ def plain_dense(x, domain, k, mu=1.0):
 def ours(x, domain, k, solver, **kw):
     from layerfuse.tca import TCA
 
-    t = TCA(k, solver=solver, **kw).fit(x, domain)
+    t = TCA(k, solver=solver, **{"bandwidth_factor": 1.0, **kw}).fit(x, sample_domain=domain)   # the median width
     return t.coef_ if t.coef_ is not None else t.embedding_
 
 
@@ -87,8 +87,9 @@ def accuracy(pair, solver, k=64, **kw):
     from layerfuse.tca import TCA, stack_domains
 
     xs, xt, ys, yt = pair
-    z = TCA(k, solver=solver, **kw).fit_transform(*stack_domains(xs, xt))
-    return evaluate_svm(z[:len(xs)], ys, z[len(xs):], yt)[0]["accuracy"]
+    x, dom = stack_domains(xs, xt)
+    z = TCA(k, solver=solver, **{"bandwidth_factor": 1.0, **kw}).fit_transform(x, sample_domain=dom)
+    return evaluate_svm(z[:len(xs)], ys, z[len(xs):], yt, center="none")[0]["accuracy"]
 
 
 def main(argv=None):

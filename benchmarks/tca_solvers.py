@@ -34,7 +34,7 @@ def main(argv=None):
         for solver in args.solvers:
             start = time.perf_counter()
             z = TCA(min(max(args.dims), len(x) - 1), bandwidth_factor=args.bandwidth_factor, mu=args.mu,
-                    solver=solver).fit_transform(x, dom)
+                    solver=solver).fit_transform(x, sample_domain=dom)
             seconds = time.perf_counter() - start
             m = scores_over_dims(z, len(xs), ys, yt, args.dims)
             acc = [100 * r["accuracy"] for r in m]

@@ -45,7 +45,7 @@ def main(argv=None):
     for kernel, factor, mu in settings:
         k = min(max(args.dims), len(x) - 1)
         tca = TCA(k, kernel=kernel, bandwidth_factor=factor, mu=mu, solver=args.solver)
-        z = tca.fit_transform(x, dom)
+        z = tca.fit_transform(x, sample_domain=dom)
         scores = scores_over_dims(z, len(xs), ys, yt, args.dims, args.center)
         accs = [m["accuracy"] for m in scores]
         bals = [m["balanced_accuracy"] for m in scores]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m layerfuse list-layers | predict``."""
+"""Command line: ``python -m layerfuse list-layers | predict | summary``."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list-layers", help="print ResNet-50 graph node names for the 'layers' config")
     p.add_argument("--architecture", choices=["keras", "torchvision"], default="keras")
     p.add_argument("--maxpool-pad", action="store_true")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--configfile", default="config.yaml",
+                   help="mark the nodes this config's layers: name (default: config.yaml, when present)")
     p = sub.add_parser("predict", help="classify image files or folders with a saved model",
                        description="Classify images with a model the workflow saved in "
                                    "results/<experiment>/model/<backbone>. Folders are searched recursively; "
@@ -26,16 +29,71 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(its sha256 must match)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int)
+    p = sub.add_parser("summary", help="a few lines per finished experiment: the pick, its accuracy with and "
+                                       "without adaptation, where the predictions and model are")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results/<experiment> of a finished run")
+    p.add_argument("--tables", action="store_true", help="print the experiment's tables.md as well")
     return parser
+
+
+def summary(results_dir, tables: bool = False) -> list[str]:
+    """The summary lines of one finished experiment (its selection CSVs, per backbone)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(results_dir)
+    selections = sorted((root / "selection").glob("*.csv"))
+    if not selections:
+        raise ValueError(f"{root}: no selection/<backbone>.csv; is this results/<experiment> of a finished run?")
+    pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}%"  # noqa: E731
+    lines = [f"{root.name}:"]
+    for path in selections:
+        t = pd.read_csv(path)
+        pick = t[t["default"].astype(bool)].iloc[0]
+        base = t[t["kind"] == "baseline"]
+        oracle = t[t["kind"] == "oracle"]
+        cell = f"{pick['featureset']} / {pick['adapter']} / {pick['center']}"
+        line = f"  {path.stem}: picked {cell} (by {pick['criterion']}, no target labels)"
+        if not pd.isna(pick["accuracy"]):
+            line += f": accuracy {pct(pick['accuracy'])}, balanced {pct(pick['balanced_accuracy'])}"
+            if len(base):
+                line += f"; no adaptation (Global) {pct(base['accuracy'].iloc[0])}"
+            if len(oracle):
+                line += f"; best cell {pct(oracle['accuracy'].iloc[0])}"
+        lines.append(line)
+    lines.append(f"  predictions: {root}/predictions/<backbone>.csv; models: {root}/model/<backbone> "
+                 "(python -m layerfuse predict)")
+    if tables and (root / "tables.md").is_file():
+        lines += ["", (root / "tables.md").read_text()]
+    return lines
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list-layers":
+        from pathlib import Path
+
+        import yaml
+
         from .backbones import BackboneSpec, list_layers
 
-        for name in list_layers(BackboneSpec(args.architecture, "caffe", args.maxpool_pad)):
-            print(name)
+        configured = {}
+        if Path(args.configfile).is_file():
+            layers = (yaml.safe_load(Path(args.configfile).read_text()) or {}).get("layers") or {}
+            configured = {node: key for key, node in layers.items()}
+        print(f"{'node':<12} {'output shape':<16} configured as")
+        for node, shape in list_layers(BackboneSpec(args.architecture, "caffe", args.maxpool_pad), args.image_size):
+            print(f"{node:<12} {' x '.join(map(str, shape)):<16} {configured.get(node, '')}".rstrip())
+        print("(a block's output is its last ReLU; any deeper torchvision node name also works)")
+        return 0
+    if args.command == "summary":
+        try:
+            for root in args.results:
+                print("\n".join(summary(root, args.tables)))
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:

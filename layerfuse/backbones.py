@@ -162,10 +162,26 @@ def fold_batchnorm(model, keep=()):
     return model
 
 
-def list_layers(spec: BackboneSpec | None = None) -> list[str]:
-    """Every node name that can be requested from the ResNet-50 graph (eval mode)."""
-    from torchvision.models.feature_extraction import get_graph_node_names
+def list_layers(spec: BackboneSpec | None = None, image_size: int = 224) -> list[tuple[str, tuple]]:
+    """``(node, output shape)`` for the nodes ``layers:`` can name, in graph order: the stem, every stage
+    and residual block (``layer1`` … ``layer4.2``; a block's output is its last ReLU), the pooled
+    ``flatten`` vector and ``fc``.  Built on the meta device: no weights, no arithmetic."""
+    import torch
 
-    model = build_resnet50(spec or BackboneSpec())
-    _, eval_nodes = get_graph_node_names(model)
-    return eval_nodes
+    with torch.device("meta"):
+        model = build_resnet50(spec or BackboneSpec())
+        shapes = {}
+        names = ["conv1", "bn1", "relu", "maxpool"] + [
+            n for n, _ in model.named_modules() if n.startswith("layer") and n.count(".") <= 1] + ["avgpool", "fc"]
+        modules = dict(model.named_modules())
+        def record(name):
+            def hook(module, args, output):          # returns None: the output is left as it is
+                shapes[name] = tuple(output.shape[1:])
+            return hook
+
+        hooks = [modules[n].register_forward_hook(record(n)) for n in names]
+        model(torch.empty(1, 3, image_size, image_size))
+        for h in hooks:
+            h.remove()
+    out = [(n, shapes[n]) for n in names if n != "fc"]
+    return out + [("flatten", (shapes["avgpool"][0],)), ("fc", shapes["fc"])]

@@ -68,7 +68,7 @@ def target_metrics(yt, pred, n_source: int) -> dict:
 
 
 def evaluate_svm(xs, ys, xt, yt, *, C: float = 1.0, class_weight: str | None = "balanced",
-                 max_iter: int = 20000, center: str = "none", random_state: int = 0) -> tuple[dict, np.ndarray]:
+                 max_iter: int = 20000, center: str = "domain", random_state: int = 0) -> tuple[dict, np.ndarray]:
     """Fit ``LinearSVC`` on ``(xs, ys)``, predict ``xt``; return metrics and predictions.
 
     ``center`` is applied first (see :func:`center_domains`).  Features are not standardised:

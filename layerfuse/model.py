@@ -49,7 +49,7 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
     table = pd.read_csv(selection_csv)
     if cell is not None:
         return {"criterion": "given", **cell}
-    pick = table[(table["kind"] == "criterion") & table["default"].astype(bool)]
+    pick = table[table["default"].astype(bool)]
     if pick.empty:
         raise ValueError(f"{selection_csv}: the default criterion picked no cell")
     row = pick.iloc[0]

@@ -132,51 +132,58 @@ def comparison_markdown(comp: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_fusion_vs_global(table: pd.DataFrame, path, title: str = "") -> None:
-    """Fig. 8/9 of the paper: mean accuracy over TCA dims of each fusion minus Global, per block."""
+def _panels(tables: dict, height: float):
+    """A figure with one panel per backbone (``tables``: {backbone: table}), side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    avg = table.loc["Avg"] if "Avg" in table.index else table.mean()
-    fusions = [c for c in table.columns if c != "Global"]
-    blocks = sorted({c.split(" ")[0] for c in fusions})
-    reducers = sorted({c.split(" ", 1)[1] for c in fusions})
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    width = 0.8 / max(len(reducers), 1)
-    for i, red in enumerate(reducers):
-        vals = [avg.get(f"{b} {red}", np.nan) - avg["Global"] for b in blocks]
-        ax.bar(np.arange(len(blocks)) + i * width, vals, width, label=red)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(blocks)) + width * (len(reducers) - 1) / 2, blocks)
-    ax.set_ylabel("fusion − global (points, mean over TCA dims)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables) + 1.6, height), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def plot_fusion_vs_global(tables: dict, path, title: str = "") -> None:
+    """Fig. 8/9 of the paper: mean accuracy over TCA dims of each fusion minus Global, per block; one
+    panel per backbone (``tables``: {backbone: accuracy table})."""
+    plt, fig, axes = _panels(tables, 3.6)
+    for ax, (backbone, table) in zip(axes, tables.items()):
+        avg = table.loc["Avg"] if "Avg" in table.index else table.mean()
+        fusions = [c for c in table.columns if c != "Global"]
+        blocks = sorted({c.split(" ")[0] for c in fusions})
+        reducers = sorted({c.split(" ", 1)[1] for c in fusions})
+        width = 0.8 / max(len(reducers), 1)
+        for i, red in enumerate(reducers):
+            vals = [avg.get(f"{b} {red}", np.nan) - avg["Global"] for b in blocks]
+            ax.bar(np.arange(len(blocks)) + i * width, vals, width, label=red, color=f"C{i}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(blocks)) + width * (len(reducers) - 1) / 2, blocks)
+        ax.set_title(f"{title} — {backbone}" if title else backbone, fontsize=9)
+    axes[0].set_ylabel("fusion − global (points, mean over TCA dims)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 
-def plot_accuracy_vs_dims(table: pd.DataFrame, path, title: str = "") -> None:
-    """Accuracy against TCA dimensions, one line per feature set; no-TCA baselines dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dims = [r for r in table.index if r.isdigit()]
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, col in enumerate(table.columns):
-        line, = ax.plot([int(d) for d in dims], table.loc[dims, col], marker="o", markersize=3, label=col,
-                        linewidth=2.2 if col == "Global" else 1.0, color=f"C{i % 10}")
-        if "no TCA" in table.index and not pd.isna(table.loc["no TCA", col]):
-            ax.axhline(table.loc["no TCA", col], color=line.get_color(), linestyle=":", linewidth=0.8)
-    ax.set_xlabel("TCA components")
-    ax.set_ylabel("target accuracy (%)  (dotted: no TCA)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+def plot_accuracy_vs_dims(tables: dict, path, title: str = "") -> None:
+    """Accuracy against TCA dimensions, one line per feature set, no-TCA levels dotted; one panel per
+    backbone (``tables``: {backbone: accuracy table})."""
+    plt, fig, axes = _panels(tables, 3.8)
+    for ax, (backbone, table) in zip(axes, tables.items()):
+        dims = [r for r in table.index if r.isdigit()]
+        for i, col in enumerate(table.columns):
+            line, = ax.plot([int(d) for d in dims], table.loc[dims, col], marker="o", markersize=3, label=col,
+                            linewidth=2.2 if col == "Global" else 1.0, color=f"C{i % 10}")
+            if "no TCA" in table.index and not pd.isna(table.loc["no TCA", col]):
+                ax.axhline(table.loc["no TCA", col], color=line.get_color(), linestyle=":", linewidth=0.8)
+        ax.set_xlabel("TCA components")
+        ax.set_title(f"{title} — {backbone}" if title else backbone, fontsize=9)
+    axes[0].set_ylabel("target accuracy (%)  (dotted: no TCA)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
@@ -253,7 +260,7 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
         return "–" if pd.isna(v) else f"{100 * v:.1f}"
 
     esc = html.escape
-    chosen = picks[(picks["kind"] == "criterion") & picks["default"]]
+    chosen = picks[picks["default"].astype(bool)]
     cell = predictions["cell"].iloc[0] if len(predictions) else "–"
     parts = [f"<h2>{esc(title)}</h2>",
              f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
@@ -294,3 +301,44 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     body = "\n".join(parts)
     return f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{esc(title)}</title></head>" \
            f"<body style='font-family:sans-serif'>\n{body}\n</body></html>\n"
+
+
+def markdown_html(text: str, title: str = "") -> str:
+    """The tables' Markdown (headings, paragraphs, pipe tables, ``**bold**``, ``code``) as a standalone
+    HTML page, so the Snakemake report shows the tables instead of offering a download."""
+    import html
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+    out, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|[\s:|-]*", r)]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            out.append("<table border=1 cellpadding=3 style='border-collapse:collapse;font-size:12px'>")
+            out.append("<tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>")
+            out.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            out.append("</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        heading = re.match(r"(#+)\s+(.*)", line)
+        if heading:
+            level = min(len(heading.group(1)) + 1, 6)
+            out.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{inline(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body style='font-family:sans-serif'>\n" + "\n".join(out) + "\n</body></html>\n")

@@ -22,7 +22,7 @@ import numpy as np
 
 log = logging.getLogger("layerfuse.select")
 
-__all__ = ["CRITERIA", "criteria_scores", "pick_cells", "selection_table"]
+__all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "selection_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -103,23 +103,41 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
     return out
 
 
-def pick_cells(scores, criteria) -> dict[str, int]:
+def pick_cells(scores, criteria, candidates=None) -> dict[str, int]:
     """``{criterion: row index}`` of the best-scoring cell of ``scores`` (a DataFrame with ``crit_<name>``
-    columns); ties go to the first row, and the rows come sorted, so the pick is deterministic."""
+    columns) among ``candidates`` (a boolean mask; default all rows); ties go to the first row, and the rows
+    come sorted, so the pick is deterministic."""
     picks = {}
     for name in criteria:
-        col = scores[f"crit_{name}"].to_numpy(dtype=float)
+        if f"crit_{name}" not in scores:
+            continue
+        col = scores[f"crit_{name}"].to_numpy(dtype=float).copy()
+        if candidates is not None:
+            col[~np.asarray(candidates, bool)] = np.nan
         if np.isnan(col).all():
             continue
         picks[name] = int(np.nanargmax(col))
     return picks
 
 
-def selection_table(cells, criteria, *, default: str, center: str, global_layer: str):
-    """A row per criterion's pick, the oracle (best target accuracy, where the target is labelled) and the
-    no-adaptation Global cell at the tables' ``center``: ``kind``, ``criterion``, ``default``, ``row`` (index
-    into ``cells``), the cell, ``score``, ``accuracy``, ``balanced_accuracy`` and the regrets against the
-    oracle (fractions)."""
+SCOPES = ("global", "all")
+
+
+def candidate_cells(cells, scope: str, *, center: str, global_layer: str) -> np.ndarray:
+    """The cells a criterion may pick: ``global``, the global feature set's adapters at the tables'
+    centring ``center``; ``all``, every cell."""
+    if scope not in SCOPES:
+        raise ValueError(f"selection.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if scope == "all":
+        return np.ones(len(cells), bool)
+    return ((cells["featureset"] == global_layer) & (cells["center"] == center)).to_numpy()
+
+
+def selection_table(cells, criteria, *, default: str, center: str, global_layer: str, scope: str = "global"):
+    """A row per criterion's pick (among :func:`candidate_cells`), the oracle (best target accuracy over
+    every cell, where the target is labelled) and the no-adaptation Global cell at the tables' ``center``:
+    ``kind``, ``criterion``, ``default``, ``row`` (index into ``cells``), the cell, ``score``, ``accuracy``,
+    ``balanced_accuracy`` and the regrets against the oracle (fractions)."""
     import pandas as pd
 
     cells = cells.reset_index(drop=True)
@@ -132,7 +150,8 @@ def selection_table(cells, criteria, *, default: str, center: str, global_layer:
                      "featureset": r["featureset"], "adapter": r["adapter"], "center": r["center"], "score": score,
                      "accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"]})
 
-    for name, i in pick_cells(cells, criteria).items():
+    mask = candidate_cells(cells, scope, center=center, global_layer=global_layer)
+    for name, i in pick_cells(cells, criteria, mask).items():
         add("criterion", name, i, cells[f"crit_{name}"].iloc[i])
     if labelled:
         add("oracle", "oracle (target labels)", int(cells["accuracy"].to_numpy().argmax()))
@@ -141,6 +160,12 @@ def selection_table(cells, criteria, *, default: str, center: str, global_layer:
     if len(base):
         add("baseline", "no adaptation, Global", int(base[0]))
     out = pd.DataFrame(rows)
+    if not (out["kind"].eq("criterion") & out["default"]).any() and len(base):
+        # the default criterion failed on every candidate (too few images for its own classifiers):
+        # the no-adaptation Global cell is what the user gets, and the table says so
+        log.warning("selection.default %r scored no candidate cell; using the no-adaptation Global cell", default)
+        out.loc[out["kind"] == "baseline", ["default", "criterion"]] = [True, f"no adaptation, Global ({default} "
+                                                                              "scored no cell)"]
     out["regret"] = cells["accuracy"].max() - out["accuracy"] if labelled else np.nan
     out["regret_balanced"] = cells["balanced_accuracy"].max() - out["balanced_accuracy"] if labelled else np.nan
     return out

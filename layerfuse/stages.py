@@ -193,7 +193,8 @@ def fit_tca(fused, params: dict, out) -> None:
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
               mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
               auto_threshold=params["auto_threshold"])
-    z = tca.fit_transform(*stack_domains(xs, xt))
+    X, domain = stack_domains(xs, xt)
+    z = tca.fit_transform(X, sample_domain=domain)
     # coef and basis_rows (rows of the fused source-over-target stack): the out-of-sample map of a saved model
     write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_},
@@ -351,13 +352,13 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     labelled = not df["accuracy"].isna().all()
     names = manifest_classes(source_manifest, target_manifest)
     out = selection_table(df, sel["criteria"], default=sel["default"], center=params["center"],
-                          global_layer=params["global_layer"])
+                          global_layer=params["global_layer"], scope=sel.get("scope", "global"))
     out.insert(0, "backbone", df["backbone"].iloc[0])
     out.insert(0, "experiment", df["experiment"].iloc[0])
     with atomic_path(outputs.selection) as tmp:
         out.drop(columns="row").to_csv(tmp, index=False, float_format="%.6f")
 
-    pick = out.loc[(out["kind"] == "criterion") & out["default"], "row"]
+    pick = out.loc[out["default"].astype(bool), "row"]
     if pick.empty:
         raise ValueError(f"selection.default: {sel['default']!r} scored no cell (see the evaluate_svm logs); "
                          "choose another criterion")
@@ -427,11 +428,11 @@ def _store_for(stores, featureset: str):
     raise ValueError(f"no predictions store for feature set {featureset!r} among {list(stores)[:3]}…")
 
 
-def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png) -> str:
+def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png, out_html=None) -> str:
     """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures."""
     import pandas as pd
 
-    from .report import (comparison_markdown, group_table, paper_comparison, plot_accuracy_vs_dims,
+    from .report import (comparison_markdown, group_table, markdown_html, paper_comparison, plot_accuracy_vs_dims,
                          plot_fusion_vs_global, plot_message, table_markdown)
 
     df = pd.concat([pd.read_csv(p) for p in accuracy_csvs], ignore_index=True)
@@ -439,7 +440,7 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
     group, table_id = params["group"], params.get("paper_table")
     n = df["experiment"].nunique()
     parts = [f"# {group}", "", f"{n} experiment(s): {', '.join(sorted(df['experiment'].unique()))}.", ""]
-    figures_done = False
+    accuracy_tables = {}
     for backbone, bdf in df.groupby("backbone", sort=True):
         if bdf["accuracy"].isna().all():
             parts.append(f"{backbone}: the target is unlabelled, no accuracy (predictions in "
@@ -453,19 +454,21 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
             if metric == "accuracy" and table_id:
                 comp = paper_comparison(mean, table_id, "finetuned" if backbone == "finetuned" else "imagenet")
                 parts.append(comparison_markdown(comp, f"{backbone}: ours / paper Table {table_id} (difference)"))
-            if metric == "accuracy" and not figures_done:
-                title = f"{group} ({backbone})"
-                with atomic_path(out_fusion_png) as tmp:
-                    plot_fusion_vs_global(mean, tmp, title)
-                with atomic_path(out_dims_png) as tmp:
-                    plot_accuracy_vs_dims(mean, tmp, title)
-                figures_done = True
-    if not figures_done:                                  # outputs of the rule: say why they are empty
+            if metric == "accuracy":
+                accuracy_tables[backbone] = mean
+    if accuracy_tables:
+        with atomic_path(out_fusion_png) as tmp:
+            plot_fusion_vs_global(accuracy_tables, tmp, group)
+        with atomic_path(out_dims_png) as tmp:
+            plot_accuracy_vs_dims(accuracy_tables, tmp, group)
+    else:                                                 # outputs of the rule: say why they are empty
         for path in (out_fusion_png, out_dims_png):
             with atomic_path(path) as tmp:
                 plot_message(tmp, f"{group}: the target is unlabelled, no accuracy to plot")
     text = "\n".join(parts)
     write_text_atomic(out_md, text)
+    if out_html is not None:
+        write_text_atomic(out_html, markdown_html(text, group))
     return text
 
 

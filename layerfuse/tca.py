@@ -29,7 +29,7 @@ __all__ = ["TCA", "median_gamma", "rbf_kernel", "stack_domains"]
 
 
 def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source rows over target rows, and the ``domain`` that :meth:`TCA.fit` expects (0 source, -1 target)."""
+    """Source rows over target rows, and the ``sample_domain`` :meth:`TCA.fit` expects (0 source, -1 target)."""
     return np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
 
 
@@ -74,8 +74,9 @@ class TCA(TransformerMixin, BaseEstimator):
     kernel : {"rbf", "linear"}, default="rbf"
     gamma : "median" or float, default="median"
         RBF coefficient; ``"median"`` uses ``1 / (bandwidth_factor² · median |xi-xj|²)``.
-    bandwidth_factor : float, default=1.0
-        Width multiplier for the median heuristic (ignored for a float ``gamma``).
+    bandwidth_factor : float, default=3.0
+        Width multiplier for the median heuristic (ignored for a float ``gamma``); 3 is the
+        workflow's default (``tca.bandwidth_factor``, see docs/results.md "When TCA hurts").
     mu : float, default=1.0
         Trade-off: larger ``mu`` keeps more variance, smaller aligns means harder.
     solver : {"auto", "exact", "dense", "nystroem"}, default="auto"
@@ -110,7 +111,10 @@ class TCA(TransformerMixin, BaseEstimator):
     X_fit_ : ndarray
     """
 
-    def __init__(self, n_components=64, *, kernel="rbf", gamma="median", bandwidth_factor=1.0, mu=1.0,
+    # skada's pipelines route sample_domain to the steps that request it
+    __metadata_request__fit = {"sample_domain": True}
+
+    def __init__(self, n_components=64, *, kernel="rbf", gamma="median", bandwidth_factor=3.0, mu=1.0,
                  solver="auto", n_landmarks=1000, auto_threshold=3000, dense_max_samples="auto", tol=1e-9,
                  max_iter=300, random_state=0):
         self.n_components = n_components
@@ -149,13 +153,14 @@ class TCA(TransformerMixin, BaseEstimator):
             return a @ b.T
         return rbf_kernel(a, b, self.gamma_)
 
-    def fit(self, X, domain=None):
+    def fit(self, X, y=None, *, sample_domain=None):
         """Fit on source and target rows stacked in ``X``.
 
-        ``domain`` marks each row: ``>= 0`` source, ``< 0`` target (skada's
-        ``sample_domain``).  Labels are never used.  Without ``domain`` all
-        rows count as one domain and TCA reduces to kernel PCA.
+        ``sample_domain`` marks each row as skada does: ``>= 0`` source, ``< 0`` target.  ``y`` is
+        ignored (TCA uses no labels; skada passes the source's with the target's masked).  Without
+        ``sample_domain`` all rows count as one domain and TCA reduces to kernel PCA.
         """
+        domain = sample_domain
         self._check_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         n = X.shape[0]
@@ -166,7 +171,7 @@ class TCA(TransformerMixin, BaseEstimator):
         else:
             domain = np.asarray(domain).ravel()
             if domain.shape[0] != n:
-                raise ValueError(f"domain has {domain.shape[0]} entries for {n} samples")
+                raise ValueError(f"sample_domain has {domain.shape[0]} entries for {n} samples")
             source = domain >= 0
         ns, nt = int(source.sum()), int((~source).sum())
         if domain is not None and (ns == 0 or nt == 0):
@@ -271,8 +276,8 @@ class TCA(TransformerMixin, BaseEstimator):
         self.basis_index_ = idx
         self.coef_ = proj @ (V * sigma) @ a
 
-    def fit_transform(self, X, domain=None, **fit_params):
-        return self.fit(X, domain).embedding_
+    def fit_transform(self, X, y=None, *, sample_domain=None):
+        return self.fit(X, y, sample_domain=sample_domain).embedding_
 
     def transform(self, X):
         """Project rows of ``X`` (seen or unseen) onto the transfer components."""
@@ -387,6 +392,13 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
         Q = Y / np.maximum(np.linalg.norm(Y, axis=1), tiny)[:, None]
         Z = times_m(Q)
     if len(locked_theta) < k:                                  # out of iterations: the best Ritz pairs so far
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.warn(f"TCA's iterative solver stopped after {it} cycles with {len(locked_theta)} of {k} "
+                      f"components converged to tol={tol:g}; raise max_iter or use solver='dense'",
+                      ConvergenceWarning, stacklevel=3)
         rest = ~done
         locked_x = np.vstack([locked_x, X[:want][rest]])
         locked_theta = np.r_[locked_theta, theta[:want][rest]]

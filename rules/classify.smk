@@ -8,7 +8,7 @@ rule evaluate_svm:
         predictions="results/{experiment}/scores/{backbone}/{featureset}.h5",
     params:
         svm=SVM_PARAMS,
-        selection=canonical(config["selection"]),
+        selection=score_selection,
         adapters=ADAPTERS,
     log:
         "logs/{experiment}/evaluate_svm/{backbone}/{featureset}.log",
@@ -33,11 +33,13 @@ rule select_configuration:
         confusion="results/{experiment}/predictions/{backbone}_confusion.csv",
         figure=report(
             "results/{experiment}/predictions/{backbone}_confusion.png",
+            caption="../report/confusion.rst",
             category="Predictions",
             labels={"experiment": "{experiment}", "backbone": "{backbone}", "figure": "confusion matrix"},
         ),
         summary=report(
             "results/{experiment}/predictions/{backbone}.html",
+            caption="../report/predictions_page.rst",
             category="Predictions",
             labels={"experiment": "{experiment}", "backbone": "{backbone}", "figure": "selection and predictions"},
         ),

@@ -350,6 +350,15 @@ def score_inputs(wildcards):
     return inputs
 
 
+def score_selection(wildcards):
+    """The criteria's settings for a feature set the selection chooses among (None: not scored; see
+    `selection.scope`). Both centrings are scored, so `svm.center` reruns no SVM."""
+    sel = config["selection"]
+    if sel["scope"] == "global" and wildcards.featureset != config["global_layer"]:
+        return None
+    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed")})
+
+
 def score_files(wildcards):
     return expand(
         "results/{experiment}/scores/{backbone}/{featureset}.csv",

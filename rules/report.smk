@@ -21,18 +21,22 @@ rule report_group:
     input:
         group_accuracy_files,
     output:
-        markdown=report(
-            "results/report/{group}.md",
+        markdown="results/report/{group}.md",
+        tables=report(
+            "results/report/{group}.html",
+            caption="../report/group_tables.rst",
             category="Tables",
-            labels={"group": "{group}", "what": "tables vs paper"},
+            labels={"group": "{group}", "what": "accuracy tables"},
         ),
         fusion=report(
             "results/report/{group}_fusion_vs_global.png",
+            caption="../report/fusion_vs_global.rst",
             category="Figures",
             labels={"group": "{group}", "figure": "fusion - global"},
         ),
         dims=report(
             "results/report/{group}_accuracy_vs_dims.png",
+            caption="../report/accuracy_vs_dims.rst",
             category="Figures",
             labels={"group": "{group}", "figure": "accuracy vs TCA dims"},
         ),
@@ -48,7 +52,7 @@ rule report_group:
 
 rule dump_config:
     output:
-        report("results/report/config.yaml", category="Configuration"),
+        report("results/report/config.yaml", category="Configuration", caption="../report/config.rst"),
     params:
         config=canonical(config),
     log:

@@ -42,6 +42,7 @@ rule finetune_backbone:
         curve="results/{experiment}/finetune/{finetuned}_curve.csv",
         plot=report(
             "results/{experiment}/finetune/{finetuned}_curve.png",
+            caption="../report/finetune_curve.rst",
             category="Fine-tuning",
             labels={"experiment": "{experiment}", "backbone": "{finetuned}"},
         ),

@@ -5,8 +5,7 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 from layerfuse._snakemake import run
 from layerfuse.stages import summarize
 
-run(lambda: print(summarize(
+run(lambda: summarize(
     snakemake.input.scores, snakemake.output.csv, snakemake.output.tables,
     manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest},
-    center=snakemake.params.center, selections=snakemake.input.selections),
-    file=sys.__stdout__))
+    center=snakemake.params.center, selections=snakemake.input.selections))

@@ -12,5 +12,6 @@ run(
         snakemake.output.markdown,
         snakemake.output.fusion,
         snakemake.output.dims,
+        snakemake.output.tables,
     )
 )

@@ -158,3 +158,37 @@ def test_command_line_strings_are_coerced_by_the_schema():
     assert _validated({"experiments": {"x": {"synthetic": {}}}, "tca": {"gamma": "median"}})["tca"]["gamma"] == "median"
     with pytest.raises(ConfigError, match="svm.C: 'abc' is not of type 'number'"):
         _validated({"experiments": {"x": {"synthetic": {}}}, "svm": {"C": "abc"}})
+
+
+def test_schema_defaults_are_the_librarys():
+    """One source of truth: the workflow's defaults (the schema) are the library's own, so a library user
+    gets the workflow's results."""
+    import inspect
+
+    from layerfuse.evaluate import evaluate_svm, fit_svm
+    from layerfuse.extract import extract_features
+    from layerfuse.fusion import fuse
+    from layerfuse.reduce import flatten_pool
+    from layerfuse.select import CRITERIA, criteria_scores
+    from layerfuse.tca import TCA
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    props = SCHEMA["properties"]
+    schema = {section: {k: v.get("default") for k, v in props[section]["properties"].items()}
+              for section in ("tca", "svm", "selection", "extract", "fusion")}
+    tca = defaults(TCA.__init__)
+    for key in ("kernel", "gamma", "bandwidth_factor", "mu", "solver", "n_landmarks", "auto_threshold"):
+        assert schema["tca"][key] == tca[key], key
+    for key in ("C", "class_weight", "max_iter"):
+        assert schema["svm"][key] == defaults(fit_svm)[key], key
+    assert schema["svm"]["center"] == defaults(evaluate_svm)["center"]
+    assert schema["selection"]["criteria"] == list(CRITERIA)
+    for key in ("validation_size", "seed"):
+        assert schema["selection"][key] == defaults(criteria_scores)[key], key
+    for key in ("batch_size", "precision", "local_dtype", "compression"):
+        assert schema["extract"][key] == defaults(extract_features)[key], key
+    assert schema["fusion"]["scaling"] == defaults(fuse)["scaling"]
+    assert props["reducers"]["default"]["flatten"]["segment"] == defaults(flatten_pool)["segment"]

@@ -204,3 +204,13 @@ def test_row_writer_refuses_rows_outside_the_dataset(tmp_path):
     with h5py.File(path, "r") as f:
         back = f["features"][()]
     assert np.array_equal(back[:4].ravel(), np.arange(4 * 48, dtype=np.float16)) and (back[4] == -1).all()
+
+
+def test_list_layers_names_the_configured_nodes_with_their_shapes():
+    """Meta tensors only: every block with its output shape, the paper's 55 x 55 maps without maxpool padding."""
+    from layerfuse.backbones import BackboneSpec, list_layers
+
+    shapes = dict(list_layers(BackboneSpec("keras", "caffe", False)))
+    assert shapes["layer1.0"] == shapes["layer1.2"] == (256, 55, 55) and shapes["flatten"] == (2048,)
+    assert shapes["layer4.2"] == (2048, 7, 7) and shapes["fc"] == (1000,)
+    assert dict(list_layers(BackboneSpec("torchvision", "torch", True)))["layer1.0"] == (256, 56, 56)

@@ -34,7 +34,7 @@ def test_evaluate_svm_metrics(rng):
     ys = np.r_[np.zeros(20), np.ones(20)]
     xt = np.r_[rng.randn(16, 2) - 2, np.array([[-2.0, -2.0]] * 4)]
     yt = np.r_[np.zeros(16), np.ones(4)]
-    m, pred = evaluate_svm(xs, ys, xt, yt)
+    m, pred = evaluate_svm(xs, ys, xt, yt, center="none")
     assert m["accuracy"] == pytest.approx(0.8)
     assert m["balanced_accuracy"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least 2"):
@@ -62,7 +62,7 @@ def test_domain_centering_removes_a_domain_offset(rng):
     ys = np.r_[np.zeros(30), np.ones(30)]
     xt = np.r_[rng.randn(30, 2) - [2, 0], rng.randn(30, 2) + [2, 0]] + [3.5, 1.0]
     yt = ys.copy()
-    plain, _ = evaluate_svm(xs, ys, xt, yt)
+    plain, _ = evaluate_svm(xs, ys, xt, yt, center="none")
     centred, _ = evaluate_svm(xs, ys, xt, yt, center="domain")
     assert plain["accuracy"] < 0.7
     assert centred["accuracy"] > 0.9

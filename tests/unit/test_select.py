@@ -13,7 +13,7 @@ from layerfuse.select import CRITERIA, criteria_scores
 from layerfuse.stages import score_featureset, select_configuration
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 5000}
-SELECTION = {"criteria": list(CRITERIA), "default": "snd", "validation_size": 0.25, "seed": 0}
+SELECTION = {"criteria": list(CRITERIA), "default": "snd", "validation_size": 0.25, "seed": 0, "scope": "all"}
 
 
 def _shifted(rng, n_source=60, n_target=40, d=8, shift=1.5):
@@ -80,3 +80,35 @@ def test_permuting_target_labels_leaves_every_pick_unchanged(tmp_path):
     assert set(first["kind"]) == {"criterion", "oracle", "baseline"}
     assert set(third["kind"]) == {"criterion", "baseline"}
     assert first.loc[first["kind"] == "oracle", "regret"].iloc[0] == 0
+
+
+def test_scope_global_picks_only_the_global_adapters_at_the_tables_centring():
+    from layerfuse.select import candidate_cells, selection_table
+
+    cells = pd.DataFrame({"featureset": ["global"] * 4 + ["block1-pca"] * 2,
+                          "adapter": ["none", "none", "tca-8", "tca-8", "none", "none"],
+                          "center": ["none", "domain"] * 3,
+                          "accuracy": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95], "balanced_accuracy": [0.5] * 6,
+                          "crit_snd": [1.0, 2.0, 3.0, 2.5, 9.0, 8.0]})
+    assert candidate_cells(cells, "global", center="domain", global_layer="global").tolist() == \
+        [False, True, False, True, False, False]
+    t = selection_table(cells, ["snd"], default="snd", center="domain", global_layer="global", scope="global")
+    pick = t[t["kind"] == "criterion"].iloc[0]
+    assert (pick["featureset"], pick["adapter"], pick["center"]) == ("global", "tca-8", "domain")
+    assert t.loc[t["kind"] == "oracle", "featureset"].item() == "block1-pca"   # the oracle sees every cell
+    t = selection_table(cells, ["snd"], default="snd", center="domain", global_layer="global", scope="all")
+    assert t.loc[t["kind"] == "criterion", "row"].item() == 4
+    with pytest.raises(ValueError, match="selection.scope"):
+        candidate_cells(cells, "some", center="domain", global_layer="global")
+
+
+def test_a_default_criterion_that_scored_nothing_falls_back_to_the_global_cell():
+    from layerfuse.select import selection_table
+
+    cells = pd.DataFrame({"featureset": ["global", "global"], "adapter": ["none", "tca-8"],
+                          "center": ["domain", "domain"], "accuracy": [np.nan] * 2, "balanced_accuracy": [np.nan] * 2,
+                          "crit_dev": [np.nan, np.nan], "crit_snd": [1.0, 2.0]})
+    t = selection_table(cells, ["dev", "snd"], default="dev", center="domain", global_layer="global")
+    chosen = t[t["default"]]
+    assert len(chosen) == 1 and chosen["kind"].item() == "baseline" and chosen["adapter"].item() == "none"
+    assert "dev scored no cell" in chosen["criterion"].item()

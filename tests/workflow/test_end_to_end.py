@@ -66,7 +66,8 @@ def test_html_report(finished_run, tmp_path):
     snakemake(workdir, "--report", str(out))
     html = out.read_text(errors="replace")
     assert out.stat().st_size > 100_000
-    for name in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png", "config.yaml"):
+    for name in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png", "config.yaml", "imagenet.html", "tiny.html",
+                 "finetuned_confusion.png"):
         assert name in html
 
 
@@ -183,3 +184,18 @@ def test_bad_config_stops_before_any_job(tmp_path, change, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_summary_is_a_few_lines(finished_run):
+    """``python -m layerfuse summary`` (what ``make run`` ends with): the pick per backbone with its accuracy
+    and the no-adaptation Global's, where predictions and models are; at most 10 lines."""
+    import subprocess
+    import sys
+
+    workdir, _ = finished_run
+    proc = subprocess.run([sys.executable, "-m", "layerfuse", "summary", str(workdir / "results/tiny")],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) <= 10, proc.stdout + proc.stderr
+    assert sum("picked" in line and "no adaptation (Global)" in line for line in lines) == 2
+    assert "model/<backbone>" in lines[-1]
