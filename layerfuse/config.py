@@ -261,8 +261,11 @@ def check_data_sizes(config: dict, results: str | Path = "results") -> None:
         except ValueError as exc:
             raise ConfigError(_one_line(f"experiments.{name}: {exc}")) from None
         if n_source == 0 or n_target == 0:
+            unlabelled = (exp.get("target") or {}).get("labels") == "none"
+            where = ("the source in its class folders, the target anywhere below its folder" if unlabelled
+                     else "in their class folders")
             raise ConfigError(f"experiments.{name}: {n_source} source and {n_target} target images found; "
-                              f"both domains need images in their class folders")
+                              f"both domains need images ({where})")
         dims = config["tca"]["dims"]
         if dims and max(dims) > n_source + n_target:
             raise ConfigError(f"tca.dims: {max(dims)} components exceed the {n_source + n_target} images of "

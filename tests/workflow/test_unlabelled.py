@@ -182,3 +182,26 @@ def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path):
     assert "model.json: not found" in error()
     assert "no such file or folder" in _predict_cli(tmp_path / "nope", "--model", work / "results/field/model/imagenet",
                                                      "-o", tmp_path / "p.csv").stderr
+
+
+def test_unlabelled_target_without_images_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    from .helpers import CONFIG
+
+    for cls in ("a", "b"):
+        (tmp_path / "s" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (i * 80, 0, 0)).save(tmp_path / "s" / cls / f"{i}.png")
+    (tmp_path / "t/sub").mkdir(parents=True)
+    (tmp_path / "t/sub/notes.txt").write_text("no image here")
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["experiments"] = {"x": {"source": {"path": str(tmp_path / "s")},
+                                "target": {"path": str(tmp_path / "t"), "labels": "none"}}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "w", "--dry-run", config=config, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "config error: experiments.x: 6 source and 0 target images found" in out
+    assert "the target anywhere below its folder" in out
