@@ -33,21 +33,22 @@ def aggregate_scores(paths) -> pd.DataFrame:
                           ignore_index=True)
 
 
-def _column_label(featureset: str) -> str:
-    if featureset == "global":
+def _column_label(featureset: str, global_layer: str = "global") -> str:
+    if featureset == global_layer:
         return "Global"
     layer, reducer = featureset.split("-", 1)
     return f"{layer} {REDUCER_TITLES.get(reducer, reducer)}"
 
 
-def paper_table(df: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Rows: TCA dims (descending), ``Avg`` over them, and ``no TCA``; columns: Global, then fusions.
+def paper_table(df: pd.DataFrame, metric: str = "accuracy", global_layer: str = "global") -> pd.DataFrame:
+    """Rows: TCA dims (descending), ``Avg`` over them, and ``no TCA``; columns: Global (the feature set
+    ``global_layer``), then fusions.
 
     Values are percentages.
     """
     d = df.copy()
     d["row"] = np.where(d["adapter"] == "none", "no TCA", d["n_components"].astype("Int64").astype(str))
-    d["col"] = d["featureset"].map(_column_label)
+    d["col"] = d["featureset"].map(lambda f: _column_label(f, global_layer))
     table = d.pivot_table(index="row", columns="col", values=metric, aggfunc="mean") * 100
     dims = sorted((r for r in table.index if r != "no TCA"), key=int, reverse=True)
     order = {title: i for i, title in enumerate(REDUCER_TITLES.values())}
@@ -89,9 +90,10 @@ def load_paper_tables(path: str | os.PathLike = PAPER_TABLES) -> pd.DataFrame:
     return pd.read_csv(path, comment="#")
 
 
-def group_table(df: pd.DataFrame, metric: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+def group_table(df: pd.DataFrame, metric: str = "accuracy",
+                global_layer: str = "global") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Paper-layout table averaged over the experiments (seeds) in ``df``; returns (mean, std)."""
-    tables = [paper_table(g, metric) for _, g in df.groupby("experiment", sort=True)]
+    tables = [paper_table(g, metric, global_layer) for _, g in df.groupby("experiment", sort=True)]
     stacked = pd.concat(tables, keys=range(len(tables)))
     mean = stacked.groupby(level=1, sort=False).mean().reindex(tables[0].index)
     std = stacked.groupby(level=1, sort=False).std(ddof=0).reindex(tables[0].index)
@@ -104,7 +106,7 @@ def paper_comparison(ours: pd.DataFrame, table_id: str, backbone: str) -> pd.Dat
     paper = paper[(paper["table"] == table_id) & (paper["backbone"] == backbone)]
     rows = []
     for _, p in paper.iterrows():
-        col = _column_label(p["featureset"])
+        col = _column_label(p["featureset"])            # the paper's own names
         row = str(p["row"])
         value = ours.loc[row, col] if row in ours.index and col in ours.columns else np.nan
         rows.append({"row": row, "column": col, "ours": value, "paper": p["accuracy"],

@@ -286,7 +286,7 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
 
 
 def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
-              selections=()) -> str:
+              selections=(), global_layer: str = "global") -> str:
     """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``:
     the paper's layout at the tables' centring ``center``, the label-free selection, the Data section."""
     import pandas as pd
@@ -311,7 +311,7 @@ def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None, center
                          "and `predictions/`.\n")
             continue
         for metric in ("accuracy", "balanced_accuracy"):
-            parts.append(table_markdown(paper_table(group, metric), f"{exp} / {backbone} / {metric} (%)"))
+            parts.append(table_markdown(paper_table(group, metric, global_layer), f"{exp} / {backbone} / {metric} (%)"))
     parts.append(f"Tables: SVM centring `{center}` (`svm.center`); every cell is also scored with the other "
                  "centring in `accuracy.csv` (column `center`). **Bold**: a fusion above Global in the same row.\n")
     if picks is not None:
@@ -447,12 +447,14 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
                          "`results/<experiment>/predictions/`).\n")
             continue
         for metric in ("accuracy", "balanced_accuracy"):
-            mean, std = group_table(bdf, metric)
+            mean, std = group_table(bdf, metric, params.get("global_layer", "global"))
             parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
             if n > 1:
                 parts.append(table_markdown(std, f"{backbone}: {metric} standard deviation (points)"))
             if metric == "accuracy" and table_id:
-                comp = paper_comparison(mean, table_id, "finetuned" if backbone == "finetuned" else "imagenet")
+                # the paper's two backbones: fine-tuned (any backbone with a finetune: block) or ImageNet
+                paper_backbone = "finetuned" if backbone in params.get("finetuned", ()) else "imagenet"
+                comp = paper_comparison(mean, table_id, paper_backbone)
                 parts.append(comparison_markdown(comp, f"{backbone}: ours / paper Table {table_id} (difference)"))
             if metric == "accuracy":
                 accuracy_tables[backbone] = mean

@@ -181,6 +181,8 @@ def group_params(wildcards):
         "paper_table": config["experiments"][members[0]].get("paper_table"),
         "experiments": members,
         "center": config["svm"]["center"],
+        "global_layer": config["global_layer"],
+        "finetuned": FINETUNED,
     })
 
 

@@ -9,6 +9,7 @@ rule aggregate_scores:
         tables="results/{experiment}/tables.md",
     params:
         center=config["svm"]["center"],
+        global_layer=config["global_layer"],
     log:
         "logs/{experiment}/aggregate_scores.log",
     conda:

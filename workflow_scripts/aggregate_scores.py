@@ -8,4 +8,5 @@ from layerfuse.stages import summarize
 run(lambda: summarize(
     snakemake.input.scores, snakemake.output.csv, snakemake.output.tables,
     manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest},
-    center=snakemake.params.center, selections=snakemake.input.selections))
+    center=snakemake.params.center, selections=snakemake.input.selections,
+    global_layer=snakemake.params.global_layer))
