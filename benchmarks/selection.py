@@ -6,7 +6,7 @@
 For each experiment (a finished workflow run: its ``fused/`` and ``adapted/``
 stores) every cell, feature set x adapter (none, TCA at each dims the store
 holds) x centring, is scored exactly as the workflow's ``evaluate_svm`` does
-(:func:`layerfuse.stages.score_featureset`, with the label-free criteria of
+(:func:`layerfuse.stages.evaluate_svm`, with the label-free criteria of
 :mod:`layerfuse.select`).  Each criterion then picks one cell per experiment
 without target labels; the target labels only measure the pick:
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from layerfuse.select import CRITERIA, selection_table
-from layerfuse.stages import score_featureset
+from layerfuse.stages import evaluate_svm
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
@@ -57,7 +57,7 @@ def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: 
         meta = {"experiment": exp_dir.name, "backbone": backbone, "featureset": featureset}
         start = time.perf_counter()
         in_scope = scope == "all" or featureset == "global"
-        score_featureset(features, adapters, SVM, meta, tmp / f"{featureset}.csv",
+        evaluate_svm(features, adapters, SVM, meta, tmp / f"{featureset}.csv",
                          selection=selection if in_scope else None)
         elapsed += time.perf_counter() - start
         frames.append(pd.read_csv(tmp / f"{featureset}.csv"))

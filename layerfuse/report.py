@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCORE_COLUMNS", "write_score_rows", "aggregate_scores", "paper_table", "table_markdown"]
+__all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown"]
 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked).
@@ -26,7 +26,7 @@ def write_score_rows(path: str | os.PathLike, rows: list[dict]) -> None:
         pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS + criteria).to_csv(tmp, index=False, float_format="%.6f")
 
 
-def aggregate_scores(paths) -> pd.DataFrame:
+def gather_scores(paths) -> pd.DataFrame:
     """Concatenate score rows, sorted so the file is identical however jobs were scheduled."""
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     return df.sort_values(["experiment", "backbone", "featureset", "n_components", "center"], kind="mergesort",

@@ -15,8 +15,8 @@ from . import __version__
 from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, write_text_atomic
 
 __all__ = [
-    "make_demo_data", "prepare_images", "prepare_weights", "extract_layers", "manifest_rows", "reduce_layer",
-    "reduce_pool_layer", "fuse_featureset", "fit_tca", "score_featureset", "summarize",
+    "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "manifest_rows", "reduce_layer",
+    "reduce_pool_layer", "fuse_features", "fit_tca", "evaluate_svm", "aggregate_scores",
     "select_configuration", "export_model",
 ]
 
@@ -73,13 +73,13 @@ def _recorded_backbone(weights_pth, weights_json):
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 
-def extract_layers(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1) -> dict:
+def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1) -> dict:
     """Write ``outputs`` ({layer key: store path}) in one forward pass over ``images``."""
-    from .extract import extract_features
+    from .extract import extract_features as extract_pass
 
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
-    return extract_features(images, outputs, layers=params["layers"], model=model, spec=spec,
+    return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
                             weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                             precision=ex["precision"], local_dtype=ex["local_dtype"],
                             compression=ex["compression"], threads=threads, compile_model=ex["compile"])
@@ -158,7 +158,7 @@ def _store_pair(source_store, target_store, source_manifest=None, target_manifes
             _rows_of(t["labels"], rt))
 
 
-def fuse_featureset(global_source, global_target, local_pair, scaling: str, out, source_manifest=None,
+def fuse_features(global_source, global_target, local_pair, scaling: str, out, source_manifest=None,
                     target_manifest=None, local_store=None) -> None:
     """Global features alone or concatenated with a reduced local block: a pair file of the
     experiment (``local_pair``) or a pooled store of per-image reductions (``local_store``).
@@ -201,7 +201,7 @@ def fit_tca(fused, params: dict, out) -> None:
                extra={"coef": tca.coef_, "basis_rows": tca.basis_index_})
 
 
-def score_featureset(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
+def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
                      selection: dict | None = None) -> list[dict]:
     """Score every cell of one feature set: adapter (raw features ``none``, or the first ``d`` TCA components
     ``tca-d``) x centring (each of :data:`layerfuse.evaluate.CENTERINGS`), one linear SVM each; all rows in
@@ -285,15 +285,15 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
     return "\n".join(lines)
 
 
-def summarize(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
+def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
               selections=(), global_layer: str = "global") -> str:
     """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``:
     the paper's layout at the tables' centring ``center``, the label-free selection, the Data section."""
     import pandas as pd
 
-    from .report import aggregate_scores, paper_table, selection_markdown, table_markdown
+    from .report import gather_scores, paper_table, selection_markdown, table_markdown
 
-    df = aggregate_scores(score_csvs)
+    df = gather_scores(score_csvs)
     picks = pd.concat([pd.read_csv(p) for p in selections], ignore_index=True) if selections else None
     df["selected_by"] = ""
     if picks is not None:
@@ -344,11 +344,11 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     import pandas as pd
 
     from .images import manifest_classes, read_manifest
-    from .report import aggregate_scores, plot_confusion
+    from .report import gather_scores, plot_confusion
     from .select import selection_table
 
     sel = params["selection"]
-    df = aggregate_scores(score_csvs)
+    df = gather_scores(score_csvs)
     labelled = not df["accuracy"].isna().all()
     names = manifest_classes(source_manifest, target_manifest)
     out = selection_table(df, sel["criteria"], default=sel["default"], center=params["center"],

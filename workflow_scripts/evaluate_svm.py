@@ -3,7 +3,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from layerfuse._snakemake import run
-from layerfuse.stages import score_featureset
+from layerfuse.stages import evaluate_svm
 
 meta = {
     "experiment": snakemake.wildcards.experiment,
@@ -12,7 +12,7 @@ meta = {
 }
 features = {k: v for k, v in snakemake.input.items()}
 run(
-    lambda: score_featureset(
+    lambda: evaluate_svm(
         features,
         snakemake.params.adapters,
         snakemake.params.svm,

@@ -3,10 +3,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from layerfuse._snakemake import run
-from layerfuse.stages import extract_layers
+from layerfuse.stages import extract_features
 
 run(
-    lambda: extract_layers(
+    lambda: extract_features(
         snakemake.input.images,
         snakemake.input.weights,
         snakemake.input.record,

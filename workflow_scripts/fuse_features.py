@@ -3,10 +3,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from layerfuse._snakemake import run
-from layerfuse.stages import fuse_featureset
+from layerfuse.stages import fuse_features
 
 run(
-    lambda: fuse_featureset(
+    lambda: fuse_features(
         snakemake.input.global_source,
         snakemake.input.global_target,
         snakemake.input.get("local"),

@@ -275,19 +275,19 @@ def test_size_checks_count_usable_images_once_a_manifest_is_known(tmp_path):
 def test_capped_tca_dims_are_recorded_in_the_scores_and_tables(tmp_path, rng):
     """An embedding narrower than the dims asked for: the row keeps ``tca-5`` and records the 3 used."""
     from layerfuse.h5io import write_pair
-    from layerfuse.stages import score_featureset, summarize
+    from layerfuse.stages import evaluate_svm, aggregate_scores
 
     ys, yt = np.repeat([0, 1], 10), np.repeat([0, 1], 5)
     xs, xt = rng.randn(20, 6) + ys[:, None], rng.randn(10, 6) + yt[:, None]
     write_pair(tmp_path / "fused.h5", xs, xt, ys, yt, {"local_width": 4})
     write_pair(tmp_path / "tca.h5", xs[:, :3], xt[:, :3], ys, yt)
     meta = {"experiment": "e", "backbone": "b", "featureset": "block1-pca", "n_source": 20, "n_target": 10}
-    rows = score_featureset({"none": tmp_path / "fused.h5", "tca": tmp_path / "tca.h5"}, ["none", "tca-5"],
+    rows = evaluate_svm({"none": tmp_path / "fused.h5", "tca": tmp_path / "tca.h5"}, ["none", "tca-5"],
                             {"C": 1.0, "class_weight": None, "max_iter": 1000, "center": "domain"}, meta,
                             tmp_path / "scores.csv")
     assert [(r["n_components"], r["n_components_used"], r["local_width"]) for r in rows] == \
         [("", "", 4)] * 2 + [(5, 3, 4)] * 2                                # each at both centrings
-    text = summarize([tmp_path / "scores.csv"], tmp_path / "acc.csv", tmp_path / "tables.md")
+    text = aggregate_scores([tmp_path / "scores.csv"], tmp_path / "acc.csv", tmp_path / "tables.md")
     assert "**TCA dims capped** (fewer usable images than components): b block1-pca tca-5 used 3." in text
 
 

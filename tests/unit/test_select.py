@@ -10,7 +10,7 @@ import pytest
 from layerfuse.h5io import write_pair
 from layerfuse.images import write_manifest
 from layerfuse.select import CRITERIA, criteria_scores
-from layerfuse.stages import score_featureset, select_configuration
+from layerfuse.stages import evaluate_svm, select_configuration
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 5000}
 SELECTION = {"criteria": list(CRITERIA), "default": "snd", "validation_size": 0.25, "seed": 0, "scope": "all"}
@@ -47,7 +47,7 @@ def _grid(tmp_path, rng, target_labels):
         write_pair(tmp_path / f"{name}.fused.h5", a, b, ys, labels, {"local_width": 0})
         csvs.append(tmp_path / f"{name}.csv")
         stores.append(tmp_path / f"{name}.h5")
-        score_featureset({"none": tmp_path / f"{name}.fused.h5"}, ["none"], SVM,
+        evaluate_svm({"none": tmp_path / f"{name}.fused.h5"}, ["none"], SVM,
                          {"experiment": "e", "backbone": "b", "featureset": name}, csvs[-1],
                          predictions=stores[-1], selection=SELECTION)
     classes = ["a", "b", "c"]
