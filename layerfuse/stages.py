@@ -285,6 +285,13 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
     return "\n".join(lines)
 
 
+def _table_metrics(cells) -> tuple[str, ...]:
+    """The metrics worth a table: balanced accuracy only where it differs from accuracy somewhere (with
+    every target class the same size they are equal, and a second table would repeat the first)."""
+    same = np.allclose(cells["accuracy"], cells["balanced_accuracy"], atol=5e-7, equal_nan=True)
+    return ("accuracy",) if same else ("accuracy", "balanced_accuracy")
+
+
 def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
               selections=(), global_layer: str = "global") -> str:
     """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``:
@@ -310,10 +317,11 @@ def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None,
             parts.append(f"### {exp} / {backbone}\n\nThe target is unlabelled: no accuracy; see the selection "
                          "and `predictions/`.\n")
             continue
-        for metric in ("accuracy", "balanced_accuracy"):
+        for metric in _table_metrics(group):
             parts.append(table_markdown(paper_table(group, metric, global_layer), f"{exp} / {backbone} / {metric} (%)"))
     parts.append(f"Tables: SVM centring `{center}` (`svm.center`); every cell is also scored with the other "
-                 "centring in `accuracy.csv` (column `center`). **Bold**: a fusion above Global in the same row.\n")
+                 "centring in `accuracy.csv` (column `center`). **Bold**: a fusion above Global in the same row. "
+                 "Balanced accuracy gets its own table where it differs from accuracy (an unbalanced target).\n")
     if picks is not None:
         parts.append(selection_markdown(picks))
     capped = df[df["n_components_used"].notna() & (df["n_components_used"] < df["n_components"])]
@@ -446,7 +454,7 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
             parts.append(f"{backbone}: the target is unlabelled, no accuracy (predictions in "
                          "`results/<experiment>/predictions/`).\n")
             continue
-        for metric in ("accuracy", "balanced_accuracy"):
+        for metric in _table_metrics(bdf):
             mean, std = group_table(bdf, metric, params.get("global_layer", "global"))
             parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
             if n > 1:

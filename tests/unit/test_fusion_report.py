@@ -68,3 +68,14 @@ def test_domain_centering_removes_a_domain_offset(rng):
     assert centred["accuracy"] > 0.9
     with pytest.raises(ValueError, match="svm.center"):
         evaluate_svm(xs, ys, xt, yt, center="target")
+
+
+def test_balanced_accuracy_table_only_where_it_differs():
+    import pandas as pd
+
+    from layerfuse.stages import _table_metrics
+
+    same = pd.DataFrame({"accuracy": [0.5, 0.75], "balanced_accuracy": [0.5, 0.75]})
+    assert _table_metrics(same) == ("accuracy",)
+    differs = pd.DataFrame({"accuracy": [0.5, 0.75], "balanced_accuracy": [0.5, 0.7]})
+    assert _table_metrics(differs) == ("accuracy", "balanced_accuracy")

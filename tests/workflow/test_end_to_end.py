@@ -31,6 +31,7 @@ def test_full_grid(finished_run):
     assert (df["n_target"] == 12).all() and (df["n_source"] == 15).all()
     tables = (workdir / "results/tiny/tables.md").read_text()
     assert "| Avg |" in tables and "block1 PCA" in tables
+    assert "/ accuracy (%)" in tables and "balanced_accuracy (%)" not in tables   # 4 target images per class
     assert planned_jobs(workdir) == {}, "a finished run must have nothing left to do"
     report = (workdir / "results/report/tiny.md").read_text()
     assert "mean over 1 run(s)" in report
