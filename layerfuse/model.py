@@ -57,25 +57,6 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
             "center": row["center"]}
 
 
-def _featureset_of(path) -> str:
-    """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
-    ``adapted/<bb>/<fs>/tca.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
-    p = Path(path)
-    kind = p.parents[2].name if p.name == "tca.h5" or p.parents[2].name == "reduced" else p.parents[1].name
-    if kind == "adapted":
-        return p.parent.name
-    if kind == "reduced":
-        return f"{p.parent.name}-{p.stem}"
-    return p.stem
-
-
-def _store_of(paths, featureset: str) -> str:
-    for p in paths:
-        if _featureset_of(p) == featureset:
-            return str(p)
-    raise ValueError(f"no store of feature set {featureset!r} among the inputs ({len(list(paths))} files)")
-
-
 def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
     """Write the model of one backbone's selected cell (or of ``cell``) to ``out_dir``.
 
@@ -90,18 +71,18 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     from .h5io import read_arrays, read_pair
     from .images import manifest_classes
     from .reduce import pca_loadings
-    from .stages import _rows_in
+    from .stages import _rows_in, store_of
 
     pick = _pick_row(inputs["selection"], cell)
     featureset, adapter, center = pick["featureset"], pick["adapter"], pick["center"]
     layer, _, reducer = featureset.partition("-")
-    fused_path = _store_of(inputs["fused"], featureset)
+    fused_path = store_of(inputs["fused"], featureset)
     xs, xt, ys, yt, fused_attrs = read_pair(fused_path)
     arrays = {"fusion/scales": np.array([np.nan if s is None else s
                                          for s in json.loads(fused_attrs["block_scales"])], np.float64)}
     reducer_params = params["reducers"][reducer] if reducer else None
     if reducer_params and reducer_params["method"] == "pca":
-        coef = read_arrays(_store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
+        coef = read_arrays(store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
         maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
         with h5py.File(maps, "r") as f:
             ids = {"image_ids": f["image_ids"].asstr()[()], "labels": f["labels"][()]}
@@ -114,7 +95,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         zs, zt = xs, xt
     else:
         dims = int(adapter.split("-", 1)[1])
-        tca = read_arrays(_store_of(inputs["adapted"], featureset), ["source", "target", "coef", "basis_rows"])
+        tca = read_arrays(store_of(inputs["adapted"], featureset), ["source", "target", "coef", "basis_rows"])
         (a, attrs), stacked = tca, np.vstack([xs, xt])
         zs, zt = a["source"][:, :dims], a["target"][:, :dims]
         arrays["adapter/basis"] = stacked[a["basis_rows"]]
@@ -160,12 +141,11 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 
 def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
     """The exported SVM must give the workflow's predictions for the cell (same data, same seed)."""
-    store = _store_of(prediction_stores, featureset)
-    with h5py.File(store, "r") as f:
-        cells = json.loads(f.attrs["cells"])
-        expected = f["pred"][cells.index([adapter, center])]
+    from .stages import cell_predictions
+
+    expected = cell_predictions(prediction_stores, featureset, adapter, center)[0]
     if not np.array_equal(expected, pred):
-        raise ValueError(f"{store}: the refitted SVM disagrees with the workflow's predictions on "
+        raise ValueError(f"{featureset}: the refitted SVM disagrees with the workflow's predictions on "
                          f"{int((expected != pred).sum())} image(s); rerun the workflow")
 
 
@@ -227,6 +207,8 @@ class _Pipeline:
 
     def __init__(self, record: dict, arrays: dict):
         self.record, self.arrays = record, arrays
+        self.scales = [None if np.isnan(s) else float(s) for s in arrays["fusion/scales"]]
+        self.basis = arrays["adapter/basis"].astype(np.float64) if "adapter/basis" in arrays else None
 
     def features(self, global_vec: np.ndarray, local_maps: np.ndarray | None) -> np.ndarray:
         from .fusion import apply_scale
@@ -234,7 +216,6 @@ class _Pipeline:
 
         rec, a = self.record, self.arrays
         scaling = rec["fusion"]["scaling"]
-        scales = [None if np.isnan(s) else float(s) for s in a["fusion/scales"]]
         blocks = [global_vec]
         if local_maps is not None:
             flat = local_maps.reshape(len(local_maps), -1)
@@ -242,14 +223,14 @@ class _Pipeline:
                 blocks.append(((flat - a["reducer/mean"]) @ a["reducer/loadings"]).astype(np.float32))
             else:
                 blocks.append(reduce_maps(local_maps, rec["reducer"]["method"], rec["reducer"]))
-        return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, scales)], axis=1)
+        return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, self.scales)], axis=1)
 
     def decision(self, x: np.ndarray) -> np.ndarray:
         from .tca import rbf_kernel
 
         rec, a = self.record, self.arrays
         if rec["adapter"]["name"] != "none":
-            xd, basis = x.astype(np.float64), a["adapter/basis"].astype(np.float64)
+            xd, basis = x.astype(np.float64), self.basis
             k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
             x = (k @ a["adapter/coef"]).astype(np.float32)
         if rec["cell"]["center"] == "domain":
@@ -282,6 +263,8 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``status`` (``ok`` or
     ``skipped``) and ``reason``; written atomically to ``out_csv`` when given.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd
     import torch
     from tqdm import tqdm
@@ -316,8 +299,6 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     rows = [{"image": shown, "predicted": "", "confidence": np.nan, "cell": cell, "status": row["status"],
              "reason": row["reason"]} for _, _, shown, row in files]
     todo = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool, \
             tqdm(total=len(todo), desc="predict", unit="img", mininterval=2.0) as bar:
         for lo in range(0, len(todo), batch_size):

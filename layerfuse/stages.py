@@ -348,7 +348,6 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
     (thumbnails from the image store ``target_images``).
     """
-    import h5py
     import pandas as pd
 
     from .images import manifest_classes, read_manifest
@@ -371,10 +370,8 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
         raise ValueError(f"selection.default: {sel['default']!r} scored no cell (see the evaluate_svm logs); "
                          "choose another criterion")
     chosen = df.iloc[int(pick.iloc[0])]
-    with h5py.File(_store_for(prediction_stores, chosen["featureset"]), "r") as f:
-        cells = json.loads(f.attrs["cells"])
-        k = cells.index([chosen["adapter"], chosen["center"]])
-        pred, margin, labels = f["pred"][k], f["margin"][k], f["labels"][()]
+    pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
+                                            chosen["center"])
     images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
     if len(images) != len(pred):
         raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
@@ -428,12 +425,33 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     return export(inputs, params, out_dir, cell)
 
 
-def _store_for(stores, featureset: str):
-    """The predictions store of ``featureset`` among a backbone's stores."""
+def featureset_of(path) -> str:
+    """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
+    ``adapted/<bb>/<fs>/tca.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
+    p = Path(path)
+    kind = p.parents[2].name if p.name == "tca.h5" or p.parents[2].name == "reduced" else p.parents[1].name
+    if kind == "adapted":
+        return p.parent.name
+    if kind == "reduced":
+        return f"{p.parent.name}-{p.stem}"
+    return p.stem
+
+
+def store_of(stores, featureset: str) -> str:
+    """The store of ``featureset`` among a backbone's stores of one kind."""
     for path in stores:
-        if Path(path).stem == featureset:
-            return path
-    raise ValueError(f"no predictions store for feature set {featureset!r} among {list(stores)[:3]}…")
+        if featureset_of(path) == featureset:
+            return str(path)
+    raise ValueError(f"no store of feature set {featureset!r} among {list(stores)[:3]}…")
+
+
+def cell_predictions(stores, featureset: str, adapter: str, center: str):
+    """``(pred, margin, labels)`` of one cell from its feature set's predictions store."""
+    import h5py
+
+    with h5py.File(store_of(stores, featureset), "r") as f:
+        k = json.loads(f.attrs["cells"]).index([adapter, center])
+        return f["pred"][k], f["margin"][k], f["labels"][()]
 
 
 def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png, out_html=None) -> str:
