@@ -89,6 +89,15 @@ def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_la
     return out
 
 
+def regret_over_pairs(all_picks: list) -> pd.DataFrame:
+    """Each criterion's regret and fall below Global, averaged over an experiment's seeds (names differing by
+    a trailing ``s<seed>``: one pair), then mean and worst over pairs."""
+    picks = pd.concat(all_picks, ignore_index=True)
+    picks["pair"] = picks["experiment"].map(lambda e: re.sub(r"s\d+$", "", e))
+    return (picks.groupby(["pair", "criterion"], sort=False)[["regret", "regret_balanced", "below_global"]].mean()
+            .groupby("criterion", sort=False).agg(["mean", "max"]))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment_dirs", type=Path, nargs="*")
@@ -124,12 +133,8 @@ def main(argv=None):
             print(picks.to_markdown(index=False, floatfmt=".2f"))
             all_cells.append(cells)
             all_picks.append(picks)
-    picks = pd.concat(all_picks, ignore_index=True)
-    picks["pair"] = picks["experiment"].map(lambda e: re.sub(r"s\d+$", "", e))
-    summary = (picks.groupby(["pair", "criterion"], sort=False)[["regret", "regret_balanced", "below_global"]].mean()
-               .groupby("criterion", sort=False).agg(["mean", "max"]))
     print("\n## Regret over pairs (points; mean and worst pair)\n")
-    print(summary.round(2).to_markdown())
+    print(regret_over_pairs(all_picks).round(2).to_markdown())
     if costs:
         print("\n## Cost\n")
         print(pd.DataFrame(costs).to_markdown(index=False, floatfmt=".2f"))

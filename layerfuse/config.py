@@ -120,9 +120,11 @@ def featuresets(config: dict) -> list[str]:
 
 
 def adapters(config: dict) -> list[str]:
-    """``none`` (no-TCA baseline, if enabled) and ``tca-<dims>`` for each TCA dimension."""
+    """The grid's adapter cells: ``none`` (no adaptation, if ``tca.baseline``), ``tca-<dims>`` for each TCA
+    dimension, and each key of ``adapters`` (skada's, :mod:`layerfuse.adapt`)."""
     tca = config["tca"]
-    return (["none"] if tca["baseline"] else []) + [f"tca-{d}" for d in sorted(tca["dims"], reverse=True)]
+    return ((["none"] if tca["baseline"] else []) + [f"tca-{d}" for d in sorted(tca["dims"], reverse=True)]
+            + list(config.get("adapters", {})))
 
 
 def backbone_spec(backbone: dict) -> dict:
@@ -171,6 +173,13 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"backbones.{name}.weights: {w} is a folder, not a .pth file")
         if w.endswith((".pth", ".pt")) and not Path(w).is_file():
             raise ConfigError(f"backbones.{name}.weights: file {w} not found")
+    from .adapt import check_adapter
+
+    for key, spec in config.get("adapters", {}).items():
+        try:
+            check_adapter(key, spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     sel = config["selection"]
     if sel["default"] not in sel["criteria"]:
         raise ConfigError(f"selection.default: {sel['default']!r} is not in selection.criteria "

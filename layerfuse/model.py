@@ -12,8 +12,8 @@
     the arrays: PCA mean and loadings (``d x k``: 4 bytes per map value and component, 400 MB for
     128 components of a 256 x 55 x 55 block), the fusion's block scales, the adapter (TCA keeps the
     rows its kernel is evaluated against, every fitted image or the Nyström landmarks, and their
-    coefficients: ``N x d`` plus ``N x k`` numbers), each domain's mean for the centring, and the
-    SVM's coefficients.
+    coefficients: ``N x d`` plus ``N x k`` numbers; a skada adapter its affine target map ``W``, ``b``),
+    each domain's mean for the centring, and the SVM's coefficients.
 
 :func:`predict` runs images through the same steps as the workflow (decode, network, reducer,
 fusion, adapter, centring, SVM) without Snakemake and without writing feature maps; on the target's
@@ -68,40 +68,20 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     ``extract``, ``reducers``, ``fusion``, ``svm``, ``tca``.  Returns the model's JSON record.
     """
     from .evaluate import center_domains, decide, fit_svm
-    from .h5io import read_arrays, read_pair
-    from .images import manifest_classes
-    from .reduce import pca_loadings
-    from .stages import _rows_in, store_of
+    from .h5io import read_pair
+    from .stages import store_of
 
     pick = _pick_row(inputs["selection"], cell)
     featureset, adapter, center = pick["featureset"], pick["adapter"], pick["center"]
-    layer, _, reducer = featureset.partition("-")
-    fused_path = store_of(inputs["fused"], featureset)
-    xs, xt, ys, yt, fused_attrs = read_pair(fused_path)
+    reducer = featureset.partition("-")[2]
+    xs, xt, ys, yt, fused_attrs = read_pair(store_of(inputs["fused"], featureset))
     arrays = {"fusion/scales": np.array([np.nan if s is None else s
                                          for s in json.loads(fused_attrs["block_scales"])], np.float64)}
     reducer_params = params["reducers"][reducer] if reducer else None
     if reducer_params and reducer_params["method"] == "pca":
-        coef = read_arrays(store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
-        maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
-        with h5py.File(maps, "r") as f:
-            ids = {"image_ids": f["image_ids"].asstr()[()], "labels": f["labels"][()]}
-            rows = _rows_in(ids, maps, inputs["source_manifest"])
-            mean, loadings = pca_loadings(f["features"], coef, rows)
-        arrays["reducer/mean"], arrays["reducer/loadings"] = mean.astype(np.float32), loadings.astype(np.float32)
-
-    adapter_record = {"name": adapter}
-    if adapter == "none":
-        zs, zt = xs, xt
-    else:
-        dims = int(adapter.split("-", 1)[1])
-        tca = read_arrays(store_of(inputs["adapted"], featureset), ["source", "target", "coef", "basis_rows"])
-        (a, attrs), stacked = tca, np.vstack([xs, xt])
-        zs, zt = a["source"][:, :dims], a["target"][:, :dims]
-        arrays["adapter/basis"] = stacked[a["basis_rows"]]
-        arrays["adapter/coef"] = a["coef"][:, :dims]
-        adapter_record.update(kernel=params["tca"]["kernel"], gamma=float(attrs["gamma_"]), dims=int(zs.shape[1]),
-                              solver=str(attrs["solver_"]))
+        arrays.update(_pca_arrays(inputs, featureset))
+    (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, params, featureset, adapter, xs, xt)
+    arrays.update(adapter_arrays)
     cs, ct = center_domains(zs, zt, center)
     if center == "domain":
         arrays["center/target_mean"] = zt.mean(0)
@@ -109,21 +89,75 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
     pred, _ = decide(svm.decision_function(ct), svm.classes_)
     _check_reproduces(inputs["predictions"], featureset, adapter, center, pred)
+    record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
+    _write_model_dir(Path(out_dir), record, arrays)
+    log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, adapter, center, pick["criterion"],
+             out_dir)
+    return record
 
+
+def _pca_arrays(inputs: dict, featureset: str) -> dict:
+    """The PCA reducer's mean and loadings over the layer's source maps (the rows the workflow fitted on)."""
+    from .h5io import read_arrays
+    from .reduce import pca_loadings
+    from .stages import _rows_in, store_of
+
+    layer = featureset.partition("-")[0]
+    coef = read_arrays(store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
+    maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
+    with h5py.File(maps, "r") as f:
+        ids = {"image_ids": f["image_ids"].asstr()[()], "labels": f["labels"][()]}
+        rows = _rows_in(ids, maps, inputs["source_manifest"])
+        mean, loadings = pca_loadings(f["features"], coef, rows)
+    return {"reducer/mean": mean.astype(np.float32), "reducer/loadings": loadings.astype(np.float32)}
+
+
+def _adapter_arrays(inputs: dict, params: dict, featureset: str, adapter: str, xs, xt):
+    """``((zs, zt), record, arrays)``: the cell's adapted features and what maps a new target image:
+    nothing (``none``), TCA's kernel basis and coefficients (``tca-<dims>``), or a skada adapter's
+    affine target map ``x W + b``."""
+    from .h5io import read_arrays
+    from .stages import store_of
+
+    if adapter == "none":
+        return (xs, xt), {"name": adapter}, {}
+    if adapter.startswith("tca-"):
+        dims = int(adapter.split("-", 1)[1])
+        a, attrs = read_arrays(store_of(inputs["adapted"], featureset, "tca"), ["source", "target", "coef",
+                                                                               "basis_rows"])
+        zs, zt = a["source"][:, :dims], a["target"][:, :dims]
+        arrays = {"adapter/basis": np.vstack([xs, xt])[a["basis_rows"]], "adapter/coef": a["coef"][:, :dims]}
+        return (zs, zt), {"name": adapter, "kernel": params["tca"]["kernel"], "gamma": float(attrs["gamma_"]),
+                          "dims": int(zs.shape[1]), "solver": str(attrs["solver_"])}, arrays
+    path = store_of(inputs["adapted"], featureset, adapter)
+    _, attrs = read_arrays(path, [])
+    if attrs.get("failed"):
+        raise ValueError(f"{path}: adapter {adapter} failed on {featureset} ({attrs['failed']}): no model")
+    a, _ = read_arrays(path, ["source", "target", "target_weight", "target_bias"])
+    return ((a["source"], a["target"]), {"name": adapter, "method": json.loads(attrs["adapter"])["method"]},
+            {"adapter/weight": a["target_weight"], "adapter/bias": a["target_bias"]})
+
+
+def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer_params, fused_attrs: dict,
+                  adapter_record: dict) -> dict:
+    """``model.json``'s content (without the SHA-256 of ``model.h5``)."""
+    from .images import manifest_classes
+
+    featureset = pick["featureset"]
+    layer, _, reducer = featureset.partition("-")
     with h5py.File(inputs["global_store"], "r") as f:
         precision = str(f.attrs["precision"])
     record_in = json.loads(Path(inputs["record"]).read_text())
     # the experiment's class names, indexed by label (a generated demo's are known from its manifests only)
     classes = list(params.get("classes") or manifest_classes(inputs["source_manifest"], inputs["target_manifest"]))
-    out_dir = Path(out_dir)
-    record = {
+    return {
         "format": MODEL_FORMAT, "layerfuse_version": __version__, "experiment": params.get("experiment", ""),
         "backbone": {"name": params.get("backbone", ""), "architecture": record_in["architecture"],
                      "preprocessing": record_in["preprocessing"], "maxpool_pad": record_in["maxpool_pad"],
                      "weights": os.path.relpath(Path(inputs["weights"]).resolve(), out_dir.resolve()),
                      "weights_sha256": record_in["sha256"]},
-        "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": adapter,
-                 "center": center, "picked_by": pick["criterion"]},
+        "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": pick["adapter"],
+                 "center": pick["center"], "picked_by": pick["criterion"]},
         "classes": classes,
         "layers": {"global": params["layers"][params["global_layer"]],
                    "local": params["layers"][layer] if reducer else None},
@@ -133,10 +167,6 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         "reducer": reducer_params, "fusion": {"scaling": fused_attrs["scaling"]}, "adapter": adapter_record,
         "svm": params["svm"], "config": params,
     }
-    _write_model_dir(out_dir, record, arrays)
-    log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, adapter, center, pick["criterion"],
-             out_dir)
-    return record
 
 
 def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
@@ -229,7 +259,9 @@ class _Pipeline:
         from .tca import rbf_kernel
 
         rec, a = self.record, self.arrays
-        if rec["adapter"]["name"] != "none":
+        if "adapter/weight" in a:                       # a skada adapter's affine target map
+            x = (x.astype(np.float64) @ a["adapter/weight"] + a["adapter/bias"]).astype(np.float32)
+        elif self.basis is not None:                    # TCA: kernel against the basis rows
             xd, basis = x.astype(np.float64), self.basis
             k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
             x = (k @ a["adapter/coef"]).astype(np.float32)

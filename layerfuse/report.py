@@ -10,10 +10,11 @@ import pandas as pd
 __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown"]
 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
-# local_width: the local block's width after reduction (PCA may keep fewer components than asked).
+# local_width: the local block's width after reduction (PCA may keep fewer components than asked);
+# failed: why a skada adapter's cell has no scores (empty where it has).
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
-                 "n_target"]
+                 "n_target", "failed"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 
@@ -41,16 +42,19 @@ def _column_label(featureset: str, global_layer: str = "global") -> str:
 
 
 def paper_table(df: pd.DataFrame, metric: str = "accuracy", global_layer: str = "global") -> pd.DataFrame:
-    """Rows: TCA dims (descending), ``Avg`` over them, and ``no TCA``; columns: Global (the feature set
-    ``global_layer``), then fusions.
+    """Rows: TCA dims (descending), ``Avg`` over them, ``no TCA``, then skada's adapters (by their
+    ``adapters`` key); columns: Global (the feature set ``global_layer``), then fusions.
 
-    Values are percentages.
+    Values are percentages; a cell that failed (``failed`` in ``accuracy.csv``) is NaN.
     """
     d = df.copy()
-    d["row"] = np.where(d["adapter"] == "none", "no TCA", d["n_components"].astype("Int64").astype(str))
+    tca = d["adapter"].str.startswith("tca-")
+    d["row"] = np.where(d["adapter"] == "none", "no TCA",
+                        np.where(tca, d["n_components"].astype("Int64").astype(str), d["adapter"]))
     d["col"] = d["featureset"].map(lambda f: _column_label(f, global_layer))
-    table = d.pivot_table(index="row", columns="col", values=metric, aggfunc="mean") * 100
-    dims = sorted((r for r in table.index if r != "no TCA"), key=int, reverse=True)
+    table = d.pivot_table(index="row", columns="col", values=metric, aggfunc="mean", dropna=False) * 100
+    dims = sorted(set(d.loc[tca, "row"]), key=int, reverse=True)
+    others = list(dict.fromkeys(d.loc[~tca & (d["adapter"] != "none"), "row"]))
     order = {title: i for i, title in enumerate(REDUCER_TITLES.values())}
     cols = ["Global"] + sorted((c for c in table.columns if c != "Global"),
                                key=lambda c: (c.split(" ")[0], order.get(c.split(" ", 1)[1], 99), c))
@@ -60,13 +64,17 @@ def paper_table(df: pd.DataFrame, metric: str = "accuracy", global_layer: str = 
     if (d["row"] == "no TCA").any():
         base = d[d["row"] == "no TCA"].pivot_table(index="row", columns="col", values=metric) * 100
         table.loc["no TCA"] = base.reindex(columns=table.columns).iloc[0]
+    for name in others:
+        table.loc[name] = (d[d["row"] == name].pivot_table(index="row", columns="col", values=metric, dropna=False)
+                           * 100).reindex(index=[name], columns=table.columns).iloc[0]
     return table
 
 
 def table_markdown(table: pd.DataFrame, title: str = "") -> str:
     """Markdown table; fusion cells that beat Global in the same row are **bold**."""
     lines = [f"### {title}", ""] if title else []
-    lines.append("| " + " | ".join(["dims"] + list(table.columns)) + " |")
+    first = "dims" if all(str(i).isdigit() or i in ("Avg", "no TCA") for i in table.index) else "dims / adapter"
+    lines.append("| " + " | ".join([first] + list(table.columns)) + " |")
     lines.append("|" + "---|" * (len(table.columns) + 1))
     for idx, row in table.iterrows():
         cells = []

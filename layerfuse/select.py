@@ -154,7 +154,7 @@ def selection_table(cells, criteria, *, default: str, center: str, global_layer:
     for name, i in pick_cells(cells, criteria, mask).items():
         add("criterion", name, i, cells[f"crit_{name}"].iloc[i])
     if labelled:
-        add("oracle", "oracle (target labels)", int(cells["accuracy"].to_numpy().argmax()))
+        add("oracle", "oracle (target labels)", int(np.nanargmax(cells["accuracy"].to_numpy(dtype=float))))
     base = cells.index[(cells["featureset"] == global_layer) & (cells["adapter"] == "none")
                        & (cells["center"] == center)]
     if len(base):

@@ -16,7 +16,7 @@ from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, w
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "manifest_rows", "reduce_layer",
-    "reduce_pool_layer", "fuse_features", "fit_tca", "evaluate_svm", "aggregate_scores",
+    "reduce_pool_layer", "fuse_features", "fit_tca", "fit_adapter", "evaluate_svm", "aggregate_scores",
     "select_configuration", "export_model",
 ]
 
@@ -201,17 +201,52 @@ def fit_tca(fused, params: dict, out) -> None:
                extra={"coef": tca.coef_, "basis_rows": tca.basis_index_})
 
 
-def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
-                     selection: dict | None = None) -> list[dict]:
-    """Score every cell of one feature set: adapter (raw features ``none``, or the first ``d`` TCA components
-    ``tca-d``) x centring (each of :data:`layerfuse.evaluate.CENTERINGS`), one linear SVM each; all rows in
-    one CSV.
+def fit_adapter(fused, spec: dict, out) -> None:
+    """Fit one of skada's adapters (an ``adapters`` entry) on a fused pair and store the adapted features
+    with the target's affine map (``target_weight``, ``target_bias``: what a saved model applies).  An
+    adapter that cannot be fitted writes a store with no features and the reason in attribute ``failed``:
+    its cells are recorded as failed and the rest of the grid goes on."""
+    from .adapt import AdapterFailure, fit_adapter as fit
 
-    ``features`` maps ``"none"`` to the fused pair and ``"tca"`` to the TCA embedding (fitted once at
-    the largest ``d``; components are nested), as far as ``adapters`` needs them.  ``predictions``: an
-    HDF5 file for every cell's target predictions (``pred``) and SVM margins (``margin``), one row per
-    cell in the CSV's order.  ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also
-    gets the label-free criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
+    xs, xt, ys, yt, _ = read_pair(fused)
+    attrs = {"adapter": json.dumps(spec), "layerfuse_version": __version__}
+    try:
+        fitted = fit(xs, ys, xt, spec)
+    except AdapterFailure as exc:
+        log.warning("%s: %s", fused, exc)
+        write_pair(out, np.zeros((len(xs), 0)), np.zeros((len(xt), 0)), ys, yt, {**attrs, "failed": str(exc)})
+        return
+    write_pair(out, fitted["source"], fitted["target"], ys, yt, {**attrs, **fitted["info"], "failed": ""},
+               extra={"target_weight": fitted["target_weight"], "target_bias": fitted["target_bias"]})
+
+
+def _adapter_features(pairs: dict, adapter: str, features: dict):
+    """``(xs, xt, ys, yt, dims, failed)`` of one adapter cell: the fused pair (``none``), the first ``dims``
+    TCA components (``tca-<dims>``) or a skada adapter's store (``failed``: its reason, or "")."""
+    if adapter.startswith("tca-"):
+        dims = int(adapter.split("-", 1)[1])
+        xs, xt, ys, yt, _ = pairs["tca"]
+        if dims > xs.shape[1]:
+            log.warning("%s: only %d components available for %s (recorded as n_components_used)",
+                        features["tca"], xs.shape[1], adapter)
+        return xs[:, :dims], xt[:, :dims], ys, yt, dims, ""
+    xs, xt, ys, yt, attrs = pairs[adapter]
+    return xs, xt, ys, yt, None, str(attrs.get("failed", ""))
+
+
+def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
+                 selection: dict | None = None) -> list[dict]:
+    """Score every cell of one feature set: adapter (raw features ``none``, the first ``d`` TCA components
+    ``tca-d``, or a skada adapter's features, named by its ``adapters`` key) x centring (each of
+    :data:`layerfuse.evaluate.CENTERINGS`), one linear SVM each; all rows in one CSV.
+
+    ``features`` maps ``"none"`` to the fused pair, ``"tca"`` to the TCA embedding (fitted once at
+    the largest ``d``; components are nested) and each skada adapter's key to its store, as far as
+    ``adapters`` needs them.  A skada adapter that failed on the feature set gives rows with no scores
+    and the reason in ``failed``.  ``predictions``: an HDF5 file for every cell's target predictions
+    (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
+    ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also gets the label-free
+    criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
     from .evaluate import CENTERINGS, center_domains, classify, target_metrics
     from .report import write_score_rows
@@ -219,35 +254,31 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
 
     pairs = {key: read_pair(path) for key, path in features.items()}
     layer, _, reducer = meta["featureset"].partition("-")
-    fused_attrs = pairs["none"][4] if "none" in pairs else {}
+    local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
     svm_args = {k: svm[k] for k in ("C", "class_weight", "max_iter")}
     rows, preds, margins = [], [], []
     for adapter in adapters:
-        dims = None
-        if adapter == "none":
-            xs, xt, ys, yt, _ = pairs["none"]
-        else:
-            dims = int(adapter.split("-", 1)[1])
-            xs, xt, ys, yt, _ = pairs["tca"]
-            if dims > xs.shape[1]:
-                log.warning("%s: only %d components available for %s (recorded as n_components_used)",
-                            features["tca"], xs.shape[1], adapter)
-            xs, xt = xs[:, :dims], xt[:, :dims]
+        xs, xt, ys, yt, dims, failed = _adapter_features(pairs, adapter, features)
         for center in CENTERINGS:
-            cs, ct = center_domains(xs, xt, center)
-            pred, margin = classify(cs, ys, ct, **svm_args)
-            crit = {}
-            if selection:
-                crit = {f"crit_{k}": v for k, v in criteria_scores(
-                    cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
-                    validation_size=selection["validation_size"], seed=selection["seed"]).items()}
+            if failed:
+                pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
+                metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+                           "n_source": len(ys), "n_target": len(yt)}
+                crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+            else:
+                cs, ct = center_domains(xs, xt, center)
+                pred, margin = classify(cs, ys, ct, **svm_args)
+                metrics, crit = target_metrics(yt, pred, len(ys)), {}
+                if selection:
+                    crit = {f"crit_{k}": v for k, v in criteria_scores(
+                        cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
+                        validation_size=selection["validation_size"], seed=selection["seed"]).items()}
             preds.append(pred)
             margins.append(margin)
             rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,
                          "n_components": dims if dims is not None else "",
                          "n_components_used": xs.shape[1] if dims is not None else "",
-                         "local_width": fused_attrs.get("local_width", ""),
-                         **target_metrics(yt, pred, len(ys)), **crit})
+                         "local_width": local_width, **metrics, **crit, "failed": failed})
     write_score_rows(out, rows)
     if predictions is not None:
         from .h5io import write_arrays
@@ -329,6 +360,10 @@ def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None,
         parts.append("**TCA dims capped** (fewer usable images than components): "
                      + ", ".join(sorted({f"{r.backbone} {r.featureset} {r.adapter} used {int(r.n_components_used)}"
                                          for r in capped.itertuples()})) + ".\n")
+    failed = df[df["failed"].fillna("").astype(str) != ""] if "failed" in df else df.iloc[:0]
+    if len(failed):
+        parts.append("**Adapter cells not scored** (`failed` in `accuracy.csv`): " + "; ".join(sorted(
+            {f"{r.backbone} {r.featureset} {r.adapter}: {r.failed}" for r in failed.itertuples()})) + ".\n")
     if manifests:
         parts.append(data_section(manifests))
     text = "\n".join(parts)
@@ -427,9 +462,9 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 
 def featureset_of(path) -> str:
     """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
-    ``adapted/<bb>/<fs>/tca.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
+    ``adapted/<bb>/<fs>/<adapter>.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
     p = Path(path)
-    kind = p.parents[2].name if p.name == "tca.h5" or p.parents[2].name == "reduced" else p.parents[1].name
+    kind = p.parents[2].name
     if kind == "adapted":
         return p.parent.name
     if kind == "reduced":
@@ -437,10 +472,10 @@ def featureset_of(path) -> str:
     return p.stem
 
 
-def store_of(stores, featureset: str) -> str:
-    """The store of ``featureset`` among a backbone's stores of one kind."""
+def store_of(stores, featureset: str, adapter: str | None = None) -> str:
+    """The store of ``featureset`` among a backbone's stores of one kind (of ``adapter``: ``adapted/``)."""
     for path in stores:
-        if featureset_of(path) == featureset:
+        if featureset_of(path) == featureset and adapter in (None, Path(path).stem):
             return str(path)
     raise ValueError(f"no store of feature set {featureset!r} among {list(stores)[:3]}…")
 

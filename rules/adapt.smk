@@ -16,3 +16,24 @@ rule fit_tca:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/fit_tca.py"
+
+
+# One of skada's adapters (the `adapters` entry named by the wildcard) on one feature set.
+rule fit_adapter:
+    input:
+        "results/{experiment}/fused/{backbone}/{featureset}.h5",
+    output:
+        "results/{experiment}/adapted/{backbone}/{featureset}/{adapter}.h5",
+    params:
+        adapter=adapter_params,
+    log:
+        "logs/{experiment}/fit_adapter/{backbone}/{featureset}/{adapter}.log",
+    benchmark:
+        "benchmarks/{experiment}/fit_adapter/{backbone}/{featureset}/{adapter}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/fit_adapter.py"

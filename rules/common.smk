@@ -91,6 +91,8 @@ PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in co
 ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
+# skada's adapters (the `adapters` keys): one fit_adapter job per feature set each
+SKADA_ADAPTERS = list(config["adapters"])
 DOMAINS = ["source", "target"]
 
 
@@ -156,6 +158,7 @@ wildcard_constraints:
     reducer=_one_of(config["reducers"]) if config["reducers"] else "(?!)",
     featureset=_one_of(FEATURESETS),
     domain="source|target",
+    adapter=_one_of(SKADA_ADAPTERS) or "(?!)",
     group=_one_of(GROUPS) if GROUPS else "(?!)",
 
 
@@ -341,15 +344,23 @@ def tca_params(wildcards):
     })
 
 
+def adapter_params(wildcards):
+    return canonical(config["adapters"][wildcards.adapter])
+
+
+def adapted_stores(wildcards, featureset):
+    """{``tca`` (if any TCA dimension is scored) and each skada adapter key: adapted store of ``featureset``}."""
+    base = f"results/{wildcards.experiment}/adapted/{wildcards.backbone}/{featureset}"
+    keys = (["tca"] if any(a.startswith("tca-") for a in ADAPTERS) else []) + SKADA_ADAPTERS
+    return {k: f"{base}/{k}.h5" for k in keys}
+
+
 def score_inputs(wildcards):
-    """The fused pair (for ``none``) and the TCA embedding (for ``tca-<dims>``), as the adapters need."""
-    base = f"results/{wildcards.experiment}"
+    """The fused pair (for ``none``), the TCA embedding (for ``tca-<dims>``) and each skada adapter's."""
     inputs = {}
     if "none" in ADAPTERS:
-        inputs["none"] = f"{base}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
-    if any(a != "none" for a in ADAPTERS):
-        inputs["tca"] = f"{base}/adapted/{wildcards.backbone}/{wildcards.featureset}/tca.h5"
-    return inputs
+        inputs["none"] = f"results/{wildcards.experiment}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
+    return {**inputs, **adapted_stores(wildcards, wildcards.featureset)}
 
 
 def score_selection(wildcards):
@@ -415,8 +426,7 @@ def model_inputs(wildcards):
         "selection": f"{base}/selection/{bb}.csv",
         "predictions": [f"{base}/scores/{bb}/{fs}.h5" for fs in FEATURESETS],
         "fused": [f"{base}/fused/{bb}/{fs}.h5" for fs in FEATURESETS],
-        "adapted": [f"{base}/adapted/{bb}/{fs}/tca.h5" for fs in FEATURESETS] if any(a != "none" for a in ADAPTERS)
-        else [],
+        "adapted": [p for fs in FEATURESETS for p in adapted_stores(wildcards, fs).values()],
         "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets],
         "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets}),
         "global_store": layer_stores(wildcards, store_backbone(bb, g), g)["target"],

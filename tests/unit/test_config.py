@@ -42,6 +42,7 @@ def test_defaults_fill_the_grid():
     {"experiments": {"X Y": {"synthetic": {}}}},
     {"experiments": {"x": {"synthetic": {}, "split": {}}}},
     {"experiments": {"x": {"synthetic": {}}}, "tca": {"dims": []}, "reducers": {"p": {"method": "svd"}}},
+    {"experiments": {"x": {"synthetic": {}}}, "adapters": {"c": {"method": "jda"}}},
 ])
 def test_schema_rejects(bad):
     with pytest.raises(ConfigError) as exc:
@@ -64,6 +65,9 @@ def test_defaults_match_snakemake_validate():
     ({"local_layers": ["global"]}, "is the global layer"),
     ({"backbones": {"a": {"finetune": {"base": "zzz"}}}}, "finetune.base"),
     ({"backbones": {"a": {"weights": "foo"}}}, "is not keras-npm"),
+    ({"adapters": {"c": {"method": "coral", "alpha": 1}}},
+     r"^adapters.c.alpha: coral takes no such parameter; valid: assume_centered, max_features, reg$"),
+    ({"adapters": {"tca": {"method": "coral"}}}, r"^adapters.tca: the name is taken"),
 ])
 def test_semantic_errors_name_the_key(change, match):
     cfg = _validated({"experiments": {"x": {"synthetic": {}}}, **change})

@@ -43,7 +43,10 @@ def unlabelled_run(tmp_path_factory, mini_baseline):
            "layers": {"global": "flatten", "block1": "layer1.0"}, "local_layers": ["block1"],
            "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
                                                       "pca": {"method": "pca", "n_components": 8}},
-           "tca": {"dims": [6, 4]}}
+           "tca": {"dims": [6, 4]},
+           # skada's adapters: CORAL fits the 2048-d global features only (the fusions are wider: skipped)
+           "adapters": {"sa": {"method": "subspace_alignment", "n_components": 4},
+                        "coral": {"method": "coral", "max_features": 2048}}}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     proc = snakemake(work, config=config)
@@ -68,7 +71,9 @@ def test_predictions_for_every_target_image(unlabelled_run):
 def test_no_accuracy_and_no_oracle_without_labels(unlabelled_run):
     work, _, _ = unlabelled_run
     scores = pd.read_csv(work / "results/field/accuracy.csv")
-    assert scores["accuracy"].isna().all() and len(scores) == 3 * 3 * 2
+    assert scores["accuracy"].isna().all() and len(scores) == 3 * 5 * 2
+    skipped = scores[scores["failed"].notna()]
+    assert set(skipped["adapter"]) == {"coral"} and set(skipped["featureset"]) == {"block1-flatten", "block1-pca"}
     selection = pd.read_csv(work / "results/field/selection/imagenet.csv")
     assert "oracle" not in set(selection["kind"]) and selection["default"].sum() == 1
     tables = (work / "results/field/tables.md").read_text()
@@ -118,7 +123,8 @@ def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
 
 @pytest.mark.parametrize("featureset", ["global", "block1-flatten", "block1-pca"])
 def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path, featureset):
-    """Each reducer, raw or TCA, centred or not: the model's predictions equal the cell's in the workflow."""
+    """Each reducer, raw, TCA or a skada adapter, centred or not: the model's predictions equal the cell's in the
+    workflow."""
     from layerfuse.model import predict
     from layerfuse.stages import export_model
 
@@ -128,7 +134,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     inputs = {"selection": res / "selection/imagenet.csv",
               "predictions": [res / f"scores/imagenet/{f}.h5" for f in fs],
               "fused": [res / f"fused/imagenet/{f}.h5" for f in fs],
-              "adapted": [res / f"adapted/imagenet/{f}/tca.h5" for f in fs],
+              "adapted": [res / f"adapted/imagenet/{f}/{a}.h5" for f in fs for a in ("tca", "sa", "coral")],
               "reduced": [res / "reduced/imagenet/block1/pca.h5"],
               "maps": [res / "features/imagenet/source/block1.h5"],
               "global_store": res / "features/imagenet/target/global.h5",
@@ -143,7 +149,14 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
         cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
     images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
-    for adapter, center in [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain")]:
+    cases = [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain"), ("sa", "domain")]
+    if featureset == "global":
+        cases.append(("coral", "none"))
+    else:                                   # CORAL skipped these (wider than max_features): no model
+        with pytest.raises(ValueError, match=r"adapter coral failed on block1-.* \(skipped: \d+ features"):
+            export_model(inputs, params, tmp_path / "coral", cell={"featureset": featureset, "adapter": "coral",
+                                                                    "center": "none"})
+    for adapter, center in cases:
         out = tmp_path / f"{adapter}-{center}"
         export_model(inputs, params, out, cell={"featureset": featureset, "adapter": adapter, "center": center})
         table = predict(out, [work / "data/target"], batch_size=3).set_index("image")

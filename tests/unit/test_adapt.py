@@ -1,0 +1,102 @@
+"""skada's adapters in the grid: fitted on a feature set, their target map read off, failures recorded."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerfuse.adapt import ADAPTER_METHODS, AdapterFailure, fit_adapter, make_adapter
+from layerfuse.h5io import read_arrays, write_pair
+
+SPECS = {"coral": {"method": "coral"}, "subspace_alignment": {"method": "subspace_alignment", "n_components": 5},
+         "linear_ot": {"method": "linear_ot"}}
+
+
+def _shifted_pair(rng, n=60, d=12, classes=3):
+    """Gaussian classes; the target is the source scaled, rotated and moved (an affine shift)."""
+    means = rng.normal(0, 3, (classes, d))
+    ys = np.arange(n) % classes
+    yt = rng.permutation(ys)
+    xs = means[ys] + rng.normal(0, 1, (n, d))
+    rot, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    xt = 0.5 * (means[yt] + rng.normal(0, 1, (n, d))) @ rot + 4.0
+    return xs, ys, xt, yt
+
+
+@pytest.mark.parametrize("method", list(ADAPTER_METHODS))
+def test_target_map_is_skadas_transform(rng, method):
+    """The stored affine map gives skada's own transform of new target rows (what a saved model applies)."""
+    xs, ys, xt, _ = _shifted_pair(rng)
+    fitted = fit_adapter(xs, ys, xt, SPECS[method])
+    assert fitted["source"].shape[0] == len(xs) and fitted["target"].shape == (len(xt), fitted["source"].shape[1])
+    assert fitted["info"]["method"] == method
+    adapter = make_adapter(SPECS[method], n_source=len(xs), n_target=len(xt))
+    X = np.vstack([xs, xt])
+    adapter.fit_transform(X, np.r_[ys, -np.ones(len(xt), int)], sample_domain=np.r_[np.ones(len(xs)), -np.ones(len(xt))])
+    new = xt[:7] * 1.1 - 0.3
+    expected = adapter.transform(new, sample_domain=-np.ones(len(new), int))
+    np.testing.assert_allclose(new @ fitted["target_weight"] + fitted["target_bias"], expected, atol=1e-8)
+
+
+def test_coral_aligns_second_order_statistics(rng):
+    """After CORAL the source's covariance is the target's (both centred), as the method promises."""
+    xs, ys, xt, _ = _shifted_pair(rng, n=400, d=6)
+    fitted = fit_adapter(xs, ys, xt, {"method": "coral", "reg": 0.0})
+    np.testing.assert_allclose(np.cov(fitted["source"].T), np.cov(xt.T), atol=1e-6)
+
+
+def test_subspace_alignment_components_capped_by_the_smaller_domain(rng):
+    xs, ys, xt, _ = _shifted_pair(rng, n=30, d=40)
+    fitted = fit_adapter(xs, ys, xt[:9], {"method": "subspace_alignment", "n_components": 64})
+    assert fitted["source"].shape[1] == 9
+
+
+def test_too_many_features_is_a_recorded_skip(rng):
+    xs, ys, xt, _ = _shifted_pair(rng, d=20)
+    with pytest.raises(AdapterFailure, match=r"^skipped: 20 features > max_features 10 "):
+        fit_adapter(xs, ys, xt, {"method": "coral", "max_features": 10})
+
+
+def test_numerical_failure_is_one_line(rng):
+    """CORAL without shrinkage on fewer images than features: a singular covariance has no inverse root."""
+    xs, ys, xt, _ = _shifted_pair(rng, n=6, d=30)
+    with pytest.raises(AdapterFailure) as exc:
+        fit_adapter(xs, ys, xt, {"method": "coral", "reg": None})
+    assert "\n" not in str(exc.value) and "coral" in str(exc.value)
+
+
+def test_failed_adapter_cells_are_recorded_and_the_grid_goes_on(rng, tmp_path):
+    """fit_adapter's failed store gives rows without scores and with the reason; tables show '–' and
+    list the reason; the other adapters' cells are scored."""
+    from layerfuse.report import paper_table, table_markdown
+    from layerfuse.stages import aggregate_scores, evaluate_svm, fit_adapter as fit_stage
+
+    xs, ys, xt, yt = _shifted_pair(rng, d=20)
+    fused = tmp_path / "fused/imagenet/global.h5"
+    write_pair(fused, xs, xt, ys, yt, {"local_width": 0})
+    adapted = {}
+    for key, spec in {"sa": SPECS["subspace_alignment"], "coral": {"method": "coral", "max_features": 10}}.items():
+        adapted[key] = tmp_path / f"adapted/imagenet/global/{key}.h5"
+        fit_stage(fused, spec, adapted[key])
+    _, attrs = read_arrays(adapted["coral"], [])
+    assert attrs["failed"].startswith("skipped: 20 features")
+    meta = {"experiment": "x", "backbone": "imagenet", "featureset": "global"}
+    scores = tmp_path / "scores.csv"
+    rows = evaluate_svm({"none": fused, **adapted}, ["none", "sa", "coral"], {"C": 1.0, "class_weight": "balanced",
+                        "max_iter": 2000}, meta, scores, predictions=tmp_path / "pred.h5",
+                        selection={"criteria": ["entropy"], "validation_size": 0.2, "seed": 0})
+    by = {(r["adapter"], r["center"]): r for r in rows}
+    assert 0 <= by[("sa", "domain")]["accuracy"] <= 1 and by[("sa", "domain")]["failed"] == ""
+    assert np.isnan(by[("coral", "none")]["accuracy"]) and np.isnan(by[("coral", "none")]["crit_entropy"])
+    assert by[("coral", "domain")]["failed"].startswith("skipped")
+    md = aggregate_scores([scores], tmp_path / "accuracy.csv", tmp_path / "tables.md")
+    table = paper_table(pd.read_csv(tmp_path / "accuracy.csv").query("center == 'domain'"))
+    assert list(table.index) == ["no TCA", "sa", "coral"] and np.isnan(table.loc["coral", "Global"])
+    assert "| coral | – |" in table_markdown(table) and "**Adapter cells not scored**" in md
+    assert "imagenet global coral: skipped: 20 features > max_features 10" in md
+    with pytest.raises(ValueError, match=r"adapter coral failed on global \(skipped"):
+        from layerfuse.model import _adapter_arrays
+
+        _adapter_arrays({"adapted": list(adapted.values())}, {}, "global", "coral", xs, xt)
