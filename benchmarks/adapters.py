@@ -59,7 +59,8 @@ def accuracy_table(cells: pd.DataFrame, center: str = "domain") -> pd.DataFrame:
     """Adapter rows x feature-set columns, ``accuracy / balanced`` in %."""
     at = cells[cells["center"] == center]
     acc, bal = paper_table(at, "accuracy"), paper_table(at, "balanced_accuracy")
-    return acc.combine(bal, lambda a, b: [("–" if pd.isna(x) else f"{x:.1f} / {y:.1f}") for x, y in zip(a, b)])
+    text = acc.map(lambda v: "–" if pd.isna(v) else f"{v:.1f}") + " / " + bal.map(lambda v: f"{v:.1f}")
+    return text.where(acc.notna(), "–")
 
 
 def main(argv=None):
@@ -89,7 +90,7 @@ def main(argv=None):
                 print("\nFit seconds: " + "; ".join(
                     f"{k} {g.loc[g['featureset'] == 'global', 'fit_s'].mean():.1f} on global, "
                     f"{g['fit_s'].max():.1f} at most" for k, g in fits.groupby("adapter", sort=False)))
-            failed = cells[cells["failed"].fillna("").astype(str) != ""] if "failed" in cells else cells.iloc[:0]
+            failed = cells[cells["failed"].astype("string").fillna("") != ""] if "failed" in cells else cells.iloc[:0]
             if len(failed):
                 print("\nNot scored: " + "; ".join(sorted({f"{r.featureset} {r.adapter}: {r.failed}"
                                                            for r in failed.itertuples()})))

@@ -5,25 +5,37 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.svm import LinearSVC
 
-__all__ = ["CENTERINGS", "center_domains", "fit_svm", "decide", "classify", "target_metrics", "evaluate_svm"]
+__all__ = ["CENTERINGS", "GRID_CENTERINGS", "center_domains", "fit_svm", "decide", "classify", "target_metrics", "evaluate_svm"]
 
-CENTERINGS = ("none", "domain")
+CENTERINGS = ("none", "domain", "prior")
+# the centrings every grid cell is scored at; ``prior`` is added where it is the tables' centring
+GRID_CENTERINGS = ("none", "domain")
 
 
-def center_domains(xs, xt, center: str = "domain") -> tuple[np.ndarray, np.ndarray]:
+def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=None) -> tuple[np.ndarray, np.ndarray]:
     """``domain``: each domain minus its own mean (source on the source mean, target on the target's);
-    ``none``: unchanged.
+    ``prior``: the same, then the target moved to where a source with the target's class proportions
+    ``target_priors`` (estimated without labels, :mod:`layerfuse.label_shift`; needs the source labels ``ys``)
+    would lie; ``none``: unchanged.
 
     In a TCA embedding the domains' means still differ (the MMD term is traded against variance by
     ``mu``), and a linear classifier reads that offset as class evidence.  Centring each domain
     removes it, assuming the domains share their class proportions: where the target's differ, the
-    offset partly reflects them and centring moves predictions towards the source's proportions.
+    offset partly reflects them and ``domain`` centring moves predictions towards the source's
+    proportions; ``prior`` puts that part back.
     """
     if center not in CENTERINGS:
         raise ValueError(f"svm.center must be one of {', '.join(CENTERINGS)}, got {center!r}")
     if center == "none":
         return xs, xt
-    return xs - xs.mean(0), xt - xt.mean(0)
+    cs, ct = xs - xs.mean(0), xt - xt.mean(0)
+    if center == "prior":
+        from .label_shift import prior_offset
+
+        if ys is None or target_priors is None:
+            raise ValueError("prior centring needs the source labels and the target's estimated class proportions")
+        ct = ct + prior_offset(xs, ys, target_priors)
+    return cs, ct
 
 
 def fit_svm(xs, ys, *, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
@@ -53,15 +65,22 @@ def classify(xs, ys, xt, *, C: float = 1.0, class_weight: str | None = "balanced
     return decide(clf.decision_function(xt), clf.classes_)
 
 
-def target_metrics(yt, pred, n_source: int) -> dict:
-    """Accuracy, balanced accuracy and macro-F1 on the target (NaN when it is unlabelled: labels -1)."""
+def target_metrics(yt, pred, n_source: int, n_classes: int | None = None) -> dict:
+    """Accuracy, balanced accuracy and macro-F1 on the target (NaN when it is unlabelled: labels -1), and
+    ``recall``: each class's recall (label order, ``;``-separated; ``n_classes`` of them where given)."""
+    from sklearn.metrics import recall_score
+
     yt = np.asarray(yt)
     labelled = len(yt) > 0 and bool((yt >= 0).all())
     nan = float("nan")
+    labels = np.arange(n_classes) if n_classes else np.unique(yt)
+    recall = (recall_score(yt, pred, labels=labels, average=None, zero_division=np.nan) if labelled
+              else [nan] * len(labels))
     return {
         "accuracy": float(accuracy_score(yt, pred)) if labelled else nan,
         "balanced_accuracy": float(balanced_accuracy_score(yt, pred)) if labelled else nan,
         "macro_f1": float(f1_score(yt, pred, average="macro", zero_division=0)) if labelled else nan,
+        "recall": ";".join(f"{r:.4f}" for r in recall) if labelled else "",
         "n_source": int(n_source),
         "n_target": int(len(yt)),
     }
@@ -71,11 +90,17 @@ def evaluate_svm(xs, ys, xt, yt, *, C: float = 1.0, class_weight: str | None = "
                  max_iter: int = 20000, center: str = "domain", random_state: int = 0) -> tuple[dict, np.ndarray]:
     """Fit ``LinearSVC`` on ``(xs, ys)``, predict ``xt``; return metrics and predictions.
 
-    ``center`` is applied first (see :func:`center_domains`).  Features are not standardised:
-    standardising TCA components (inflating low-variance ones) is what collapsed Amazon->Webcam
-    to ~20% in our tests.
+    ``center`` is applied first (see :func:`center_domains`; ``prior`` estimates the target's class
+    proportions first).  Features are not standardised: standardising TCA components (inflating
+    low-variance ones) is what collapsed Amazon->Webcam to ~20% in our tests.
     """
-    xs, xt = center_domains(xs, xt, center)
+    priors = None
+    if center == "prior":
+        from .label_shift import estimate_target_priors
+
+        priors = estimate_target_priors(xs, ys, xt, svm={"C": C, "class_weight": class_weight, "max_iter": max_iter},
+                                        seed=random_state)
+    xs, xt = center_domains(xs, xt, center, ys=ys, target_priors=priors)
     pred, _ = classify(xs, ys, xt, C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state)
     return target_metrics(yt, pred, len(ys)), pred
 

@@ -82,9 +82,10 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         arrays.update(_pca_arrays(inputs, featureset))
     (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, params, featureset, adapter, xs, xt)
     arrays.update(adapter_arrays)
-    cs, ct = center_domains(zs, zt, center)
-    if center == "domain":
-        arrays["center/target_mean"] = zt.mean(0)
+    priors = _cell_priors(inputs["predictions"], featureset, adapter) if center == "prior" else None
+    cs, ct = center_domains(zs, zt, center, ys=ys, target_priors=priors)
+    if center != "none":                        # what new target images are centred on
+        arrays["center/target_mean"] = (zt - ct).mean(0)
     svm = fit_svm(cs, ys, **{k: params["svm"][k] for k in ("C", "class_weight", "max_iter")})
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
     pred, _ = decide(svm.decision_function(ct), svm.classes_)
@@ -167,6 +168,14 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
         "reducer": reducer_params, "fusion": {"scaling": fused_attrs["scaling"]}, "adapter": adapter_record,
         "svm": params["svm"], "config": params,
     }
+
+
+def _cell_priors(prediction_stores, featureset: str, adapter: str) -> list:
+    """The target's class proportions the workflow estimated for a cell's ``prior`` centring."""
+    from .stages import store_of
+
+    with h5py.File(store_of(prediction_stores, featureset), "r") as f:
+        return json.loads(f.attrs["target_priors"])[adapter]
 
 
 def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
@@ -265,7 +274,7 @@ class _Pipeline:
             xd, basis = x.astype(np.float64), self.basis
             k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
             x = (k @ a["adapter/coef"]).astype(np.float32)
-        if rec["cell"]["center"] == "domain":
+        if "center/target_mean" in a:
             x = x - a["center/target_mean"]
         d = x @ a["svm/coef"].T + a["svm/intercept"]
         return d[:, 0] if d.shape[1] == 1 else d

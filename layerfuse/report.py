@@ -11,10 +11,11 @@ __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", 
 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked);
-# failed: why a skada adapter's cell has no scores (empty where it has).
+# recall: each class's recall on the target (label order, ";"-separated); target_priors: the target's class
+# proportions estimated without labels (prior centring); failed: why a skada adapter's cell has no scores.
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
-                 "n_target", "failed"]
+                 "n_target", "recall", "target_priors", "failed"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 

@@ -238,7 +238,10 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                  selection: dict | None = None) -> list[dict]:
     """Score every cell of one feature set: adapter (raw features ``none``, the first ``d`` TCA components
     ``tca-d``, or a skada adapter's features, named by its ``adapters`` key) x centring (each of
-    :data:`layerfuse.evaluate.CENTERINGS`), one linear SVM each; all rows in one CSV.
+    :data:`layerfuse.evaluate.GRID_CENTERINGS`, and ``prior`` where ``svm["center"]`` is ``prior``), one
+    linear SVM each; all rows in one CSV.  ``target_priors``: the target's class proportions estimated
+    without labels (:mod:`layerfuse.label_shift`), for prior centring and for the global feature set
+    without adaptation (the report's Class proportions).
 
     ``features`` maps ``"none"`` to the fused pair, ``"tca"`` to the TCA embedding (fitted once at
     the largest ``d``; components are nested) and each skada adapter's key to its store, as far as
@@ -248,7 +251,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also gets the label-free
     criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
-    from .evaluate import CENTERINGS, center_domains, classify, target_metrics
+    from .evaluate import GRID_CENTERINGS, center_domains, classify, target_metrics
+    from .label_shift import estimate_target_priors
     from .report import write_score_rows
     from .select import criteria_scores
 
@@ -256,19 +260,23 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     layer, _, reducer = meta["featureset"].partition("-")
     local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
     svm_args = {k: svm[k] for k in ("C", "class_weight", "max_iter")}
-    rows, preds, margins = [], [], []
+    centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
+    rows, preds, margins, priors = [], [], [], {}
     for adapter in adapters:
         xs, xt, ys, yt, dims, failed = _adapter_features(pairs, adapter, features)
-        for center in CENTERINGS:
+        # the target's class proportions: for prior centring, and for the report (global features, no adapter)
+        if not failed and ("prior" in centerings or (adapter == "none" and not reducer)):
+            priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args).tolist()
+        for center in centerings:
             if failed:
                 pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
                 metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                            "n_source": len(ys), "n_target": len(yt)}
                 crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
             else:
-                cs, ct = center_domains(xs, xt, center)
+                cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter))
                 pred, margin = classify(cs, ys, ct, **svm_args)
-                metrics, crit = target_metrics(yt, pred, len(ys)), {}
+                metrics, crit = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1), {}
                 if selection:
                     crit = {f"crit_{k}": v for k, v in criteria_scores(
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
@@ -278,7 +286,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
             rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,
                          "n_components": dims if dims is not None else "",
                          "n_components_used": xs.shape[1] if dims is not None else "",
-                         "local_width": local_width, **metrics, **crit, "failed": failed})
+                         "local_width": local_width, **metrics, **crit, "failed": failed,
+                         "target_priors": ";".join(f"{p:.4f}" for p in priors.get(adapter, []))})
     write_score_rows(out, rows)
     if predictions is not None:
         from .h5io import write_arrays
@@ -286,7 +295,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
         write_arrays(predictions, {"pred": np.asarray(preds, np.int16), "margin": np.asarray(margins, np.float32),
                                    "labels": yt},
                      {"cells": json.dumps([[r["adapter"], r["center"]] for r in rows]),
-                      "featureset": meta["featureset"]})
+                      "featureset": meta["featureset"], "target_priors": json.dumps(priors)})
     return rows
 
 
@@ -314,6 +323,47 @@ def data_section(manifests: dict, max_listed: int = 50) -> str:
             lines.append(f"| … | {len(s['skipped']) - max_listed} more | see the manifests |")
         lines.append("")
     return "\n".join(lines)
+
+
+def proportions_section(cells, manifests: dict, global_layer: str = "global", picks=None, max_classes: int = 30) -> str:
+    """Markdown: each class's share of the source, the target's share estimated without labels (EM, the
+    ``prior`` centring of the global features without adaptation) beside the true share where the target
+    is labelled, and each class's recall at the default criterion's pick (a row of ``picks``), per backbone."""
+    import pandas as pd
+
+    from .images import manifest_classes, read_manifest
+
+    names = manifest_classes(manifests["source"], manifests["target"])
+    if not names or len(names) > max_classes or "target_priors" not in cells:
+        return ""
+
+    def shares(path):
+        labels = [int(r["label"]) for r in read_manifest(path) if r["status"] == "ok" and int(r["label"]) >= 0]
+        return np.bincount(labels, minlength=len(names)) / max(len(labels), 1) if labels else None
+
+    source, target = shares(manifests["source"]), shares(manifests["target"])
+    lines = ["### Class proportions", "", "The target's share of each class estimated without its labels (EM on "
+             "calibrated source-classifier probabilities, global features, no adaptation; what `prior` centring "
+             "uses; a test of whether the classes' shares moved), the truth where the target is labelled, and each class's recall at the default pick.", "",
+             "| backbone | class | source | target, estimated | target, true | recall at the pick |",
+             "|---|---|---|---|---|---|"]
+    for backbone, group in cells.groupby("backbone", sort=True):
+        est = group[(group["featureset"] == global_layer) & (group["adapter"] == "none")]
+        est = [float(v) for v in str(est["target_priors"].iloc[0]).split(";")] if len(est) and \
+            not pd.isna(est["target_priors"].iloc[0]) else None
+        pick = group.iloc[:0]
+        if picks is not None:
+            for r in picks[(picks["backbone"] == backbone) & picks["default"].astype(bool)].itertuples():
+                pick = group[(group["featureset"] == r.featureset) & (group["adapter"] == r.adapter)
+                             & (group["center"] == r.center)]
+        recall = str(pick["recall"].iloc[0]).split(";") if len(pick) and not pd.isna(pick["recall"].iloc[0]) else None
+        for i, name in enumerate(names):
+            pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+            lines.append(f"| {backbone} | {name} | {pct(source[i] if source is not None else None)} | "
+                         f"{pct(est[i] if est and i < len(est) else None)} | "
+                         f"{pct(target[i] if target is not None else None)} | "
+                         f"{pct(float(recall[i]) if recall and i < len(recall) else None)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _table_metrics(cells) -> tuple[str, ...]:
@@ -360,7 +410,9 @@ def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None,
         parts.append("**TCA dims capped** (fewer usable images than components): "
                      + ", ".join(sorted({f"{r.backbone} {r.featureset} {r.adapter} used {int(r.n_components_used)}"
                                          for r in capped.itertuples()})) + ".\n")
-    failed = df[df["failed"].fillna("").astype(str) != ""] if "failed" in df else df.iloc[:0]
+    if manifests:
+        parts.append(proportions_section(df, manifests, global_layer, picks))
+    failed = df[df["failed"].astype("string").fillna("") != ""] if "failed" in df else df.iloc[:0]
     if len(failed):
         parts.append("**Adapter cells not scored** (`failed` in `accuracy.csv`): " + "; ".join(sorted(
             {f"{r.backbone} {r.featureset} {r.adapter}: {r.failed}" for r in failed.itertuples()})) + ".\n")

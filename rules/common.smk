@@ -381,9 +381,10 @@ def score_files(wildcards):
     )
 
 
-# The SVM's slice without `center`: every cell is scored at both centrings, and `svm.center` only
-# chooses the tables' rows, so changing it reruns the tables, never an SVM.
-SVM_PARAMS = canonical({k: v for k, v in config["svm"].items() if k != "center"})
+# The SVM's slice without `center`: every cell is scored at centrings none and domain, and `svm.center` only
+# chooses the tables' rows, so switching between them reruns the tables, never an SVM; `prior` adds cells.
+SVM_PARAMS = canonical({**{k: v for k, v in config["svm"].items() if k != "center"},
+                        **({"center": "prior"} if config["svm"]["center"] == "prior" else {})})
 
 
 def selection_params(wildcards):

@@ -43,7 +43,7 @@ def unlabelled_run(tmp_path_factory, mini_baseline):
            "layers": {"global": "flatten", "block1": "layer1.0"}, "local_layers": ["block1"],
            "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
                                                       "pca": {"method": "pca", "n_components": 8}},
-           "tca": {"dims": [6, 4]},
+           "tca": {"dims": [6, 4]}, "svm": {"center": "prior"},      # prior centring: the grid gains its cells
            # skada's adapters: CORAL fits the 2048-d global features only (the fusions are wider: skipped)
            "adapters": {"sa": {"method": "subspace_alignment", "n_components": 4},
                         "coral": {"method": "coral", "max_features": 2048}}}
@@ -71,7 +71,10 @@ def test_predictions_for_every_target_image(unlabelled_run):
 def test_no_accuracy_and_no_oracle_without_labels(unlabelled_run):
     work, _, _ = unlabelled_run
     scores = pd.read_csv(work / "results/field/accuracy.csv")
-    assert scores["accuracy"].isna().all() and len(scores) == 3 * 5 * 2
+    assert scores["accuracy"].isna().all() and len(scores) == 3 * 5 * 3
+    assert set(scores["center"]) == {"none", "domain", "prior"}
+    priors = scores.loc[scores["center"] == "prior", "target_priors"].dropna()
+    assert len(priors) == 3 * 4 + 1 and all(abs(sum(map(float, p.split(";"))) - 1) < 1e-3 for p in priors)
     skipped = scores[scores["failed"].notna()]
     assert set(skipped["adapter"]) == {"coral"} and set(skipped["featureset"]) == {"block1-flatten", "block1-pca"}
     selection = pd.read_csv(work / "results/field/selection/imagenet.csv")
@@ -149,7 +152,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
         cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
     images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
-    cases = [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain"), ("sa", "domain")]
+    cases = [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain"), ("sa", "domain"), ("tca-4", "prior")]
     if featureset == "global":
         cases.append(("coral", "none"))
     else:                                   # CORAL skipped these (wider than max_features): no model

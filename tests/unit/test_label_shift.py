@@ -1,0 +1,71 @@
+"""Class-proportion shift: the target's proportions estimated without its labels, and prior centring."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layerfuse.evaluate import center_domains, classify, evaluate_svm
+from layerfuse.label_shift import em_priors, estimate_target_priors
+
+SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
+
+
+def _label_shifted(rng, source_priors, target_priors, n=1200, d=20, offset=3.0):
+    """Gaussian classes (overlapping); the target has other class proportions and a constant domain offset."""
+    means = rng.normal(0, 0.8, (len(source_priors), d))
+
+    def draw(priors, m):
+        y = rng.choice(len(priors), size=m, p=priors)
+        return means[y] + rng.normal(0, 1, (m, d)), y
+
+    xs, ys = draw(source_priors, n)
+    xt, yt = draw(target_priors, n // 2)
+    return xs, ys, xt + offset, yt
+
+
+def test_em_recovers_proportions_from_exact_posteriors(rng):
+    """Two 1-d Gaussians: posteriors under the source's 50/50 on a 20/80 target give back 20/80."""
+    y = rng.choice(2, size=20000, p=[0.2, 0.8])
+    x = rng.normal(0, 1, len(y)) + 2.0 * y
+    lik = np.stack([np.exp(-x ** 2 / 2), np.exp(-(x - 2) ** 2 / 2)], axis=1)
+    posteriors = lik / lik.sum(axis=1, keepdims=True)            # under source priors 0.5/0.5
+    np.testing.assert_allclose(em_priors(posteriors, [0.5, 0.5]), [0.2, 0.8], atol=0.02)
+    np.testing.assert_allclose(em_priors(posteriors[y == 0], [0.5, 0.5]).sum(), 1.0)
+
+
+@pytest.mark.parametrize("target_priors", [[0.6, 0.4], [0.9, 0.1], [0.3, 0.7]])
+def test_estimate_moves_towards_the_truth_under_a_domain_offset(rng, target_priors):
+    """One round (the default) moves the estimate from the source's proportions towards the truth; more
+    rounds reach it on these separable classes."""
+    xs, ys, xt, yt = _label_shifted(rng, [0.9, 0.1], target_priors)
+    truth = np.bincount(yt, minlength=2) / len(yt)
+    gap = np.abs(np.array([0.9, 0.1]) - truth).max()
+    est = estimate_target_priors(xs, ys, xt, svm=SVM)
+    assert np.abs(est - truth).max() <= max(gap - 0.05, 0.03), (est, truth)
+    est = estimate_target_priors(xs, ys, xt, svm=SVM, rounds=5)
+    assert np.abs(est - truth).max() < 0.05, (est, truth)
+
+
+def test_prior_centring_restores_the_minority_class(rng):
+    """Source 90/10, target 60/40: domain centring under-predicts the minority class, prior centring much less,
+    and where nothing shifted it changes next to nothing."""
+    xs, ys, xt, yt = _label_shifted(rng, [0.9, 0.1], [0.6, 0.4])
+    dom, _ = evaluate_svm(xs, ys, xt, yt, center="domain")
+    pri, pred = evaluate_svm(xs, ys, xt, yt, center="prior")
+    assert pri["balanced_accuracy"] > dom["balanced_accuracy"] + 0.03
+    assert pri["accuracy"] > dom["accuracy"] + 0.03
+    assert float(pri["recall"].split(";")[1]) > float(dom["recall"].split(";")[1]) + 0.05
+    xs, ys, xt, yt = _label_shifted(rng, [0.7, 0.3], [0.7, 0.3])
+    dom, _ = evaluate_svm(xs, ys, xt, yt, center="domain")
+    pri, _ = evaluate_svm(xs, ys, xt, yt, center="prior")
+    assert abs(pri["accuracy"] - dom["accuracy"]) < 0.02
+
+
+def test_prior_centring_needs_labels_and_proportions(rng):
+    xs, xt = rng.normal(size=(10, 3)), rng.normal(size=(5, 3))
+    with pytest.raises(ValueError, match="prior centring needs"):
+        center_domains(xs, xt, "prior")
+    cs, ct = center_domains(xs, xt, "prior", ys=np.arange(10) % 2, target_priors=[0.5, 0.5])
+    np.testing.assert_allclose(cs.mean(0), 0, atol=1e-12)
+    pred, _ = classify(cs, np.arange(10) % 2, ct)
+    assert pred.shape == (5,)
