@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerfuse._linalg import gram
 
-__all__ = ["TCA", "median_gamma", "rbf_kernel", "stack_domains"]
+__all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains"]
 
 
 def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,28 +186,39 @@ class TCA(TransformerMixin, BaseEstimator):
             solver = "nystroem" if n > self.auto_threshold else "exact"
         self.solver_ = solver
         k = int(self.n_components)
-        if solver == "nystroem":
-            self._fit_nystroem(X, e, k)
-        else:
-            self._fit_exact(X, e, k, dense=(solver == "dense"))
+        basis = self._nystroem_basis(X) if solver == "nystroem" else self._kernel(X, X)
+        self._solve(basis, e[:, None], k)
         self.X_fit_ = X
         return self
 
-    def _fit_exact(self, X, e, k, dense=False):
-        """Exact TCA through the rank-one/centring structure (see the module docstring)."""
-        n = X.shape[0]
-        K = self._kernel(X, X)
-        v = K @ e
-        vnorm2 = float(v @ v)
+    def _solve(self, basis, E, k):
+        """Fit on the kernel matrix (exact solvers) or the Nyström basis, for the MMD directions ``E``."""
+        if self.solver_ == "nystroem":
+            self._solve_nystroem(basis, E, k)
+        else:
+            self._solve_exact(basis, E, k, dense=(self.solver_ == "dense"))
+
+    def _solve_exact(self, K, E, k, dense=False):
+        """Exact TCA through the low-rank/centring structure (see the module docstring), for the MMD
+        matrix ``L = E Eᵀ`` (TCA: one column; JDA: one per class more).
+
+        With ``V = K E = U S Rᵀ`` (thin SVD, r columns) the constraint matrix is ``μI + U S² Uᵀ``, whose
+        inverse square root is ``μ^-½ (I + U diag(c) Uᵀ)``, ``c = (1 + s²/μ)^-½ - 1`` (Woodbury's identity
+        for the square root; for one column Sherman–Morrison's).
+        """
+        n = K.shape[0]
+        U, sv, _ = linalg.svd(K @ E, full_matrices=False)
+        keep = sv > (sv.max() if sv.size else 0) * 1e-12
+        U, sv = U[:, keep], sv[keep]
         mu = float(self.mu)
-        u = v / np.sqrt(vnorm2) if vnorm2 > 0 else np.zeros(n)
-        c = 1.0 / np.sqrt(1.0 + vnorm2 / mu) - 1.0
+        c = 1.0 / np.sqrt(1.0 + sv ** 2 / mu) - 1.0
 
         def a_inv_sqrt(V):                                     # A^-½ V for a block V
-            return (V + c * np.outer(u, u @ V)) / np.sqrt(mu)
+            return (V + U @ (c[:, None] * (U.T @ V))) / np.sqrt(mu)
 
         C = K - K.mean(axis=1, keepdims=True)                  # Bᵀ = A^-½ K H: K H, then A^-½ (K H) in place
-        C = blas.dger(c, C.T @ u, u, a=C.T, overwrite_a=True).T  # C += c u (Cᵀu)ᵀ (Cᵀ is Fortran-ordered)
+        if len(c):                                             # Cᵀ += (Cᵀ U) diag(c) Uᵀ (Cᵀ is Fortran-ordered)
+            C = blas.dgemm(1.0, (C.T @ U) * c, U.T, beta=1.0, c=C.T, overwrite_c=True).T
         M = gram(C)                                            # Bᵀ B = C Cᵀ: half the flops of a product
         del C
         M /= mu
@@ -228,12 +239,13 @@ class TCA(TransformerMixin, BaseEstimator):
         self.embedding_ = K @ W
         self.basis_index_ = np.arange(n)
 
-    def _fit_nystroem(self, X, e, k):
+    def _nystroem_basis(self, X):
         """TCA on the Nyström feature map of ``m`` landmarks: O(N·m) memory, O(N·m²) time.
 
         With ``K ≈ Φ Φᵀ`` and ``Φ = U Σ`` (thin SVD), restricting ``W = U a`` gives the
-        r x r generalized problem ``Σ²UᵀHUΣ² a = λ (Σ²Uᵀe eᵀUΣ² + μI) a``; the embedding is
-        ``U Σ² a``.  With every sample a landmark this is exact TCA.
+        r x r generalized problem ``Σ²UᵀHUΣ² a = λ (Σ²UᵀE EᵀUΣ² + μI) a``; the embedding is
+        ``U Σ² a``.  With every sample a landmark this is exact TCA.  Returns what
+        :meth:`_solve_nystroem` needs: ``(U, s², V, σ, K_mm^-½, landmark rows)``.
         """
         n = X.shape[0]
         m = min(int(self.n_landmarks), n)
@@ -258,18 +270,22 @@ class TCA(TransformerMixin, BaseEstimator):
         for lo in range(0, n, 8192):
             U[lo:lo + 8192] = phi[lo:lo + 8192] @ to_u
         del phi
-        r = U.shape[1]
+        self.n_landmarks_ = m
+        return U, s2, V, sigma, proj, idx
+
+    def _solve_nystroem(self, basis, E, k):
+        U, s2, V, sigma, proj, idx = basis
+        n, r = U.shape
         if k > r:
             raise ValueError(f"n_components={k} exceeds the Nyström rank {r}; raise n_landmarks")
         mean = U.mean(axis=0)
         P = (s2[:, None] * (gram(U.T) - n * np.outer(mean, mean))) * s2[None, :]   # Σ²UᵀHUΣ², H not formed
-        q = s2 * (U.T @ e)
-        Q = np.outer(q, q) + float(self.mu) * np.eye(r)
+        q = s2[:, None] * (U.T @ E)
+        Q = q @ q.T + float(self.mu) * np.eye(r)
         evals, a = linalg.eigh(P, Q, subset_by_index=[r - k, r - 1])
         evals, a = evals[::-1], a[:, ::-1]
         a = a * _signs(U @ a)
         self.eigenvalues_ = evals
-        self.n_landmarks_ = m
         self.n_iter_ = 1  # direct solve
         self.embedding_ = U @ (s2[:, None] * a)
         # out of sample: K(x, X) W ≈ φ(x) Φᵀ U a = φ(x) V Σ a, with φ(x) = K(x, L) proj
@@ -416,3 +432,87 @@ def _chebyshev_degree(x_top: float, x_low: float) -> int:
             break
         degree = m
     return degree
+
+
+class JDA(TCA):
+    """Joint Distribution Adaptation (Long et al., ICCV 2013) and Balanced Distribution Adaptation
+    (Wang et al., ICDM 2017) on TCA's structured solvers.
+
+    TCA's marginal MMD term plus one class-conditional MMD term per class, built from target
+    pseudo-labels that a linear SVM on the source's embedding predicts, refitted ``n_iter`` times
+    (the first fit is TCA).  The MMD matrix is ``E Eᵀ`` with one column per term, so the constraint's
+    inverse square root is a rank-``C+1`` update (Woodbury) instead of TCA's rank one, and the exact,
+    iterative and Nyström solvers of :class:`TCA` apply unchanged.  ``balance`` ``β`` weighs the terms
+    as BDA does, ``(1 - β)`` marginal and ``β`` conditional; ``None`` (JDA) weighs both 1.
+
+    Parameters are :class:`TCA`'s, plus ``n_iter`` (default 10; fewer when the pseudo-labels stop
+    changing), ``balance`` and ``C`` (the pseudo-labelling SVM's).  ``fit(X, y, *, sample_domain=...)``
+    needs the source's labels in ``y`` (the target's are ignored: skada masks them as -1).
+
+    Attributes
+    ----------
+    pseudo_labels_ : ndarray
+        The target's pseudo-labels after the last fit.
+    history_ : list of dict
+        Per fit: ``eigenvalues`` and the ``pseudo_labels`` its MMD terms were built from (None: TCA).
+    """
+
+    __metadata_request__fit = {"sample_domain": True}
+
+    def __init__(self, n_components=64, *, kernel="rbf", gamma="median", bandwidth_factor=3.0, mu=1.0,
+                 n_iter=10, balance=None, C=1.0, solver="auto", n_landmarks=1000, auto_threshold=3000,
+                 dense_max_samples="auto", tol=1e-9, max_iter=300, random_state=0):
+        super().__init__(n_components, kernel=kernel, gamma=gamma, bandwidth_factor=bandwidth_factor, mu=mu,
+                         solver=solver, n_landmarks=n_landmarks, auto_threshold=auto_threshold,
+                         dense_max_samples=dense_max_samples, tol=tol, max_iter=max_iter,
+                         random_state=random_state)
+        self.n_iter = n_iter
+        self.balance = balance
+        self.C = C
+
+    def fit(self, X, y=None, *, sample_domain=None):
+        from sklearn.svm import LinearSVC
+
+        if sample_domain is None or y is None:
+            raise ValueError("JDA needs sample_domain (>= 0 source, < 0 target) and the source's labels y")
+        if self.balance is not None and not 0 <= self.balance <= 1:
+            raise ValueError(f"balance must be None or in [0, 1], got {self.balance!r}")
+        if not (isinstance(self.n_iter, numbers.Integral) and self.n_iter >= 1):
+            raise ValueError(f"n_iter must be a positive integer, got {self.n_iter!r}")
+        super().fit(X, sample_domain=sample_domain)          # TCA: gamma_, solver_, the first embedding
+        source = np.asarray(sample_domain).ravel() >= 0
+        ys = np.asarray(y).ravel()[source].astype(int)
+        if len(np.unique(ys)) < 2:
+            raise ValueError("JDA needs at least 2 source classes")
+        X = self.X_fit_
+        k = int(self.n_components)
+        basis = self._nystroem_basis(X) if self.solver_ == "nystroem" else self._kernel(X, X)
+        e0 = np.where(source, 1.0 / source.sum(), -1.0 / (~source).sum())
+        w0, wc = (1.0, 1.0) if self.balance is None else (1.0 - self.balance, float(self.balance))
+        self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
+        pseudo = None
+        for _ in range(self.n_iter):
+            svm = LinearSVC(C=self.C, class_weight="balanced", dual="auto", max_iter=20000,
+                            random_state=self.random_state)
+            new = svm.fit(self.embedding_[source], ys).predict(self.embedding_[~source])
+            if pseudo is not None and np.array_equal(new, pseudo):
+                break
+            pseudo = new
+            E = np.column_stack([np.sqrt(w0) * e0] + [np.sqrt(wc) * col for col in _class_columns(source, ys, pseudo)])
+            self._solve(basis, E, k)
+            self.history_.append({"pseudo_labels": pseudo, "eigenvalues": self.eigenvalues_})
+        self.pseudo_labels_ = pseudo
+        return self
+
+
+def _class_columns(source: np.ndarray, ys: np.ndarray, pseudo: np.ndarray) -> list:
+    """One MMD direction per class present in both domains: ``1/ns_c`` on the source's class-``c`` rows,
+    ``-1/nt_c`` on the target rows pseudo-labelled ``c``."""
+    label = np.full(len(source), -1)
+    label[source], label[~source] = ys, pseudo
+    cols = []
+    for c in np.unique(ys):
+        s_rows, t_rows = source & (label == c), ~source & (label == c)
+        if s_rows.any() and t_rows.any():
+            cols.append(np.where(s_rows, 1.0 / s_rows.sum(), 0.0) - np.where(t_rows, 1.0 / t_rows.sum(), 0.0))
+    return cols
