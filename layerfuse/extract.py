@@ -110,6 +110,24 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     return extractor, prepared, precision, device
 
 
+def _open_outputs(stack, outputs: dict, shapes: dict, labels, image_ids, attrs: dict, *, local_dtype: str,
+                  compression, batch_size: int, direct_io: bool):
+    """Open every output store (in a temporary file renamed on success, held by ``stack``) with its labels,
+    ids and attributes: ``(files, datasets, row writers)``, the writers for maps written row block by row
+    block (:class:`~layerfuse.h5io.RowWriter`)."""
+    files, dsets, writers = {}, {}, {}
+    for key, path in outputs.items():
+        tmp = stack.enter_context(atomic_path(path))
+        shape = shapes[key]
+        f, dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype, compression)
+        stack.enter_context(f)
+        if writes_rows(shape, compression):
+            writers[key] = stack.enter_context(RowWriter(tmp, dsets[key], batch_size, direct=direct_io))
+        write_meta(f, labels, image_ids, attrs[key])
+        files[key] = f
+    return files, dsets, writers
+
+
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
                      layers: dict[str, str], model, spec: BackboneSpec, weights_sha256: str = "",
                      batch_size: int = 32, precision: str = "auto", local_dtype: str = "float16",
@@ -179,22 +197,16 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         with contextlib.ExitStack() as stack:
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
-            files, dsets, writers = {}, {}, {}
             # probe output shapes with one image
             with torch.inference_mode():
                 probe = extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8)))
-            for key, path in outputs.items():
-                tmp = stack.enter_context(atomic_path(path))
-                shape = (n,) + tuple(probe[key].shape[1:])
-                f, dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype,
-                                                   compression)
-                stack.enter_context(f)
-                if writes_rows(shape, compression):   # maps written row block by row block
-                    writers[key] = stack.enter_context(RowWriter(tmp, dsets[key], batch_size, direct=direct_io))
-                write_meta(f, labels, image_ids, feature_store_attrs(
-                    key, layers[key], spec, weights_sha256, precision,
-                    src.attrs.get("image_list_sha256", ""), images.shape[1], batchnorm_folded=True))
-                files[key] = f
+            attrs = {key: feature_store_attrs(key, layers[key], spec, weights_sha256, precision,
+                                              src.attrs.get("image_list_sha256", ""), images.shape[1],
+                                              batchnorm_folded=True) for key in outputs}
+            files, dsets, writers = _open_outputs(stack, outputs, {k: (n,) + tuple(t.shape[1:]) for k, t in
+                                                                   probe.items()}, labels, image_ids, attrs,
+                                                  local_dtype=local_dtype, compression=compression,
+                                                  batch_size=batch_size, direct_io=direct_io)
             start = time.perf_counter()
             bar = tqdm(total=n, desc="extract", unit="img", mininterval=2.0)
 
