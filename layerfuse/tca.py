@@ -162,6 +162,7 @@ class TCA(TransformerMixin, BaseEstimator):
         """
         domain = sample_domain
         self._check_params()
+        self._last_eigenvectors = None                          # no warm start from an earlier fit
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         n = X.shape[0]
         if np.ptp(X, axis=0).max() == 0:
@@ -229,9 +230,13 @@ class TCA(TransformerMixin, BaseEstimator):
             evals, Z = evals[::-1], Z[:, ::-1]
             self.n_iter_ = 1  # direct solve
         else:
+            # a refit (JDA's next iteration) starts from the previous fit's eigenvectors
+            start = getattr(self, "_last_eigenvectors", None)
             evals, Z, self.n_iter_ = _top_eigh(M.__rmatmul__, n, k, tol=self.tol, max_iter=self.max_iter,
-                                               random_state=self.random_state)
+                                               random_state=self.random_state,
+                                               start=start.T if start is not None and len(start) == n else None)
         del M
+        self._last_eigenvectors = Z
         W = a_inv_sqrt(Z)
         W = W * _signs(W)
         self.eigenvalues_ = evals
@@ -348,7 +353,7 @@ def _ritz(T: np.ndarray, G: np.ndarray):
         return theta[::-1], np.ascontiguousarray((W @ V[:, ::-1]).T)
 
 
-def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_state=0):
+def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_state=0, start=None):
     """Top-``k`` eigenpairs of a symmetric PSD operator: Chebyshev-filtered block subspace
     iteration with locking.
 
@@ -364,12 +369,15 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
     ``θ_b/θ_i`` for plain subspace iteration.  The degree (1 to
     ``_MAX_DEGREE``) is the highest whose gain over the block's Ritz values stays
     within ``_MAX_GROWTH``, so no wanted direction drowns in rounding error.
-    Stops when ``k`` pairs are locked.  Returns eigenvalues (descending),
+    Stops when ``k`` pairs are locked.  ``start``: rows to begin the block with (a previous, nearby
+    problem's eigenvectors), random rows fill the rest.  Returns eigenvalues (descending),
     eigenvectors as columns, cycles.
     """
     rng = np.random.default_rng(random_state)
     guards = min(n - k, _guards(k))
     Q = rng.standard_normal((k + guards, n)) / np.sqrt(n)    # nearly orthonormal; Rayleigh-Ritz needs no more
+    if start is not None:
+        Q[:len(start)] = start[:len(Q)]
     tiny = np.finfo(float).tiny
     locked_x, locked_theta = np.empty((0, n)), np.empty(0)
 
