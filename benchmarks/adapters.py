@@ -1,7 +1,8 @@
-"""skada's adapters beside TCA on finished experiments: accuracy per adapter x feature set, fit time, and the
+"""The configurable adapters (skada's, JDA) beside TCA on finished experiments: accuracy per adapter x feature set, fit time, and the
 label-free pick among all adapters.
 
     python benchmarks/adapters.py <workdir>/results/<experiment> [...] [--cells cells.csv ...] [--out cells.csv]
+                                  [--adapters '{jda: {method: jda, n_components: 128}}'] [--featuresets global ...]
 
 For each experiment (a finished workflow run: its ``fused/`` stores) every adapter of ``--adapters`` (a YAML
 mapping in the workflow's ``adapters:`` format; default: CORAL, Subspace Alignment with 64 components and the
@@ -36,11 +37,14 @@ DEFAULT_ADAPTERS = {"coral": {"method": "coral"}, "sa": {"method": "subspace_ali
                     "ot": {"method": "linear_ot"}}
 
 
-def adapter_cells(exp_dir: Path, backbone: str, adapters: dict, selection: dict, tmp: Path):
-    """(cells, fit seconds per adapter and feature set) of every adapter on every fused store."""
+def adapter_cells(exp_dir: Path, backbone: str, adapters: dict, selection: dict, tmp: Path, featuresets=None):
+    """(cells, fit seconds per adapter and feature set) of every adapter on every fused store (or those of
+    ``featuresets``)."""
     frames, fits = [], []
     for fused in sorted(exp_dir.glob(f"fused/{backbone}/*.h5")):
         featureset = fused.stem
+        if featuresets and featureset not in featuresets:
+            continue
         stores = {}
         for key, spec in adapters.items():
             stores[key] = exp_dir / "adapted" / backbone / featureset / f"{key}.h5"
@@ -73,13 +77,14 @@ def main(argv=None):
     p.add_argument("--cells", type=Path, nargs="+", default=[],
                    help="the experiments' other cells (benchmarks/selection.py --out)")
     p.add_argument("--out", type=Path, help="write the adapter cells here (CSV)")
+    p.add_argument("--featuresets", nargs="+", help="only these feature sets (default: every fused store)")
     args = p.parse_args(argv)
     selection = {"criteria": args.criteria, "validation_size": 0.2, "seed": 0}
     earlier = pd.concat([pd.read_csv(c) for c in args.cells], ignore_index=True) if args.cells else None
     new_cells, all_picks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for exp_dir in args.experiment_dirs:
-            cells, fits = adapter_cells(exp_dir, args.backbone, args.adapters, selection, Path(tmp))
+            cells, fits = adapter_cells(exp_dir, args.backbone, args.adapters, selection, Path(tmp), args.featuresets)
             new_cells.append(cells)
             if earlier is not None:
                 cells = pd.concat([earlier[(earlier["experiment"] == exp_dir.name)

@@ -1,13 +1,15 @@
-"""Feature-level adapters of scikit-adaptation (skada) beside layerfuse's own TCA.
+"""Feature-level adapters beside the paper's TCA: scikit-adaptation's (skada) and layerfuse's JDA/BDA.
 
-Each configured adapter (``adapters: {key: {method: ..., <parameters>}}``) is one skada estimator,
-fitted once per feature set on both domains' features (``fit_transform(X, y, sample_domain=...)``,
-target labels masked) and scored like a TCA dimension: its own grid cell, both centrings.
+Each configured adapter (``adapters: {key: {method: ..., <parameters>}}``) is one estimator, fitted
+once per feature set on both domains' features (``fit_transform(X, y, sample_domain=...)``, target
+labels masked) and scored like a TCA dimension: its own grid cell, both centrings.
 
-Every method here maps a *target* image by an affine map ``x W + b`` (CORAL centres it, Subspace
+skada's methods here map a *target* image by an affine map ``x W + b`` (CORAL centres it, Subspace
 Alignment projects it on the target's principal axes, the linear OT mapping leaves it as it is), so a
 saved model applies a fitted adapter to new target images without skada: :func:`fit_adapter` reads
-that map off the fitted estimator and checks it against skada's own output.
+that map off the fitted estimator and checks it against skada's own output.  JDA (``method: jda``;
+``balance: β`` makes it BDA) is a kernel method like TCA: a saved model keeps its kernel basis and
+coefficients.
 """
 from __future__ import annotations
 
@@ -17,17 +19,20 @@ import logging
 
 import numpy as np
 
-__all__ = ["ADAPTER_METHODS", "DEFAULT_MAX_FEATURES", "RESERVED_KEYS", "AdapterFailure", "adapter_parameters", "check_adapter", "make_adapter",
+__all__ = ["ADAPTER_METHODS", "DEFAULT_MAX_FEATURES", "KERNEL_METHODS", "RESERVED_KEYS", "AdapterFailure", "adapter_parameters", "check_adapter", "make_adapter",
            "fit_adapter"]
 
 log = logging.getLogger("layerfuse.adapt")
 
-# method name in the config -> skada class; parameters are the class's own (its __init__ signature)
+# method name in the config -> "module:class"; parameters are the class's own (its __init__ signature)
 ADAPTER_METHODS = {
-    "coral": "CORALAdapter",
-    "subspace_alignment": "SubspaceAlignmentAdapter",
-    "linear_ot": "LinearOTMappingAdapter",
+    "coral": "skada:CORALAdapter",
+    "subspace_alignment": "skada:SubspaceAlignmentAdapter",
+    "linear_ot": "skada:LinearOTMappingAdapter",
+    "jda": "layerfuse.tca:JDA",
 }
+# methods whose target map is a kernel expansion (basis rows and coefficients), not affine
+KERNEL_METHODS = ("jda",)
 # layerfuse's own keys of an adapter's entry (not passed to skada)
 OWN_KEYS = ("method", "max_features")
 # feature sets wider than this are skipped by default: these methods build d x d covariances and their
@@ -41,15 +46,16 @@ class AdapterFailure(RuntimeError):
     """An adapter could not be fitted on a feature set (the reason is recorded in its cells)."""
 
 
-def _skada_class(method: str):
-    import skada
+def _adapter_class(method: str):
+    import importlib
 
-    return getattr(skada, ADAPTER_METHODS[method])
+    module, name = ADAPTER_METHODS[method].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def adapter_parameters(method: str) -> list[str]:
-    """The parameters skada's estimator for ``method`` takes, and layerfuse's own (``max_features``)."""
-    sig = inspect.signature(_skada_class(method).__init__)
+    """The parameters the estimator for ``method`` takes, and layerfuse's own (``max_features``)."""
+    sig = inspect.signature(_adapter_class(method).__init__)
     return sorted([p for p in sig.parameters if p != "self"] + [k for k in OWN_KEYS if k != "method"])
 
 
@@ -72,14 +78,18 @@ def check_adapter(key: str, spec: dict) -> None:
 
 
 def make_adapter(spec: dict, *, n_source: int | None = None, n_target: int | None = None):
-    """The skada estimator of an adapter entry; Subspace Alignment's ``n_components`` is capped at what the
-    smaller domain allows (PCA on each domain), and its ``random_state`` defaults to 0 (reproducible)."""
+    """The estimator of an adapter entry; Subspace Alignment's ``n_components`` is capped at what the
+    smaller domain allows (PCA on each domain), JDA's at both domains' images, and Subspace Alignment's
+    ``random_state`` defaults to 0 (reproducible)."""
     params = {k: v for k, v in spec.items() if k not in OWN_KEYS}
     if spec["method"] == "subspace_alignment":
         params.setdefault("random_state", 0)
         if params.get("n_components") is not None and n_source and n_target:
             params["n_components"] = min(int(params["n_components"]), n_source, n_target)
-    return _skada_class(spec["method"])(**params)
+    if spec["method"] in KERNEL_METHODS and n_source and n_target:
+        default = inspect.signature(_adapter_class(spec["method"]).__init__).parameters["n_components"].default
+        params["n_components"] = min(int(params.get("n_components", default)), n_source + n_target)
+    return _adapter_class(spec["method"])(**params)
 
 
 def _target_map(adapter, xt: np.ndarray, zt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +108,8 @@ def _target_map(adapter, xt: np.ndarray, zt: np.ndarray) -> tuple[np.ndarray, np
 
 def fit_adapter(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, spec: dict) -> dict:
     """Fit one adapter on a feature set: ``source`` and ``target`` (the adapted features, as the SVM sees
-    them), ``target_weight``/``target_bias`` (the target map, for a saved model) and ``info`` (what was
-    used).  Raises :class:`AdapterFailure` with a one-line reason where it cannot be fitted: more features
+    them), ``arrays`` (the target map, for a saved model: ``target_weight``/``target_bias`` of an affine
+    map, or a kernel method's ``coef``/``basis_rows``) and ``info`` (what was used).  Raises :class:`AdapterFailure` with a one-line reason where it cannot be fitted: more features
     than ``max_features`` (default :data:`DEFAULT_MAX_FEATURES`), or a numerical failure (a singular
     covariance, non-finite output)."""
     import warnings
@@ -122,7 +132,13 @@ def fit_adapter(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, spec: dict) -> d
     if not np.isfinite(z).all():
         raise AdapterFailure(f"{spec['method']} gave non-finite features (a singular covariance?)")
     zs, zt = z[:len(xs)], z[len(xs):]
-    weight, bias = _target_map(adapter, xt.astype(np.float64), zt)
     info = {"method": spec["method"], "n_features_in": n_features, "n_features_out": int(z.shape[1]),
             "params": json.dumps({k: v for k, v in adapter.get_params().items()}, default=str)}
-    return {"source": zs, "target": zt, "target_weight": weight, "target_bias": bias, "info": info}
+    if spec["method"] in KERNEL_METHODS:
+        # rows of the source-over-target stack the kernel is taken against, and the coefficients
+        arrays = {"coef": adapter.coef_, "basis_rows": adapter.basis_index_}
+        info.update(kernel=adapter.kernel, gamma_=float(adapter.gamma_), solver_=adapter.solver_)
+    else:
+        weight, bias = _target_map(adapter, xt.astype(np.float64), zt)
+        arrays = {"target_weight": weight, "target_bias": bias}
+    return {"source": zs, "target": zt, "arrays": arrays, "info": info}

@@ -121,7 +121,7 @@ def featuresets(config: dict) -> list[str]:
 
 def adapters(config: dict) -> list[str]:
     """The grid's adapter cells: ``none`` (no adaptation, if ``tca.baseline``), ``tca-<dims>`` for each TCA
-    dimension, and each key of ``adapters`` (skada's, :mod:`layerfuse.adapt`)."""
+    dimension, and each key of ``adapters`` (:mod:`layerfuse.adapt`)."""
     tca = config["tca"]
     return ((["none"] if tca["baseline"] else []) + [f"tca-{d}" for d in sorted(tca["dims"], reverse=True)]
             + list(config.get("adapters", {})))

@@ -12,7 +12,8 @@
     the arrays: PCA mean and loadings (``d x k``: 4 bytes per map value and component, 400 MB for
     128 components of a 256 x 55 x 55 block), the fusion's block scales, the adapter (TCA keeps the
     rows its kernel is evaluated against, every fitted image or the Nyström landmarks, and their
-    coefficients: ``N x d`` plus ``N x k`` numbers; a skada adapter its affine target map ``W``, ``b``),
+    coefficients: ``N x d`` plus ``N x k`` numbers, and so does JDA; a skada adapter its affine target map
+    ``W``, ``b``),
     each domain's mean for the centring, and the SVM's coefficients.
 
 :func:`predict` runs images through the same steps as the workflow (decode, network, reducer,
@@ -115,8 +116,8 @@ def _pca_arrays(inputs: dict, featureset: str) -> dict:
 
 def _adapter_arrays(inputs: dict, params: dict, featureset: str, adapter: str, xs, xt):
     """``((zs, zt), record, arrays)``: the cell's adapted features and what maps a new target image:
-    nothing (``none``), TCA's kernel basis and coefficients (``tca-<dims>``), or a skada adapter's
-    affine target map ``x W + b``."""
+    nothing (``none``), the kernel basis and coefficients of TCA (``tca-<dims>``) or JDA, or a skada
+    adapter's affine target map ``x W + b``."""
     from .h5io import read_arrays
     from .stages import store_of
 
@@ -134,8 +135,15 @@ def _adapter_arrays(inputs: dict, params: dict, featureset: str, adapter: str, x
     _, attrs = read_arrays(path, [])
     if attrs.get("failed"):
         raise ValueError(f"{path}: adapter {adapter} failed on {featureset} ({attrs['failed']}): no model")
+    method = json.loads(attrs["adapter"])["method"]
+    if "kernel" in attrs:                               # JDA: a kernel expansion like TCA's
+        a, _ = read_arrays(path, ["source", "target", "coef", "basis_rows"])
+        return ((a["source"], a["target"]),
+                {"name": adapter, "method": method, "kernel": str(attrs["kernel"]), "gamma": float(attrs["gamma_"]),
+                 "dims": int(a["source"].shape[1]), "solver": str(attrs["solver_"])},
+                {"adapter/basis": np.vstack([xs, xt])[a["basis_rows"]], "adapter/coef": a["coef"]})
     a, _ = read_arrays(path, ["source", "target", "target_weight", "target_bias"])
-    return ((a["source"], a["target"]), {"name": adapter, "method": json.loads(attrs["adapter"])["method"]},
+    return ((a["source"], a["target"]), {"name": adapter, "method": method},
             {"adapter/weight": a["target_weight"], "adapter/bias": a["target_bias"]})
 
 
@@ -270,7 +278,7 @@ class _Pipeline:
         rec, a = self.record, self.arrays
         if "adapter/weight" in a:                       # a skada adapter's affine target map
             x = (x.astype(np.float64) @ a["adapter/weight"] + a["adapter/bias"]).astype(np.float32)
-        elif self.basis is not None:                    # TCA: kernel against the basis rows
+        elif self.basis is not None:                    # TCA, JDA: kernel against the basis rows
             xd, basis = x.astype(np.float64), self.basis
             k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
             x = (k @ a["adapter/coef"]).astype(np.float32)

@@ -12,7 +12,7 @@ __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked);
 # recall: each class's recall on the target (label order, ";"-separated); target_priors: the target's class
-# proportions estimated without labels (prior centring); failed: why a skada adapter's cell has no scores.
+# proportions estimated without labels (prior centring); failed: why an adapter's cell has no scores.
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
                  "n_target", "recall", "target_priors", "failed"]
@@ -43,7 +43,7 @@ def _column_label(featureset: str, global_layer: str = "global") -> str:
 
 
 def paper_table(df: pd.DataFrame, metric: str = "accuracy", global_layer: str = "global") -> pd.DataFrame:
-    """Rows: TCA dims (descending), ``Avg`` over them, ``no TCA``, then skada's adapters (by their
+    """Rows: TCA dims (descending), ``Avg`` over them, ``no TCA``, then the configured adapters (by their
     ``adapters`` key); columns: Global (the feature set ``global_layer``), then fusions.
 
     Values are percentages; a cell that failed (``failed`` in ``accuracy.csv``) is NaN.

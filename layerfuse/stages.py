@@ -202,8 +202,9 @@ def fit_tca(fused, params: dict, out) -> None:
 
 
 def fit_adapter(fused, spec: dict, out) -> None:
-    """Fit one of skada's adapters (an ``adapters`` entry) on a fused pair and store the adapted features
-    with the target's affine map (``target_weight``, ``target_bias``: what a saved model applies).  An
+    """Fit one adapter (an ``adapters`` entry) on a fused pair and store the adapted features with the
+    target's map (what a saved model applies: ``target_weight``/``target_bias`` of skada's affine maps,
+    ``coef``/``basis_rows`` of JDA's kernel expansion).  An
     adapter that cannot be fitted writes a store with no features and the reason in attribute ``failed``:
     its cells are recorded as failed and the rest of the grid goes on."""
     from .adapt import AdapterFailure, fit_adapter as fit
@@ -217,12 +218,12 @@ def fit_adapter(fused, spec: dict, out) -> None:
         write_pair(out, np.zeros((len(xs), 0)), np.zeros((len(xt), 0)), ys, yt, {**attrs, "failed": str(exc)})
         return
     write_pair(out, fitted["source"], fitted["target"], ys, yt, {**attrs, **fitted["info"], "failed": ""},
-               extra={"target_weight": fitted["target_weight"], "target_bias": fitted["target_bias"]})
+               extra=fitted["arrays"])
 
 
 def _adapter_features(pairs: dict, adapter: str, features: dict):
     """``(xs, xt, ys, yt, dims, failed)`` of one adapter cell: the fused pair (``none``), the first ``dims``
-    TCA components (``tca-<dims>``) or a skada adapter's store (``failed``: its reason, or "")."""
+    TCA components (``tca-<dims>``) or an ``adapters`` entry's store (``failed``: its reason, or "")."""
     if adapter.startswith("tca-"):
         dims = int(adapter.split("-", 1)[1])
         xs, xt, ys, yt, _ = pairs["tca"]
@@ -237,15 +238,15 @@ def _adapter_features(pairs: dict, adapter: str, features: dict):
 def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
                  selection: dict | None = None) -> list[dict]:
     """Score every cell of one feature set: adapter (raw features ``none``, the first ``d`` TCA components
-    ``tca-d``, or a skada adapter's features, named by its ``adapters`` key) x centring (each of
+    ``tca-d``, or a configured adapter's features, named by its ``adapters`` key) x centring (each of
     :data:`layerfuse.evaluate.GRID_CENTERINGS`, and ``prior`` where ``svm["center"]`` is ``prior``), one
     linear SVM each; all rows in one CSV.  ``target_priors``: the target's class proportions estimated
     without labels (:mod:`layerfuse.label_shift`), for prior centring and for the global feature set
     without adaptation (the report's Class proportions).
 
     ``features`` maps ``"none"`` to the fused pair, ``"tca"`` to the TCA embedding (fitted once at
-    the largest ``d``; components are nested) and each skada adapter's key to its store, as far as
-    ``adapters`` needs them.  A skada adapter that failed on the feature set gives rows with no scores
+    the largest ``d``; components are nested) and each ``adapters`` key to its store, as far as
+    ``adapters`` needs them.  An adapter that failed on the feature set gives rows with no scores
     and the reason in ``failed``.  ``predictions``: an HDF5 file for every cell's target predictions
     (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
     ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also gets the label-free

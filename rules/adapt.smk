@@ -18,7 +18,7 @@ rule fit_tca:
         "../workflow_scripts/fit_tca.py"
 
 
-# One of skada's adapters (the `adapters` entry named by the wildcard) on one feature set.
+# One `adapters` entry (skada's CORAL, SA, linear OT; layerfuse's JDA) on one feature set.
 rule fit_adapter:
     input:
         "results/{experiment}/fused/{backbone}/{featureset}.h5",

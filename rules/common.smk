@@ -91,8 +91,8 @@ PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in co
 ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
-# skada's adapters (the `adapters` keys): one fit_adapter job per feature set each
-SKADA_ADAPTERS = list(config["adapters"])
+# the `adapters` keys (skada's, JDA): one fit_adapter job per feature set each
+CONFIG_ADAPTERS = list(config["adapters"])
 DOMAINS = ["source", "target"]
 
 
@@ -158,7 +158,7 @@ wildcard_constraints:
     reducer=_one_of(config["reducers"]) if config["reducers"] else "(?!)",
     featureset=_one_of(FEATURESETS),
     domain="source|target",
-    adapter=_one_of(SKADA_ADAPTERS) or "(?!)",
+    adapter=_one_of(CONFIG_ADAPTERS) or "(?!)",
     group=_one_of(GROUPS) if GROUPS else "(?!)",
 
 
@@ -349,14 +349,14 @@ def adapter_params(wildcards):
 
 
 def adapted_stores(wildcards, featureset):
-    """{``tca`` (if any TCA dimension is scored) and each skada adapter key: adapted store of ``featureset``}."""
+    """{``tca`` (if any TCA dimension is scored) and each `adapters` key: adapted store of ``featureset``}."""
     base = f"results/{wildcards.experiment}/adapted/{wildcards.backbone}/{featureset}"
-    keys = (["tca"] if any(a.startswith("tca-") for a in ADAPTERS) else []) + SKADA_ADAPTERS
+    keys = (["tca"] if any(a.startswith("tca-") for a in ADAPTERS) else []) + CONFIG_ADAPTERS
     return {k: f"{base}/{k}.h5" for k in keys}
 
 
 def score_inputs(wildcards):
-    """The fused pair (for ``none``), the TCA embedding (for ``tca-<dims>``) and each skada adapter's."""
+    """The fused pair (for ``none``), the TCA embedding (for ``tca-<dims>``) and each ``adapters`` entry's."""
     inputs = {}
     if "none" in ADAPTERS:
         inputs["none"] = f"results/{wildcards.experiment}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"

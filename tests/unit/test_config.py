@@ -42,7 +42,7 @@ def test_defaults_fill_the_grid():
     {"experiments": {"X Y": {"synthetic": {}}}},
     {"experiments": {"x": {"synthetic": {}, "split": {}}}},
     {"experiments": {"x": {"synthetic": {}}}, "tca": {"dims": []}, "reducers": {"p": {"method": "svd"}}},
-    {"experiments": {"x": {"synthetic": {}}}, "adapters": {"c": {"method": "jda"}}},
+    {"experiments": {"x": {"synthetic": {}}}, "adapters": {"c": {"method": "mmd"}}},
 ])
 def test_schema_rejects(bad):
     with pytest.raises(ConfigError) as exc:
@@ -68,6 +68,7 @@ def test_defaults_match_snakemake_validate():
     ({"adapters": {"c": {"method": "coral", "alpha": 1}}},
      r"^adapters.c.alpha: coral takes no such parameter; valid: assume_centered, max_features, reg$"),
     ({"adapters": {"tca": {"method": "coral"}}}, r"^adapters.tca: the name is taken"),
+    ({"adapters": {"j": {"method": "jda", "alpha": 1}}}, r"^adapters.j.alpha: jda takes no such parameter; valid: C, "),
 ])
 def test_semantic_errors_name_the_key(change, match):
     cfg = _validated({"experiments": {"x": {"synthetic": {}}}, **change})

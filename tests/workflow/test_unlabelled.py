@@ -44,9 +44,11 @@ def unlabelled_run(tmp_path_factory, mini_baseline):
            "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
                                                       "pca": {"method": "pca", "n_components": 8}},
            "tca": {"dims": [6, 4]}, "svm": {"center": "prior"},      # prior centring: the grid gains its cells
-           # skada's adapters: CORAL fits the 2048-d global features only (the fusions are wider: skipped)
+           # skada's adapters: CORAL fits the 2048-d global features only (the fusions are wider: skipped);
+           # JDA, a kernel map like TCA's
            "adapters": {"sa": {"method": "subspace_alignment", "n_components": 4},
-                        "coral": {"method": "coral", "max_features": 2048}}}
+                        "coral": {"method": "coral", "max_features": 2048},
+                        "jda": {"method": "jda", "n_components": 4, "n_iter": 2}}}
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     proc = snakemake(work, config=config)
@@ -71,10 +73,10 @@ def test_predictions_for_every_target_image(unlabelled_run):
 def test_no_accuracy_and_no_oracle_without_labels(unlabelled_run):
     work, _, _ = unlabelled_run
     scores = pd.read_csv(work / "results/field/accuracy.csv")
-    assert scores["accuracy"].isna().all() and len(scores) == 3 * 5 * 3
+    assert scores["accuracy"].isna().all() and len(scores) == 3 * 6 * 3
     assert set(scores["center"]) == {"none", "domain", "prior"}
     priors = scores.loc[scores["center"] == "prior", "target_priors"].dropna()
-    assert len(priors) == 3 * 4 + 1 and all(abs(sum(map(float, p.split(";"))) - 1) < 1e-3 for p in priors)
+    assert len(priors) == 3 * 5 + 1 and all(abs(sum(map(float, p.split(";"))) - 1) < 1e-3 for p in priors)
     skipped = scores[scores["failed"].notna()]
     assert set(skipped["adapter"]) == {"coral"} and set(skipped["featureset"]) == {"block1-flatten", "block1-pca"}
     selection = pd.read_csv(work / "results/field/selection/imagenet.csv")
@@ -126,7 +128,7 @@ def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
 
 @pytest.mark.parametrize("featureset", ["global", "block1-flatten", "block1-pca"])
 def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path, featureset):
-    """Each reducer, raw, TCA or a skada adapter, centred or not: the model's predictions equal the cell's in the
+    """Each reducer, raw, TCA, a skada adapter or JDA, centred or not: the model's predictions equal the cell's in the
     workflow."""
     from layerfuse.model import predict
     from layerfuse.stages import export_model
@@ -137,7 +139,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     inputs = {"selection": res / "selection/imagenet.csv",
               "predictions": [res / f"scores/imagenet/{f}.h5" for f in fs],
               "fused": [res / f"fused/imagenet/{f}.h5" for f in fs],
-              "adapted": [res / f"adapted/imagenet/{f}/{a}.h5" for f in fs for a in ("tca", "sa", "coral")],
+              "adapted": [res / f"adapted/imagenet/{f}/{a}.h5" for f in fs for a in ("tca", "sa", "coral", "jda")],
               "reduced": [res / "reduced/imagenet/block1/pca.h5"],
               "maps": [res / "features/imagenet/source/block1.h5"],
               "global_store": res / "features/imagenet/target/global.h5",
@@ -152,7 +154,8 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
         cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
     images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
-    cases = [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain"), ("sa", "domain"), ("tca-4", "prior")]
+    cases = [("none", "domain"), ("tca-4", "none"), ("tca-6", "domain"), ("sa", "domain"), ("tca-4", "prior"),
+             ("jda", "domain")]
     if featureset == "global":
         cases.append(("coral", "none"))
     else:                                   # CORAL skipped these (wider than max_features): no model
