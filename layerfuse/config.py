@@ -173,6 +173,15 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"backbones.{name}.weights: {w} is a folder, not a .pth file")
         if w.endswith((".pth", ".pt")) and not Path(w).is_file():
             raise ConfigError(f"backbones.{name}.weights: file {w} not found")
+    ex = config["extract"]
+    if ex.get("shard_size") is not None:
+        size, batch = ex["shard_size"], ex["batch_size"]
+        if size % batch:
+            raise ConfigError(f"extract.shard_size: {size} is not a multiple of extract.batch_size {batch} (a shard "
+                              f"starts on a batch); use {max(batch, size // batch * batch)} or {-(-size // batch) * batch}")
+        if not ex["one_pass"]:
+            raise ConfigError("extract.shard_size: shards split the one-pass extraction; set extract.one_pass: true "
+                              "or remove shard_size")
     from .adapt import check_adapter
 
     for key, spec in config.get("adapters", {}).items():

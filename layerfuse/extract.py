@@ -16,7 +16,7 @@ from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess,
 from .h5io import RowWriter, atomic_path, open_feature_store, write_meta, writes_rows
 from .memory import reuse_large_allocations
 
-__all__ = ["extract_features", "feature_extractor", "feature_store_attrs", "load_backbone"]
+__all__ = ["extract_features", "feature_extractor", "feature_store_attrs", "gather_features", "load_backbone"]
 
 log = logging.getLogger("layerfuse.extract")
 
@@ -110,22 +110,53 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     return extractor, prepared, precision, device
 
 
-def _open_outputs(stack, outputs: dict, shapes: dict, labels, image_ids, attrs: dict, *, local_dtype: str,
-                  compression, batch_size: int, direct_io: bool):
-    """Open every output store (in a temporary file renamed on success, held by ``stack``) with its labels,
-    ids and attributes: ``(files, datasets, row writers)``, the writers for maps written row block by row
-    block (:class:`~layerfuse.h5io.RowWriter`)."""
-    files, dsets, writers = {}, {}, {}
-    for key, path in outputs.items():
-        tmp = stack.enter_context(atomic_path(path))
-        shape = shapes[key]
-        f, dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype, compression)
-        stack.enter_context(f)
-        if writes_rows(shape, compression):
-            writers[key] = stack.enter_context(RowWriter(tmp, dsets[key], batch_size, direct=direct_io))
-        write_meta(f, labels, image_ids, attrs[key])
-        files[key] = f
-    return files, dsets, writers
+class _Stores:
+    """The output stores of one pass (or of a gather of shards), each in a temporary file renamed on
+    success (held by ``stack``), with its labels, ids and attributes.  :meth:`write` puts one batch of
+    rows; an unsharded pass and the gather of its shards call the same methods in the same order, so
+    they write the same bytes."""
+
+    def __init__(self, stack, outputs: dict, shapes: dict, labels, image_ids, attrs: dict, *, local_dtype: str,
+                 compression, batch_size: int, direct_io: bool):
+        self.files, self.dsets, self.writers, self.buffers = {}, {}, {}, {}
+        for key, path in outputs.items():
+            tmp = stack.enter_context(atomic_path(path))
+            shape = shapes[key]
+            f, self.dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype,
+                                                    compression)
+            stack.enter_context(f)
+            if writes_rows(shape, compression):   # maps written row block by row block (RowWriter)
+                self.writers[key] = stack.enter_context(RowWriter(tmp, self.dsets[key], batch_size,
+                                                                  direct=direct_io))
+            write_meta(f, labels, image_ids, attrs[key])
+            self.files[key] = f
+
+    def mark_compiled(self, compiled: bool) -> None:
+        for f in self.files.values():
+            f.attrs["compiled"] = compiled
+
+    def write(self, lo: int, out: dict) -> None:
+        """Rows ``lo ..`` of every store from ``out`` ({key: tensor}, any dtype and memory layout)."""
+        import torch
+
+        for key, t in out.items():
+            # The store wants C order and its dtype: one copy_ into a C-order buffer converts
+            # and transposes the channels_last maps in a single pass (0.8 ms per image and map
+            # on 2 cores, against 2.1 for .to(dtype).contiguous(); rounding as numpy's astype)
+            if key in self.writers:   # the writer's own page-aligned buffer, then straight to the file
+                torch.from_numpy(self.writers[key].buffer[:len(t)]).copy_(t)
+                self.writers[key].write(lo, len(t))
+                continue
+            dtype = torch.float16 if self.dsets[key].dtype == np.float16 else torch.float32
+            buf = self.buffers.get(key)
+            if buf is None or buf.shape != t.shape:
+                buf = self.buffers[key] = torch.empty(t.shape, dtype=dtype)
+            buf.copy_(t)
+            self.dsets[key][lo:lo + len(t)] = buf.numpy()
+
+    def finish(self) -> None:
+        for key, w in self.writers.items():
+            self.files[key].attrs["direct_io"] = w.direct   # whether the maps went past the page cache
 
 
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
@@ -133,7 +164,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                      batch_size: int = 32, precision: str = "auto", local_dtype: str = "float16",
                      compression: str | None = "none", threads: int | None = None,
                      overlap_writes: bool | str = "auto", compile_model: bool | str = "auto",
-                     direct_io: bool = True) -> dict:
+                     direct_io: bool = True, rows: tuple[int, int] | None = None) -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
     Parameters
@@ -173,6 +204,11 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         and the compression share the cores, and the overlap slowed the forward
         pass by more than it hid (2 cores, commit 8708bd3); there the writes run after
         each batch, compressing with ``threads`` Blosc threads.
+    rows : (start, stop), optional
+        Only these rows of the image store (one shard; ``start`` a multiple of ``batch_size``, so
+        every batch holds the images it holds in a pass over all rows): the stores hold those rows.
+        ``compile_model="auto"`` still decides by the whole store's size, so that
+        :func:`gather_features` of the shards gives the unsharded pass's stores byte for byte.
 
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
@@ -191,9 +227,14 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
 
     with h5py.File(images_path, "r") as src:
         images = src["images"]
-        labels = src["labels"][()]
-        image_ids = src["image_ids"].asstr()[()]
-        n = images.shape[0]
+        n_all = images.shape[0]
+        start, stop = (0, n_all) if rows is None else (int(rows[0]), int(rows[1]))
+        if start < 0 or start % batch_size or stop < start:
+            raise ValueError(f"rows {rows}: a shard starts on a batch (a multiple of {batch_size}) before its end")
+        start, stop = min(start, n_all), min(stop, n_all)     # a shard past the last image is empty
+        labels = src["labels"][start:stop]
+        image_ids = src["image_ids"].asstr()[start:stop]
+        n = max(stop - start, 0)
         with contextlib.ExitStack() as stack:
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
@@ -203,34 +244,18 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             attrs = {key: feature_store_attrs(key, layers[key], spec, weights_sha256, precision,
                                               src.attrs.get("image_list_sha256", ""), images.shape[1],
                                               batchnorm_folded=True) for key in outputs}
-            files, dsets, writers = _open_outputs(stack, outputs, {k: (n,) + tuple(t.shape[1:]) for k, t in
-                                                                   probe.items()}, labels, image_ids, attrs,
-                                                  local_dtype=local_dtype, compression=compression,
-                                                  batch_size=batch_size, direct_io=direct_io)
-            start = time.perf_counter()
+            stores = _Stores(stack, outputs, {k: (n,) + tuple(t.shape[1:]) for k, t in probe.items()}, labels,
+                             image_ids, attrs, local_dtype=local_dtype, compression=compression,
+                             batch_size=batch_size, direct_io=direct_io)
+            t0 = time.perf_counter()
             bar = tqdm(total=n, desc="extract", unit="img", mininterval=2.0)
 
-            buffers = {}  # one C-order host buffer per layer, reused batch after batch
-
             def write(lo, out):
-                for key, t in out.items():
-                    # The store wants C order and its dtype: one copy_ into a C-order buffer converts
-                    # and transposes the channels_last maps in a single pass (0.8 ms per image and map
-                    # on 2 cores, against 2.1 for .to(dtype).contiguous(); rounding as numpy's astype)
-                    if key in writers:   # the writer's own page-aligned buffer, then straight to the file
-                        torch.from_numpy(writers[key].buffer[:len(t)]).copy_(t)
-                        writers[key].write(lo, len(t))
-                        continue
-                    dtype = torch.float16 if dsets[key].dtype == np.float16 else torch.float32
-                    buf = buffers.get(key)
-                    if buf is None or buf.shape != t.shape:
-                        buf = buffers[key] = torch.empty(t.shape, dtype=dtype)
-                    buf.copy_(t)
-                    dsets[key][lo:lo + len(t)] = buf.numpy()
+                stores.write(lo, out)
                 bar.update(len(next(iter(out.values()))))
 
             use_compile = compile_model is True or (compile_model == "auto" and device == "cpu" and
-                                                    precision == "fp32" and n >= COMPILE_MIN_IMAGES
+                                                    precision == "fp32" and n_all >= COMPILE_MIN_IMAGES
                                                     and _deep(nodes))
 
             def padded(batch):  # the compiled graph has one static batch shape
@@ -239,14 +264,13 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                     x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
                 return x.contiguous(memory_format=torch.channels_last)
 
-            run = _compiled(extractor, padded(images[:batch_size]), use_compile)
+            run = _compiled(extractor, padded(images[start:start + batch_size]), use_compile and n > 0)
             static = run is not extractor
-            for f in files.values():
-                f.attrs["compiled"] = static
+            stores.mark_compiled(static)
             writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap_writes else None
             pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
             for lo in range(0, n, batch_size):
-                batch = images[lo:lo + batch_size]
+                batch = images[start + lo:start + lo + batch_size]
                 x = padded(batch) if static else prepared(batch)
                 with torch.inference_mode():
                     out = run(x)
@@ -257,12 +281,59 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             if pending is not None:
                 pending.result()
             bar.close()
-            for key, w in writers.items():
-                files[key].attrs["direct_io"] = w.direct   # whether the maps went past the page cache
-            elapsed = time.perf_counter() - start
+            stores.finish()
+            elapsed = time.perf_counter() - t0
     facts = {"images": n, "seconds": elapsed, "images_per_s": n / elapsed if elapsed else float("nan"),
              "precision": precision, "compiled": static}
     facts.update({f"bytes_per_image_{k}": Path(p).stat().st_size / max(n, 1) for k, p in outputs.items()})
     log.info("extracted %d images in %.1f s (%.1f img/s, %s, %s)", n, elapsed, facts["images_per_s"], precision,
              "compiled" if static else "eager")
     return facts
+
+
+def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs: dict[str, str | os.PathLike], *,
+                    attrs: dict, batch_size: int = 32, local_dtype: str = "float16", compression: str | None = "none",
+                    direct_io: bool = True) -> None:
+    """Write ``outputs`` ({layer key: path}) from the stores of consecutive shards (``shards``: one
+    ``{layer key: path}`` per shard, in row order, each from :func:`extract_features` with ``rows``),
+    in the batches and order an unsharded pass writes them: the same files, byte for byte.
+
+    ``attrs`` ({layer key: attributes}) are what the unsharded pass would record
+    (:func:`feature_store_attrs`); the shards must agree on the precision and compilation they ran with.
+    """
+    import torch
+
+    with h5py.File(images_path, "r") as src:
+        labels = src["labels"][()]
+        image_ids = src["image_ids"].asstr()[()]
+    n = len(labels)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(reuse_large_allocations())
+        opened = [{k: stack.enter_context(h5py.File(p, "r")) for k, p in shard.items()} for shard in shards]
+        ran = {(str(f.attrs["precision"]), bool(f.attrs["compiled"])) for shard in opened for f in shard.values()}
+        if len(ran) != 1:
+            raise ValueError(f"the shards ran with different precisions or compilation {sorted(ran)}: "
+                             "set extract.precision and extract.compile")
+        (precision, compiled), = ran
+        bounds, lo = [], 0
+        for shard in opened:
+            rows = {f["features"].shape[0] for f in shard.values()}
+            count = rows.pop() if len(rows) == 1 else None
+            if count is None or (count and lo % batch_size):
+                raise ValueError(f"{next(iter(shard.values())).filename}: shard stores of unequal length, or a "
+                                 f"shard that does not start on a batch of {batch_size}")
+            bounds.append((lo, lo + count))
+            lo = bounds[-1][1]
+        if lo != n:
+            raise ValueError(f"the shards hold {lo} rows, the image store {n}: rerun the extraction")
+        first = opened[0]
+        shapes = {k: (n,) + first[k]["features"].shape[1:] for k in outputs}
+        stores = _Stores(stack, outputs, shapes, labels, image_ids,
+                         {k: {**attrs[k], "precision": precision} for k in outputs}, local_dtype=local_dtype,
+                         compression=compression, batch_size=batch_size, direct_io=direct_io)
+        stores.mark_compiled(compiled)
+        for shard, (a, b) in zip(opened, bounds):
+            for lo in range(a, b, batch_size):
+                stores.write(lo, {k: torch.from_numpy(shard[k]["features"][lo - a:min(lo + batch_size, b) - a])
+                                  for k in outputs})
+        stores.finish()

@@ -125,6 +125,7 @@ def create_contiguous(f: h5py.File, name: str, shape: tuple, dtype) -> h5py.Data
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)   # every row is written: no pass of zeros first
+    dcpl.set_obj_track_times(False)                 # as h5py's create_dataset: no timestamp, same bytes each run
     space = h5py.h5s.create_simple(tuple(int(x) for x in shape))
     dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
     return h5py.Dataset(dsid)

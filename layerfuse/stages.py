@@ -73,8 +73,9 @@ def _recorded_backbone(weights_pth, weights_json):
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 
-def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1) -> dict:
-    """Write ``outputs`` ({layer key: store path}) in one forward pass over ``images``."""
+def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1,
+                     rows: tuple[int, int] | None = None) -> dict:
+    """Write ``outputs`` ({layer key: store path}) in one forward pass over ``images`` (or its ``rows``)."""
     from .extract import extract_features as extract_pass
 
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
@@ -82,7 +83,35 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
     return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
                             weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                             precision=ex["precision"], local_dtype=ex["local_dtype"],
-                            compression=ex["compression"], threads=threads, compile_model=ex["compile"])
+                            compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows)
+
+
+def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict, shard: int, shard_size: int,
+                  threads: int = 1) -> dict:
+    """Shard ``shard`` of a domain's pass: image rows ``shard * shard_size`` to ``(shard + 1) * shard_size``
+    (a shard past the last image writes empty stores)."""
+    size = int(shard_size)
+    return extract_features(images, weights_pth, weights_json, params, outputs, threads,
+                            rows=(shard * size, (shard + 1) * size))
+
+
+def gather_shards(images, weights_json, params: dict, shards: list[dict], outputs: dict) -> None:
+    """The domain's stores ``outputs`` from its shards' (one ``{layer key: path}`` per shard, in order):
+    byte for byte what :func:`extract_features` writes in one pass."""
+    import h5py
+
+    from .backbones import BackboneSpec
+    from .extract import feature_store_attrs, gather_features
+
+    record = json.loads(Path(weights_json).read_text())
+    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    with h5py.File(images, "r") as src:
+        image_list, size = src.attrs.get("image_list_sha256", ""), src["images"].shape[1]
+    ex = params["extract"]
+    attrs = {k: feature_store_attrs(k, params["layers"][k], spec, record["sha256"], "", image_list, size,
+                                    batchnorm_folded=True) for k in outputs}
+    gather_features(images, shards, outputs, attrs=attrs, batch_size=ex["batch_size"], local_dtype=ex["local_dtype"],
+                    compression=ex["compression"])
 
 
 def manifest_rows(store, manifest) -> np.ndarray | None:

@@ -266,8 +266,10 @@ def store_backbone(backbone, layer):
     return backbone
 
 
-# What an extraction computes; one_pass only says how jobs are cut, so switching it reruns nothing by itself.
-EXTRACT_PARAMS = {k: v for k, v in config["extract"].items() if k != "one_pass"}
+# What an extraction computes; one_pass and shard_size only say how jobs are cut, so switching them reruns
+# nothing by itself.
+EXTRACT_PARAMS = {k: v for k, v in config["extract"].items() if k not in ("one_pass", "shard_size")}
+SHARD_SIZE = config["extract"]["shard_size"]
 
 
 def extract_params(wildcards):
@@ -276,6 +278,36 @@ def extract_params(wildcards):
 
 def pass_params(wildcards):
     return canonical({"layers": {k: config["layers"][k] for k in PASS_LAYERS}, "extract": EXTRACT_PARAMS})
+
+
+def _files_below(path):
+    """Files below an image folder, from its fingerprint (refreshed at parse time)."""
+    return len(json.loads(Path(fingerprint_file(path)).read_text())["files"])
+
+
+def shard_count(wildcards):
+    """Shards of a domain's pass: its image count bounded before the image store exists (the files below
+    its folder, or the demo's count) over ``extract.shard_size``; a shard past the last image is empty."""
+    if hasattr(wildcards, "pool"):
+        bound = _files_below(POOLS[wildcards.pool]["domains"]["source"]["path"])
+    else:
+        exp = experiment_config(wildcards)
+        if "synthetic" in exp:
+            bound = exp["synthetic"]["n_classes"] * exp["synthetic"][f"n_{wildcards.domain}"]
+        else:
+            bound = _files_below(exp[wildcards.domain]["path"])
+    return max(1, -(-bound // SHARD_SIZE))
+
+
+def shard_stores(wildcards):
+    """Every shard's stores of a domain's pass, shard by shard in row order, layers in PASS_LAYERS order."""
+    base = f"results/pools/{wildcards.pool}" if hasattr(wildcards, "pool") else f"results/{wildcards.experiment}"
+    return [f"{base}/features/{wildcards.backbone}/{wildcards.domain}/shards/{i}/{layer}.h5"
+            for i in range(shard_count(wildcards)) for layer in PASS_LAYERS]
+
+
+def weights_record(wildcards):
+    return weights_files(wildcards)["record"]
 
 
 def reducer_params(wildcards):

@@ -2,6 +2,8 @@
 # (`extract.one_pass: true`, the default), or one job per layer (`one_pass: false`: adding a
 # layer later extracts only that layer). A fine-tuned backbone's own layers (the layers after
 # its frozen part: the target's global vector, by default) always have one job per layer.
+# With `extract.shard_size`, a domain's pass is one job per shard of that many images, gathered in
+# order into the same stores (byte for byte those of one pass).
 
 
 rule extract_layer:
@@ -45,7 +47,7 @@ use rule extract_layer as extract_pool_layer with:
         "benchmarks/pools/{pool}/extract_layer/{backbone}/{domain}/{layer}.tsv"
 
 
-if ONE_PASS_BACKBONES:
+if ONE_PASS_BACKBONES and not SHARD_SIZE:
 
     rule extract_features:
         input:
@@ -84,3 +86,82 @@ if ONE_PASS_BACKBONES:
             "logs/pools/{pool}/extract_features/{backbone}/{domain}.log",
         benchmark:
             "benchmarks/pools/{pool}/extract_features/{backbone}/{domain}.tsv"
+
+
+if ONE_PASS_BACKBONES and SHARD_SIZE:
+
+    rule extract_shard:
+        input:
+            unpack(weights_files),
+            images="results/{experiment}/images/{domain}.h5",
+        output:
+            [temp(f"results/{{experiment}}/features/{{backbone}}/{{domain}}/shards/{{shard}}/{layer}.h5")
+             for layer in PASS_LAYERS],
+        wildcard_constraints:
+            backbone=ONE_PASS_BACKBONE,
+            shard=r"\d+",
+        params:
+            extract=pass_params,
+            layer_keys=PASS_LAYERS,
+            shard_size=SHARD_SIZE,
+        threads: workflow.cores
+        priority: 10
+        log:
+            "logs/{experiment}/extract_shard/{backbone}/{domain}/{shard}.log",
+        benchmark:
+            "benchmarks/{experiment}/extract_shard/{backbone}/{domain}/{shard}.tsv"
+        resources:
+            mem_mb=3000,
+            runtime=120,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/extract_shard.py"
+
+    use rule extract_shard as extract_pool_shard with:
+        input:
+            unpack(weights_files),
+            images="results/pools/{pool}/images/{domain}.h5",
+        output:
+            [temp(f"results/pools/{{pool}}/features/{{backbone}}/{{domain}}/shards/{{shard}}/{layer}.h5")
+             for layer in PASS_LAYERS],
+        log:
+            "logs/pools/{pool}/extract_shard/{backbone}/{domain}/{shard}.log",
+        benchmark:
+            "benchmarks/pools/{pool}/extract_shard/{backbone}/{domain}/{shard}.tsv"
+
+    rule gather_features:
+        input:
+            record=weights_record,
+            images="results/{experiment}/images/{domain}.h5",
+            shards=shard_stores,
+        output:
+            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+        wildcard_constraints:
+            backbone=ONE_PASS_BACKBONE,
+        params:
+            extract=pass_params,
+            layer_keys=PASS_LAYERS,
+        log:
+            "logs/{experiment}/gather_features/{backbone}/{domain}.log",
+        benchmark:
+            "benchmarks/{experiment}/gather_features/{backbone}/{domain}.tsv"
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/gather_features.py"
+
+    use rule gather_features as gather_pool_features with:
+        input:
+            record=weights_record,
+            images="results/pools/{pool}/images/{domain}.h5",
+            shards=shard_stores,
+        output:
+            [f"results/pools/{{pool}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+        log:
+            "logs/pools/{pool}/gather_features/{backbone}/{domain}.log",
+        benchmark:
+            "benchmarks/pools/{pool}/gather_features/{backbone}/{domain}.tsv"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from layerfuse.backbones import BackboneSpec, build_resnet50, native_bf16, resolve_precision
-from layerfuse.extract import extract_features
+from layerfuse.extract import extract_features, feature_store_attrs, gather_features
 from layerfuse.h5io import create_store, write_meta
 
 LAYERS = {"global": "flatten", "block1": "layer1.0"}
@@ -214,3 +214,31 @@ def test_list_layers_names_the_configured_nodes_with_their_shapes():
     assert shapes["layer1.0"] == shapes["layer1.2"] == (256, 55, 55) and shapes["flatten"] == (2048,)
     assert shapes["layer4.2"] == (2048, 7, 7) and shapes["fc"] == (1000,)
     assert dict(list_layers(BackboneSpec("torchvision", "torch", True)))["layer1.0"] == (256, 56, 56)
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_gathered_shards_are_the_unsharded_stores_byte_for_byte(tmp_path, image_store, model, compression):
+    """Shards of 4 of the 7 images (the last one past the end: empty), gathered in order, give the files of
+    one pass over all 7, byte for byte, maps and vectors."""
+    def run(name, **kw):
+        outputs = {k: tmp_path / name / f"{k}.h5" for k in LAYERS}
+        (tmp_path / name).mkdir()
+        extract_features(image_store, outputs, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4,
+                         threads=2, precision="fp32", compile_model=False, compression=compression, **kw)
+        return outputs
+
+    whole = run("whole")
+    shards = [run(f"shard{i}", rows=(4 * i, 4 * i + 4)) for i in range(3)]
+    assert [h5py.File(s["global"])["features"].shape[0] for s in shards] == [4, 3, 0]
+    gathered = {k: tmp_path / f"gathered-{k}.h5" for k in LAYERS}
+    attrs = {k: feature_store_attrs(k, node, BackboneSpec(), "", "", "x", 64, batchnorm_folded=True)
+             for k, node in LAYERS.items()}
+    gather_features(image_store, shards, gathered, attrs=attrs, batch_size=4, compression=compression)
+    for k in LAYERS:
+        assert gathered[k].read_bytes() == whole[k].read_bytes(), k
+    with pytest.raises(ValueError, match=r"the shards hold 4 rows, the image store 7"):
+        gather_features(image_store, shards[:1], {k: tmp_path / f"short-{k}.h5" for k in LAYERS}, attrs=attrs,
+                        batch_size=4, compression=compression)
+    assert not any(tmp_path.glob("short-*"))
+    with pytest.raises(ValueError, match=r"a shard starts on a batch"):
+        run("misaligned", rows=(2, 6))

@@ -152,21 +152,26 @@ def slurm_cluster(tmp_path_factory):
 
 
 def test_profile_slurm_matches_a_local_run(tmp_path, slurm_cluster, mini_baseline):
-    """Every job goes through sbatch; the small jobs are packed into group jobs; results equal local ones."""
+    """Every job goes through sbatch, each extraction shard its own job (one thread each: two run at once on
+    a 2-CPU node); the small jobs are packed into group jobs; results equal a local unsharded run's."""
+    from .test_shards import STORES, sharded_config
+
     cpus = slurm_cluster
     workdir = seeded_workdir(tmp_path, mini_baseline)
     threads = min(4, cpus)
     proc = snakemake(workdir, "--profile", str(REPO / "profiles/slurm"),
-                     "--set-threads", f"extract_features={threads}", f"finetune_backbone={threads}",
-                     "--slurm-init-seconds-before-status-checks", "1", config=FAULTS_CONFIG, check=False)
+                     "--set-threads", "extract_shard=1", f"finetune_backbone={threads}",
+                     "--slurm-init-seconds-before-status-checks", "1",
+                     config=sharded_config(tmp_path, shard_size=8), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "Group job svm_grid" in log and "Group job adapt" in log
-    jobs = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True, text=True).stdout
+    jobs = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T %k"], capture_output=True, text=True).stdout
     states = [line.split()[1] for line in jobs.splitlines()]
-    # 1 demo data + 2 image sets + 2 extractions (one pass per domain) + 1 PCA + 1 fuse/TCA group
-    # + 1 SVM group + 1 model export; the weights were seeded; config dump, selection, aggregation and
-    # report are localrules
-    assert states == ["COMPLETED"] * 9, jobs
-    accuracy = "results/mini/accuracy.csv"
-    assert (workdir / accuracy).read_bytes() == (mini_baseline / accuracy).read_bytes()
+    # 1 demo data + 2 image sets + 4 extraction shards (8 images each: 2 per domain) + 2 gathers + 1 PCA
+    # + 1 fuse/TCA group + 1 SVM group + 1 model export; the weights were seeded; config dump, selection,
+    # aggregation and report are localrules
+    assert states == ["COMPLETED"] * 13, jobs
+    assert jobs.count("extract_shard") == 4, jobs
+    for path in STORES + ["results/mini/accuracy.csv"]:
+        assert (workdir / path).read_bytes() == (mini_baseline / path).read_bytes(), path

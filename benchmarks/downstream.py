@@ -1,0 +1,108 @@
+"""Everything after extraction at size: TCA, the adapters, the SVM grid with the label-free criteria and the
+per-image predictions, on generated global features of 1,000 to 100,000 images.
+
+    python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
+                                    [--adapters none tca coral sa ot jda] [--out rows.csv]
+
+Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
+Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
+then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_tca`` with the
+schema's defaults at 256 components, ``fit_adapter`` for each configured adapter, ``evaluate_svm`` over
+every cell with the label-free criteria and the predictions store), each in a fresh process: wall
+seconds and peak RSS. Peak RSS against N says whether anything grows as N² (a 100,000 × 100,000 float64
+matrix is 80 GB); the ratio column is each stage's time over the store's size in GB, so a size whose
+ratios stay flat scales linearly.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from _common import measure
+
+SPECS = {"coral": {"method": "coral"}, "sa": {"method": "subspace_alignment", "n_components": 64},
+         "ot": {"method": "linear_ot"}, "jda": {"method": "jda", "n_components": 128}}
+TCA = {"n_components": 256, "kernel": "rbf", "gamma": "median", "bandwidth_factor": 3.0, "mu": 1.0,
+       "solver": "auto", "n_landmarks": 1000, "auto_threshold": 3000}
+SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000, "center": "domain"}
+SELECTION = {"criteria": ["entropy", "snd", "iwv", "dev", "circular", "mixval", "source"], "validation_size": 0.2,
+             "seed": 0}
+
+
+def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0) -> None:
+    """A fused pair of ``n`` images: class means 3 apart in ``d`` dims, unit noise; the target scaled by 0.7,
+    its first 16 dims rotated and every dim moved by 0.5."""
+    import numpy as np
+
+    from layerfuse.h5io import write_pair
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 3 / np.sqrt(d) * 8, (classes, d)).astype(np.float32)
+    ns = int(0.6 * n)
+    ys, yt = rng.integers(0, classes, ns), rng.integers(0, classes, n - ns)
+    xs = means[ys] + rng.standard_normal((ns, d), dtype=np.float32)
+    xt = means[yt] + rng.standard_normal((n - ns, d), dtype=np.float32)
+    rot, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    xt[:, :16] = xt[:, :16] @ rot.astype(np.float32)
+    xt = 0.7 * xt + 0.5
+    write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
+
+
+def run_stage(name: str, work: Path, adapters: list[str]):
+    from layerfuse import stages
+
+    fused = work / "global.h5"
+    if name == "tca":
+        return stages.fit_tca(fused, TCA, work / "tca.h5")
+    if name in SPECS:
+        return stages.fit_adapter(fused, SPECS[name], work / f"{name}.h5")
+    features = {"none": fused}
+    cells = ["none"] if "none" in adapters else []
+    if "tca" in adapters:
+        features["tca"] = work / "tca.h5"
+        cells += [f"tca-{d}" for d in (256, 192, 128, 96, 64)]
+    for key in adapters:
+        if key in SPECS:
+            features[key] = work / f"{key}.h5"
+            cells.append(key)
+    rows = stages.evaluate_svm(features, cells, SVM, {"experiment": "x", "backbone": "b", "featureset": "global"},
+                               work / "scores.csv", predictions=work / "scores.h5", selection=SELECTION)
+    return len(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, nargs="+", default=[10000, 100000])
+    p.add_argument("--features", type=int, default=2048)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--adapters", nargs="+", default=["none", "tca", "coral", "sa", "ot", "jda"])
+    p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
+    p.add_argument("--out", type=Path, help="append the rows here (CSV)")
+    args = p.parse_args(argv)
+    rows = []
+    for n in args.images:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
+                                         timeout=args.timeout)
+            gb = (work / "global.h5").stat().st_size / 1e9
+            stages = [a for a in args.adapters if a != "none"] + ["evaluate_svm"]
+            for stage in stages:
+                seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout)
+                failed = isinstance(result, str)
+                rows.append({"images": n, "stage": stage, "seconds": seconds, "peak_rss_gb": peak / 1024,
+                             "s_per_store_gb": seconds / gb, "error": result if failed else ""})
+                print(f"{n:>7} {stage:<13} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"
+                      + (f"  {result}" if failed else ""), flush=True)
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    print()
+    print(table.to_markdown(index=False, floatfmt=".2f"))
+    if args.out:
+        table.to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from layerfuse._snakemake import run
+from layerfuse.stages import extract_shard
+
+run(
+    lambda: extract_shard(
+        snakemake.input.images,
+        snakemake.input.weights,
+        snakemake.input.record,
+        snakemake.params.extract,
+        dict(zip(snakemake.params.layer_keys, snakemake.output)),
+        int(snakemake.wildcards.shard),
+        snakemake.params.shard_size,
+        threads=snakemake.threads,
+    )
+)
