@@ -56,10 +56,12 @@ def _classifier(svm: dict, seed: int, folds: int = 3):
 
 
 def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict, criteria=CRITERIA,
-                    validation_size: float = 0.2, seed: int = 0) -> dict[str, float]:
+                    validation_size: float = 0.2, seed: int = 0, max_target_images: int = 5000) -> dict[str, float]:
     """Each criterion's score (higher is better) for one cell's source/target features.
 
-    ``xt`` is the target's features only: no target label enters this function.
+    ``xt`` is the target's features only: no target label enters this function.  Where the target has
+    more than ``max_target_images`` rows the criteria see a seeded sample of that many (the same rows for
+    every cell of a feature set), since soft neighbourhood density builds a target x target matrix.
     """
     import sklearn
     from sklearn.metrics import balanced_accuracy_score
@@ -75,6 +77,8 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
         raise ValueError(f"selection.validation_size: {validation_size} of {len(ys)} source images leaves no "
                          "image of some class on one side; the selection needs 2 or more images per class")
     train, val = next(StratifiedShuffleSplit(1, test_size=n_val, random_state=seed).split(xs, ys))
+    if len(xt) > max_target_images:
+        xt = xt[np.sort(np.random.default_rng(seed).choice(len(xt), max_target_images, replace=False))]
     nt = len(xt)
     X = np.vstack([xs[train], xt])
     y = np.r_[ys[train], -np.ones(nt, dtype=ys.dtype)]

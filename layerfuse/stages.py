@@ -278,7 +278,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     ``adapters`` needs them.  An adapter that failed on the feature set gives rows with no scores
     and the reason in ``failed``.  ``predictions``: an HDF5 file for every cell's target predictions
     (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
-    ``selection`` (``criteria``, ``validation_size``, ``seed``): each cell also gets the label-free
+    ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_target_images``): each cell
+    also gets the label-free
     criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
     from .evaluate import GRID_CENTERINGS, center_domains, classify, target_metrics
@@ -310,7 +311,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                 if selection:
                     crit = {f"crit_{k}": v for k, v in criteria_scores(
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
-                        validation_size=selection["validation_size"], seed=selection["seed"]).items()}
+                        validation_size=selection["validation_size"], seed=selection["seed"],
+                        **{k: selection[k] for k in ("max_target_images",) if k in selection}).items()}
             preds.append(pred)
             margins.append(margin)
             rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,

@@ -401,7 +401,7 @@ def score_selection(wildcards):
     sel = config["selection"]
     if sel["scope"] == "global" and wildcards.featureset != config["global_layer"]:
         return None
-    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed")})
+    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images")})
 
 
 def score_files(wildcards):

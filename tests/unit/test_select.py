@@ -112,3 +112,14 @@ def test_a_default_criterion_that_scored_nothing_falls_back_to_the_global_cell()
     chosen = t[t["default"]]
     assert len(chosen) == 1 and chosen["kind"].item() == "baseline" and chosen["adapter"].item() == "none"
     assert "dev scored no cell" in chosen["criterion"].item()
+
+
+def test_criteria_see_a_seeded_sample_of_a_large_target(rng):
+    """Above ``max_target_images`` target rows the criteria score a seeded sample of that many (soft
+    neighbourhood density's target x target matrix stays bounded): the same scores as on those rows."""
+    xs, xt, ys, _ = _shifted(rng)
+    crit = ["snd", "entropy", "dev"]
+    sampled = criteria_scores(xs, ys, xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0, max_target_images=25)
+    rows = np.sort(np.random.default_rng(0).choice(len(xt), 25, replace=False))
+    assert sampled == criteria_scores(xs, ys, xt[rows], svm=SVM, criteria=crit, validation_size=0.25, seed=0)
+    assert sampled != criteria_scores(xs, ys, xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0)
