@@ -56,12 +56,15 @@ def _classifier(svm: dict, seed: int, folds: int = 3):
 
 
 def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict, criteria=CRITERIA,
-                    validation_size: float = 0.2, seed: int = 0, max_target_images: int = 5000) -> dict[str, float]:
+                    validation_size: float = 0.2, seed: int = 0, max_target_images: int = 5000,
+                    max_source_images: int = 10000) -> dict[str, float]:
     """Each criterion's score (higher is better) for one cell's source/target features.
 
     ``xt`` is the target's features only: no target label enters this function.  Where the target has
-    more than ``max_target_images`` rows the criteria see a seeded sample of that many (the same rows for
-    every cell of a feature set), since soft neighbourhood density builds a target x target matrix.
+    more than ``max_target_images`` rows the criteria see a seeded sample of that many, and where the
+    source has more than ``max_source_images`` a seeded stratified sample (the same rows for every cell of
+    a feature set): soft neighbourhood density builds a target x target matrix, and importance-weighted
+    validation's kernel density estimates take time in held-out source x (source + target) rows.
     """
     import sklearn
     from sklearn.metrics import balanced_accuracy_score
@@ -71,6 +74,10 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
     unknown = sorted(set(criteria) - set(CRITERIA))
     if unknown:
         raise ValueError(f"selection.criteria: unknown {unknown[0]!r}; use {', '.join(CRITERIA)}")
+    if len(ys) > max_source_images:
+        keep, _ = next(StratifiedShuffleSplit(1, train_size=max_source_images, random_state=seed).split(xs, ys))
+        keep = np.sort(keep)
+        xs, ys = xs[keep], ys[keep]
     classes, counts = np.unique(ys, return_counts=True)
     n_val = max(int(np.ceil(validation_size * len(ys))), len(classes))
     if counts.min() < 2 or len(ys) - n_val < len(classes):

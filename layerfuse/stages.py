@@ -278,7 +278,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     ``adapters`` needs them.  An adapter that failed on the feature set gives rows with no scores
     and the reason in ``failed``.  ``predictions``: an HDF5 file for every cell's target predictions
     (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
-    ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_target_images``): each cell
+    ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_*_images``): each cell
     also gets the label-free
     criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
@@ -312,7 +312,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                     crit = {f"crit_{k}": v for k, v in criteria_scores(
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
                         validation_size=selection["validation_size"], seed=selection["seed"],
-                        **{k: selection[k] for k in ("max_target_images",) if k in selection}).items()}
+                        **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
             preds.append(pred)
             margins.append(margin)
             rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,

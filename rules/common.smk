@@ -401,7 +401,8 @@ def score_selection(wildcards):
     sel = config["selection"]
     if sel["scope"] == "global" and wildcards.featureset != config["global_layer"]:
         return None
-    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images")})
+    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
+                                         "max_source_images")})
 
 
 def score_files(wildcards):

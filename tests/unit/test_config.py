@@ -191,7 +191,7 @@ def test_schema_defaults_are_the_librarys():
         assert schema["svm"][key] == defaults(fit_svm)[key], key
     assert schema["svm"]["center"] == defaults(evaluate_svm)["center"]
     assert schema["selection"]["criteria"] == list(CRITERIA)
-    for key in ("validation_size", "seed", "max_target_images"):
+    for key in ("validation_size", "seed", "max_target_images", "max_source_images"):
         assert schema["selection"][key] == defaults(criteria_scores)[key], key
     for key in ("batch_size", "precision", "local_dtype", "compression"):
         assert schema["extract"][key] == defaults(extract_features)[key], key

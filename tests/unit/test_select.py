@@ -123,3 +123,14 @@ def test_criteria_see_a_seeded_sample_of_a_large_target(rng):
     rows = np.sort(np.random.default_rng(0).choice(len(xt), 25, replace=False))
     assert sampled == criteria_scores(xs, ys, xt[rows], svm=SVM, criteria=crit, validation_size=0.25, seed=0)
     assert sampled != criteria_scores(xs, ys, xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0)
+
+
+def test_criteria_see_a_stratified_sample_of_a_large_source(rng):
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    xs, xt, ys, _ = _shifted(rng)
+    crit = ["snd", "entropy", "source"]
+    sampled = criteria_scores(xs, ys, xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0, max_source_images=30)
+    keep = np.sort(next(StratifiedShuffleSplit(1, train_size=30, random_state=0).split(xs, ys))[0])
+    assert np.bincount(ys[keep]).tolist() == [10, 10, 10]
+    assert sampled == criteria_scores(xs[keep], ys[keep], xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0)
