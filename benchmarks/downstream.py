@@ -2,13 +2,14 @@
 per-image predictions, on generated global features of 1,000 to 100,000 images.
 
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
-                                    [--adapters none tca coral sa ot jda] [--out rows.csv]
+                                    [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
 then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_tca`` with the
 schema's defaults at 256 components, ``fit_adapter`` for each configured adapter, ``evaluate_svm`` over
-every cell with the label-free criteria and the predictions store), each in a fresh process: wall
+every cell with the label-free criteria and the predictions store; ``--no-grid``: the fits only), each in
+a fresh process: wall
 seconds and peak RSS. Peak RSS against N says whether anything grows as N² (a 100,000 × 100,000 float64
 matrix is 80 GB); the ratio column is each stage's time over the store's size in GB, so a size whose
 ratios stay flat scales linearly.
@@ -78,6 +79,7 @@ def main(argv=None):
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--adapters", nargs="+", default=["none", "tca", "coral", "sa", "ot", "jda"])
     p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
+    p.add_argument("--no-grid", action="store_true", help="fit TCA and the adapters only (no evaluate_svm)")
     p.add_argument("--out", type=Path, help="append the rows here (CSV)")
     args = p.parse_args(argv)
     rows = []
@@ -87,7 +89,7 @@ def main(argv=None):
             seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
                                          timeout=args.timeout)
             gb = (work / "global.h5").stat().st_size / 1e9
-            stages = [a for a in args.adapters if a != "none"] + ["evaluate_svm"]
+            stages = [a for a in args.adapters if a != "none"] + ([] if args.no_grid else ["evaluate_svm"])
             for stage in stages:
                 seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout)
                 failed = isinstance(result, str)
