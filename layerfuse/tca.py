@@ -90,9 +90,8 @@ class TCA(TransformerMixin, BaseEstimator):
     n_landmarks : int, default=1000
     auto_threshold : int, default=3000
     dense_max_samples : int or "auto", default="auto"
-        Largest N for the dense solve within ``exact``; ``"auto"``: 10 times the
-        iterative solver's block (``1.5 n_components + 16``), about where the two
-        cost the same on the CPUs measured (4,000 samples for 256 components).
+        Largest N for the dense solve within ``exact``; ``"auto"``: ``15 n_components + 160``
+        (4,000 samples for 256 components), about where the two cost the same on the CPUs measured.
     tol : float, default=1e-9
         Relative residual ``|M x - θ x| / θ`` at which the iterative solver locks a pair.
     max_iter : int, default=300
@@ -160,7 +159,14 @@ class TCA(TransformerMixin, BaseEstimator):
         ignored (TCA uses no labels; skada passes the source's with the target's masked).  Without
         ``sample_domain`` all rows count as one domain and TCA reduces to kernel PCA.
         """
-        domain = sample_domain
+        try:
+            self._fit(X, sample_domain)
+        finally:
+            self._gram_cache = None                              # n x n: not kept past the fit
+        return self
+
+    def _fit(self, X, domain):
+        """TCA's fit; returns the kernel matrix or Nyström basis it solved on (JDA refits on it)."""
         self._check_params()
         self._last_eigenvectors = None                          # no warm start from an earlier fit
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
@@ -190,7 +196,7 @@ class TCA(TransformerMixin, BaseEstimator):
         basis = self._nystroem_basis(X) if solver == "nystroem" else self._kernel(X, X)
         self._solve(basis, e[:, None], k)
         self.X_fit_ = X
-        return self
+        return basis
 
     def _solve(self, basis, E, k):
         """Fit on the kernel matrix (exact solvers) or the Nyström basis, for the MMD directions ``E``."""
@@ -198,6 +204,19 @@ class TCA(TransformerMixin, BaseEstimator):
             self._solve_nystroem(basis, E, k)
         else:
             self._solve_exact(basis, E, k, dense=(self.solver_ == "dense"))
+
+    def _centred_gram(self, K):
+        """``K H K / μ`` (as ``(K H)(K H)ᵀ``: half the flops of a product), computed once per kernel matrix:
+        JDA's refits change only the low-rank constraint around it."""
+        cached = getattr(self, "_gram_cache", None)
+        if cached is not None and cached[0] is K and cached[1] == self.mu:
+            return cached[2]
+        C = K - K.mean(axis=1, keepdims=True)
+        G = gram(C)
+        del C
+        G /= float(self.mu)
+        self._gram_cache = (K, self.mu, G)
+        return G
 
     def _solve_exact(self, K, E, k, dense=False):
         """Exact TCA through the low-rank/centring structure (see the module docstring), for the MMD
@@ -217,25 +236,27 @@ class TCA(TransformerMixin, BaseEstimator):
         def a_inv_sqrt(V):                                     # A^-½ V for a block V
             return (V + U @ (c[:, None] * (U.T @ V))) / np.sqrt(mu)
 
-        C = K - K.mean(axis=1, keepdims=True)                  # Bᵀ = A^-½ K H: K H, then A^-½ (K H) in place
-        if len(c):                                             # Cᵀ += (Cᵀ U) diag(c) Uᵀ (Cᵀ is Fortran-ordered)
-            C = blas.dgemm(1.0, (C.T @ U) * c, U.T, beta=1.0, c=C.T, overwrite_c=True).T
-        M = gram(C)                                            # Bᵀ B = C Cᵀ: half the flops of a product
-        del C
-        M /= mu
-        dense_max = (10 * (k + _guards(k)) if self.dense_max_samples == "auto"
-                     else self.dense_max_samples)
+        G = self._centred_gram(K)                              # K H K / μ, kept for the refits over K
+        P = U * c                                              # A^-½ = μ^-½ (I + P Uᵀ): M = (I + U Pᵀ) G (I + P Uᵀ)
+        dense_max = 15 * k + 160 if self.dense_max_samples == "auto" else self.dense_max_samples
         if dense or n <= dense_max:
+            GP = G @ P
+            M = G + U @ GP.T + GP @ U.T + U @ ((P.T @ GP) @ U.T) if len(c) else G.copy()
             evals, Z = linalg.eigh(M, subset_by_index=[n - k, n - 1], driver="evr", overwrite_a=True)
+            del M
             evals, Z = evals[::-1], Z[:, ::-1]
             self.n_iter_ = 1  # direct solve
         else:
+            def apply_m(V):                                    # V M for a block of rows, M never formed
+                V = V + (V @ U) @ P.T
+                V = V @ G
+                return V + (V @ P) @ U.T
+
             # a refit (JDA's next iteration) starts from the previous fit's eigenvectors
             start = getattr(self, "_last_eigenvectors", None)
-            evals, Z, self.n_iter_ = _top_eigh(M.__rmatmul__, n, k, tol=self.tol, max_iter=self.max_iter,
+            evals, Z, self.n_iter_ = _top_eigh(apply_m, n, k, tol=self.tol, max_iter=self.max_iter,
                                                random_state=self.random_state,
                                                start=start.T if start is not None and len(start) == n else None)
-        del M
         self._last_eigenvectors = Z
         W = a_inv_sqrt(Z)
         W = W * _signs(W)
@@ -319,7 +340,7 @@ def _signs(W: np.ndarray) -> np.ndarray:
     return np.where(s == 0, 1.0, s)
 
 
-_GUARD_FACTOR = 0.5   # guard vectors per wanted one in the iterative solver
+_GUARD_FACTOR = 1.0   # guard vectors per wanted one in the iterative solver (fewest seconds: docs/benchmarks.md)
 _MAX_DEGREE = 6       # highest Chebyshev degree per Rayleigh-Ritz cycle
 _MAX_GROWTH = 1e5     # largest spread a filter may put between the block's Ritz values
 
@@ -479,22 +500,27 @@ class JDA(TCA):
         self.C = C
 
     def fit(self, X, y=None, *, sample_domain=None):
-        from sklearn.svm import LinearSVC
-
         if sample_domain is None or y is None:
             raise ValueError("JDA needs sample_domain (>= 0 source, < 0 target) and the source's labels y")
         if self.balance is not None and not 0 <= self.balance <= 1:
             raise ValueError(f"balance must be None or in [0, 1], got {self.balance!r}")
         if not (isinstance(self.n_iter, numbers.Integral) and self.n_iter >= 1):
             raise ValueError(f"n_iter must be a positive integer, got {self.n_iter!r}")
-        super().fit(X, sample_domain=sample_domain)          # TCA: gamma_, solver_, the first embedding
+        try:
+            self._fit_jda(X, y, sample_domain)
+        finally:
+            self._gram_cache = None
+        return self
+
+    def _fit_jda(self, X, y, sample_domain):
+        from sklearn.svm import LinearSVC
+
+        basis = self._fit(X, sample_domain)                  # TCA: gamma_, solver_, the first embedding
         source = np.asarray(sample_domain).ravel() >= 0
         ys = np.asarray(y).ravel()[source].astype(int)
         if len(np.unique(ys)) < 2:
             raise ValueError("JDA needs at least 2 source classes")
-        X = self.X_fit_
         k = int(self.n_components)
-        basis = self._nystroem_basis(X) if self.solver_ == "nystroem" else self._kernel(X, X)
         e0 = np.where(source, 1.0 / source.sum(), -1.0 / (~source).sum())
         w0, wc = (1.0, 1.0) if self.balance is None else (1.0 - self.balance, float(self.balance))
         self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
@@ -510,7 +536,6 @@ class JDA(TCA):
             self._solve(basis, E, k)
             self.history_.append({"pseudo_labels": pseudo, "eigenvalues": self.eigenvalues_})
         self.pseudo_labels_ = pseudo
-        return self
 
 
 def _class_columns(source: np.ndarray, ys: np.ndarray, pseudo: np.ndarray) -> list:
