@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,8 @@ from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess,
 from .h5io import RowWriter, atomic_path, open_feature_store, write_meta, writes_rows
 from .memory import reuse_large_allocations
 
-__all__ = ["extract_features", "feature_extractor", "feature_store_attrs", "gather_features", "load_backbone"]
+__all__ = ["check_free_space", "extract_features", "feature_extractor", "feature_store_attrs", "gather_features",
+           "load_backbone"]
 
 log = logging.getLogger("layerfuse.extract")
 
@@ -110,6 +112,31 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     return extractor, prepared, precision, device
 
 
+def check_free_space(outputs: dict, shapes: dict, local_dtype: str = "float16") -> None:
+    """Raise ``OSError`` (one line: the folder, the estimate, the space free) before any store is opened
+    where the stores ``outputs`` ({key: path}) of ``shapes`` ({key: (rows, ...)}) would not fit.
+
+    The estimate is the uncompressed size (vectors float32, maps ``local_dtype``): an upper bound for the
+    compressed layouts, the size itself for ``compression: none``.
+    """
+    need: dict = {}
+    for key, path in outputs.items():
+        folder = Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.dtype("float32" if len(shapes[key]) == 2 else local_dtype)
+        dev = os.stat(folder).st_dev                 # stores on one file system share its free space
+        entry = need.setdefault(dev, [folder, 0, []])
+        entry[1] += int(np.prod(shapes[key], dtype=np.int64)) * dtype.itemsize
+        entry[2].append(key)
+    for folder, size, keys in need.values():
+        free = shutil.disk_usage(folder).free
+        if size > free:
+            rows = max(int(shapes[keys[0]][0]), 1)
+            raise OSError(f"{folder}: too little disk for the stores of {', '.join(keys)}: about {size / 1e9:.1f} GB "
+                          f"({size / rows / 1e6:.2f} MB per image x {rows} images), {free / 1e9:.1f} GB free; "
+                          "free space, or store less (extract.local_dtype, extract.compression, local_layers)")
+
+
 class _Stores:
     """The output stores of one pass (or of a gather of shards), each in a temporary file renamed on
     success (held by ``stack``), with its labels, ids and attributes.  :meth:`write` puts one batch of
@@ -118,6 +145,7 @@ class _Stores:
 
     def __init__(self, stack, outputs: dict, shapes: dict, labels, image_ids, attrs: dict, *, local_dtype: str,
                  compression, batch_size: int, direct_io: bool):
+        check_free_space(outputs, shapes, local_dtype)
         self.files, self.dsets, self.writers, self.buffers = {}, {}, {}, {}
         for key, path in outputs.items():
             tmp = stack.enter_context(atomic_path(path))

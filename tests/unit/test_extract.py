@@ -242,3 +242,22 @@ def test_gathered_shards_are_the_unsharded_stores_byte_for_byte(tmp_path, image_
     assert not any(tmp_path.glob("short-*"))
     with pytest.raises(ValueError, match=r"a shard starts on a batch"):
         run("misaligned", rows=(2, 6))
+
+
+def test_too_little_disk_is_one_line_before_any_store(tmp_path, image_store, model, monkeypatch):
+    """Free space below the stores' size: an OSError naming the folder and the estimate, no file written."""
+    import layerfuse.extract as extract
+
+    real = shutil.disk_usage
+    _, first = _extract(image_store, tmp_path / "first", model, compile_model=False)
+    need = first["global"].nbytes + first["block1"].nbytes          # float32 vectors, float16 maps
+    monkeypatch.setattr(extract.shutil, "disk_usage", lambda p: real(p)._replace(free=need - 1))
+    out = tmp_path / "stores"
+    with pytest.raises(OSError, match=r"stores: too little disk for the stores of global, block1: about 0\.0 GB "
+                                      r"\(0\.\d+ MB per image x 7 images\), 0\.0 GB free") as err:
+        _extract(image_store, out, model, compile_model=False)
+    assert "\n" not in str(err.value)
+    assert list(out.iterdir()) == []
+    monkeypatch.setattr(extract.shutil, "disk_usage", lambda p: real(p)._replace(free=need))
+    _, arrays = _extract(image_store, out, model, compile_model=False)
+    assert np.array_equal(arrays["block1"], first["block1"])
