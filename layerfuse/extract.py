@@ -192,7 +192,8 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                      batch_size: int = 32, precision: str = "auto", local_dtype: str = "float16",
                      compression: str | None = "none", threads: int | None = None,
                      overlap_writes: bool | str = "auto", compile_model: bool | str = "auto",
-                     direct_io: bool = True, rows: tuple[int, int] | None = None) -> dict:
+                     direct_io: bool = True, rows: tuple[int, int] | None = None, image_rows=None,
+                     reductions: dict | None = None) -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
     Parameters
@@ -237,18 +238,30 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         every batch holds the images it holds in a pass over all rows): the stores hold those rows.
         ``compile_model="auto"`` still decides by the whole store's size, so that
         :func:`gather_features` of the shards gives the unsharded pass's stores byte for byte.
+    image_rows : sequence of int, optional
+        Only these rows (sorted, unique; not with ``rows``): a sample of the store (PCA's fitting sample).
+    reductions : dict, optional
+        ``{output key: (layer key, function)}``: stores of per-image vectors computed in the pass from a
+        layer's maps, which are never written whole. ``function(maps)`` takes a batch of maps as the map
+        stores hold them (``local_dtype``, C order) and returns ``(n, d)`` float32 rows
+        (:func:`layerfuse.reduce.reduce_maps`, :func:`layerfuse.reduce.project_maps`).
 
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
     import torch
     from tqdm import tqdm
 
-    unknown = [k for k in outputs if k not in layers]
+    reductions = reductions or {}
+    unknown = [k for k in outputs if k not in layers and k not in reductions]
+    unknown += [lk for lk, _ in reductions.values() if lk not in layers]
     if unknown:
         raise ValueError(f"layers {unknown} are not configured; configured: {sorted(layers)}")
+    if rows is not None and image_rows is not None:
+        raise ValueError("extract_features takes rows (a shard) or image_rows (a sample), not both")
     if threads:
         torch.set_num_threads(int(threads))
-    nodes = {layers[k]: k for k in outputs}
+    plain = [k for k in outputs if k not in reductions]
+    nodes = {layers[k]: k for k in plain + [lk for lk, _ in reductions.values()]}
     extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision)
     if overlap_writes == "auto":
         overlap_writes = device != "cpu"
@@ -260,18 +273,39 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         if start < 0 or start % batch_size or stop < start:
             raise ValueError(f"rows {rows}: a shard starts on a batch (a multiple of {batch_size}) before its end")
         start, stop = min(start, n_all), min(stop, n_all)     # a shard past the last image is empty
-        labels = src["labels"][start:stop]
-        image_ids = src["image_ids"].asstr()[start:stop]
+        index = None
+        if image_rows is not None:
+            index = np.asarray(image_rows, dtype=np.int64)
+            if index.size and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= n_all):
+                raise ValueError(f"image_rows must be sorted, unique rows of the {n_all} images")
+            start, stop = 0, len(index)
+        labels = src["labels"][start:stop] if index is None else src["labels"][()][index]
+        image_ids = (src["image_ids"].asstr()[start:stop] if index is None
+                     else src["image_ids"].asstr()[()][index])
         n = max(stop - start, 0)
+
+        def read(lo, hi):                               # images lo:hi of the pass
+            return images[start + lo:start + hi] if index is None else images[index[lo:hi]]
+
+        def reduced(out):                               # {output key: tensor} of the stores from the pass's maps
+            vals = {k: out[k] for k in plain}
+            as_stored = {}
+            for key, (lk, fn) in reductions.items():
+                if lk not in as_stored:                 # the values a map store would hold, C order
+                    t = out[lk]
+                    buf = torch.empty(t.shape, dtype=torch.float16 if local_dtype == "float16" else torch.float32)
+                    as_stored[lk] = buf.copy_(t).numpy()
+                vals[key] = torch.from_numpy(np.ascontiguousarray(fn(as_stored[lk]), dtype=np.float32))
+            return vals
         with contextlib.ExitStack() as stack:
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
             # probe output shapes with one image
             with torch.inference_mode():
-                probe = extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8)))
-            attrs = {key: feature_store_attrs(key, layers[key], spec, weights_sha256, precision,
-                                              src.attrs.get("image_list_sha256", ""), images.shape[1],
-                                              batchnorm_folded=True) for key in outputs}
+                probe = reduced(extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8))))
+            attrs = {key: feature_store_attrs(key, layers[reductions[key][0] if key in reductions else key], spec,
+                                              weights_sha256, precision, src.attrs.get("image_list_sha256", ""),
+                                              images.shape[1], batchnorm_folded=True) for key in outputs}
             stores = _Stores(stack, outputs, {k: (n,) + tuple(t.shape[1:]) for k, t in probe.items()}, labels,
                              image_ids, attrs, local_dtype=local_dtype, compression=compression,
                              batch_size=batch_size, direct_io=direct_io)
@@ -292,17 +326,17 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                     x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
                 return x.contiguous(memory_format=torch.channels_last)
 
-            run = _compiled(extractor, padded(images[start:start + batch_size]), use_compile and n > 0)
+            run = _compiled(extractor, padded(read(0, batch_size)), use_compile and n > 0)
             static = run is not extractor
             stores.mark_compiled(static)
             writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap_writes else None
             pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
             for lo in range(0, n, batch_size):
-                batch = images[start + lo:start + lo + batch_size]
+                batch = read(lo, lo + batch_size)
                 x = padded(batch) if static else prepared(batch)
                 with torch.inference_mode():
                     out = run(x)
-                out = {k: t[:len(batch)] for k, t in out.items()}
+                out = reduced({k: t[:len(batch)] for k, t in out.items()})
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(write, lo, out) if writer else write(lo, out)

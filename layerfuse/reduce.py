@@ -19,7 +19,8 @@ import numpy as np
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS
 
-__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps"]
+__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
+           "pca_sample_rows", "fit_pca_sample"]
 
 log = logging.getLogger("layerfuse.reduce")
 
@@ -101,9 +102,9 @@ class GramPCA:
         dataset's store); when both domains are rows of the same dataset it is
         read once and split in memory.
         """
-        shared = source is target
+        shared = source is target or target is None
         ns = source.shape[0] if source_rows is None else len(source_rows)
-        nt = target.shape[0] if target_rows is None else len(target_rows)
+        nt = 0 if target is None else target.shape[0] if target_rows is None else len(target_rows)
         n_read = source.shape[0] if shared else source.shape[0] + target.shape[0]
         per_col = int(np.prod(source.shape[2:])) if source.ndim > 2 else 1
         n_cols = source.shape[1]
@@ -116,9 +117,10 @@ class GramPCA:
         for lo in range(0, n_cols, step):
             block = _columns(source, lo, lo + step)
             xs = _pick(block, source_rows)
-            xt = _pick(block if shared else _columns(target, lo, lo + step), target_rows)
             g += gram(xs)
-            c += xt @ xs.T
+            if target is not None:
+                xt = _pick(block if shared else _columns(target, lo, lo + step), target_rows)
+                c += xt @ xs.T
         return g, c
 
     def fit_transform_stores(self, source_dset, target_dset, source_rows=None, target_rows=None) -> PCAResult:
@@ -198,6 +200,39 @@ def reduce_maps(maps: np.ndarray, method: str, params: dict) -> np.ndarray:
     if method == "pool2d":
         return pool2d(maps, params.get("region"))
     raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
+
+
+def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np.ndarray:
+    """PCA scores of a batch of maps, ``(x - mean) @ loadings`` (:func:`pca_loadings`), float32."""
+    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    return ((flat - mean) @ loadings).astype(np.float32, copy=False)
+
+
+def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted rows of a seeded sample of ``size`` images stratified by ``labels`` (every row where the
+    source has no more): the images whose maps PCA is fitted on when maps are not stored."""
+    labels = np.asarray(labels)
+    if size >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    try:
+        keep, _ = next(StratifiedShuffleSplit(1, train_size=int(size), random_state=seed).split(labels, labels))
+    except ValueError:                                 # classes too small to stratify: a plain seeded sample
+        keep = np.random.default_rng(seed).choice(len(labels), int(size), replace=False)
+    return np.sort(keep)
+
+
+def fit_pca_sample(store, n_components: int, block_memory_mb: float = 1024) -> dict:
+    """PCA fitted on every row of a map store (the source's fitting sample): ``mean`` and ``loadings``
+    (``d x k`` float32) for :func:`project_maps`, and the ``explained_variance``.  On the whole source
+    this is the PCA :func:`reduce_store_pair` fits, up to rounding."""
+    with h5py.File(store, "r") as f:
+        x = f["features"]
+        res = GramPCA(n_components, block_memory_mb=block_memory_mb).fit_transform_stores(x, None)
+        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=block_memory_mb / 2)
+    return {"mean": mean.astype(np.float32), "loadings": loadings.astype(np.float32),
+            "explained_variance": res.explained_variance}
 
 
 def reduce_store_pair(source_path, target_path, method: str, params: dict,

@@ -261,3 +261,33 @@ def test_too_little_disk_is_one_line_before_any_store(tmp_path, image_store, mod
     monkeypatch.setattr(extract.shutil, "disk_usage", lambda p: real(p)._replace(free=need))
     _, arrays = _extract(image_store, out, model, compile_model=False)
     assert np.array_equal(arrays["block1"], first["block1"])
+
+
+def test_reductions_in_the_pass_equal_reducing_the_stored_maps(tmp_path, image_store, model):
+    """flatten and pool2d computed in the pass are bit for bit the reductions of the stored maps; PCA
+    projected in the pass (loadings fitted on a sample that is every row) equals the stored maps' PCA."""
+    from layerfuse.reduce import fit_pca_sample, pca_sample_rows, project_maps, reduce_maps, reduce_store_pair
+
+    _, stored = _extract(image_store, tmp_path / "maps", model, compile_model=False)
+    rows = pca_sample_rows(h5py.File(image_store)["labels"][()], 10)
+    assert np.array_equal(rows, np.arange(7))                   # a sample above the source's size: every row
+    sample = tmp_path / "sample" / "block1.h5"
+    extract_features(image_store, {"block1": sample}, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4,
+                     threads=2, precision="fp32", compile_model=False, image_rows=rows)
+    pca = fit_pca_sample(sample, 3)
+    reductions = {
+        "block1-flatten": ("block1", lambda m: reduce_maps(m, "flatten", {"segment": 100})),
+        "block1-pool2d": ("block1", lambda m: reduce_maps(m, "pool2d", {})),
+        "block1-pca": ("block1", lambda m: project_maps(m, pca["mean"], pca["loadings"])),
+    }
+    outputs = {k: tmp_path / "reduced" / f"{k}.h5" for k in ["global", *reductions]}
+    extract_features(image_store, outputs, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4, threads=2,
+                     precision="fp32", compile_model=False, reductions=reductions)
+    read = {k: h5py.File(p)["features"][()] for k, p in outputs.items()}
+    assert np.array_equal(read["global"], stored["global"])
+    assert np.array_equal(read["block1-flatten"], reduce_maps(stored["block1"], "flatten", {"segment": 100}))
+    assert np.array_equal(read["block1-pool2d"], reduce_maps(stored["block1"], "pool2d", {}))
+    exact = reduce_store_pair(tmp_path / "maps" / "block1.h5", tmp_path / "maps" / "block1.h5", "pca",
+                              {"n_components": 3})["source"]
+    np.testing.assert_allclose(read["block1-pca"], exact, rtol=1e-3, atol=1e-3 * np.abs(exact).max())
+    assert not (tmp_path / "reduced" / "block1.h5").exists()
