@@ -182,6 +182,14 @@ def check_config(config: dict) -> None:
         if not ex["one_pass"]:
             raise ConfigError("extract.shard_size: shards split the one-pass extraction; set extract.one_pass: true "
                               "or remove shard_size")
+    if not ex["store_maps"]:
+        if not ex["one_pass"]:
+            raise ConfigError("extract.store_maps: false reduces the maps inside the one-pass extraction; set "
+                              "extract.one_pass: true or store_maps: true")
+        split = [k for k, v in config["experiments"].items() if "split" in v]
+        if split:
+            raise ConfigError(f"extract.store_maps: false is not available for experiments that split one dataset "
+                              f"({', '.join(split)}): set store_maps: true")
     from .adapt import check_adapter
 
     for key, spec in config.get("adapters", {}).items():

@@ -99,12 +99,17 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 
 
 def _pca_arrays(inputs: dict, featureset: str) -> dict:
-    """The PCA reducer's mean and loadings over the layer's source maps (the rows the workflow fitted on)."""
+    """The PCA reducer's mean and loadings: over the layer's source maps (the rows the workflow fitted on), or
+    as fitted on the source's sample where the maps were reduced in the extraction pass."""
     from .h5io import read_arrays
     from .reduce import pca_loadings
     from .stages import _rows_in, store_of
 
     layer = featureset.partition("-")[0]
+    fitted = {f"{Path(p).parent.name}-{Path(p).stem}": p for p in inputs.get("pca") or []}
+    if featureset in fitted:                      # maps not stored: the loadings the extraction projected onto
+        a, _ = read_arrays(fitted[featureset], ["mean", "loadings"])
+        return {"reducer/mean": a["mean"], "reducer/loadings": a["loadings"]}
     coef = read_arrays(store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
     maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
     with h5py.File(maps, "r") as f:

@@ -73,26 +73,67 @@ def _recorded_backbone(weights_pth, weights_json):
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 
-def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1,
-                     rows: tuple[int, int] | None = None) -> dict:
-    """Write ``outputs`` ({layer key: store path}) in one forward pass over ``images`` (or its ``rows``)."""
-    from .extract import extract_features as extract_pass
+def _pass_reductions(params: dict, pca_models) -> dict:
+    """``{store key: (layer, function)}`` for the reductions ``params["reductions"]`` computes in the pass;
+    a PCA reducer projects onto the loadings in its model (``.../pca/<backbone>/<layer>/<reducer>.h5``)."""
+    from functools import partial
 
+    from .h5io import read_arrays
+    from .reduce import project_maps, reduce_maps
+
+    models = {f"{Path(p).parent.name}-{Path(p).stem}": p for p in pca_models or []}
+    out = {}
+    for key, (layer, spec) in (params.get("reductions") or {}).items():
+        if spec["method"] == "pca":
+            a, _ = read_arrays(models[key], ["mean", "loadings"])
+            out[key] = (layer, partial(project_maps, mean=a["mean"], loadings=a["loadings"]))
+        else:
+            out[key] = (layer, partial(reduce_maps, method=spec["method"], params=spec))
+    return out
+
+
+def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1,
+                     rows: tuple[int, int] | None = None, pca_models=()) -> dict:
+    """Write ``outputs`` ({store key: path}) in one forward pass over ``images`` (or its ``rows``): a layer's
+    store, or a reduction of a local block (``params["reductions"]``).  With ``params["pca_sample"]``, only
+    PCA's fitting sample: that many source images (seeded, stratified; every image of a smaller source)."""
+    from .extract import extract_features as extract_pass
+    from .reduce import pca_sample_rows
+
+    image_rows = None
+    if "pca_sample" in params:
+        labels = read_labels(images)
+        image_rows = pca_sample_rows(labels, params["pca_sample"], seed=0)
+        if len(image_rows) < len(labels):
+            log.info("PCA is fitted on %d of the %d source images (extract.pca_sample)", len(image_rows), len(labels))
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
     return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
-                            weights_sha256=record["sha256"], batch_size=ex["batch_size"],
-                            precision=ex["precision"], local_dtype=ex["local_dtype"],
-                            compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows)
+                        weights_sha256=record["sha256"], batch_size=ex["batch_size"],
+                        precision=ex["precision"], local_dtype=ex["local_dtype"],
+                        compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows,
+                        image_rows=image_rows, reductions=_pass_reductions(params, pca_models))
 
 
 def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict, shard: int, shard_size: int,
-                  threads: int = 1) -> dict:
+                  threads: int = 1, pca_models=()) -> dict:
     """Shard ``shard`` of a domain's pass: image rows ``shard * shard_size`` to ``(shard + 1) * shard_size``
     (a shard past the last image writes empty stores)."""
     size = int(shard_size)
     return extract_features(images, weights_pth, weights_json, params, outputs, threads,
-                            rows=(shard * size, (shard + 1) * size))
+                            rows=(shard * size, (shard + 1) * size), pca_models=pca_models)
+
+
+def fit_pca(sample, images, reducer: dict, out) -> None:
+    """PCA's mean and loadings from the sample's maps, with the sample's size and the source's in the
+    attributes (``n_sample``, ``n_source``): projected onto in every image's extraction pass."""
+    from .h5io import write_arrays
+    from .reduce import fit_pca_sample
+
+    fitted = fit_pca_sample(sample, reducer.get("n_components", 256), reducer.get("block_memory_mb", 1024))
+    n_sample, n_source = len(read_labels(sample)), len(read_labels(images))
+    write_arrays(out, fitted, {"reducer": json.dumps(reducer), "n_sample": n_sample, "n_source": n_source,
+                               "layerfuse_version": __version__})
 
 
 def gather_shards(images, weights_json, params: dict, shards: list[dict], outputs: dict) -> None:
@@ -108,8 +149,10 @@ def gather_shards(images, weights_json, params: dict, shards: list[dict], output
     with h5py.File(images, "r") as src:
         image_list, size = src.attrs.get("image_list_sha256", ""), src["images"].shape[1]
     ex = params["extract"]
-    attrs = {k: feature_store_attrs(k, params["layers"][k], spec, record["sha256"], "", image_list, size,
-                                    batchnorm_folded=True) for k in outputs}
+    node = {k: params["layers"][k] if k in params["layers"] else params["layers"][params["reductions"][k][0]]
+            for k in outputs}
+    attrs = {k: feature_store_attrs(k, node[k], spec, record["sha256"], "", image_list, size, batchnorm_folded=True)
+             for k in outputs}
     gather_features(images, shards, outputs, attrs=attrs, batch_size=ex["batch_size"], local_dtype=ex["local_dtype"],
                     compression=ex["compression"])
 
@@ -150,9 +193,25 @@ def _rows_of(array: np.ndarray, rows):
     return array if rows is None else array[rows]
 
 
-def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest=None, target_manifest=None) -> None:
-    """Reduce a layer's maps; with manifests, source and target are those rows of the stores."""
+def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest=None, target_manifest=None,
+                 pca_model=None) -> None:
+    """Reduce a layer's maps; with manifests, source and target are those rows of the stores.  Stores of
+    vectors (reduced in the extraction pass) become the pair as they are, with PCA's fitting sample
+    (``n_sample`` of ``n_source``) in the attributes."""
+    import h5py
+
+    from .h5io import read_arrays
     from .reduce import reduce_store_pair
+
+    with h5py.File(source_store, "r") as f:
+        reduced_in_pass = f["features"].ndim == 2
+    if reduced_in_pass:
+        (s, _), (t, _) = (read_arrays(p, ["features", "labels"]) for p in (source_store, target_store))
+        attrs = {"reducer": json.dumps(reducer), "layerfuse_version": __version__}
+        if pca_model is not None:
+            attrs.update({k: v for k, v in read_arrays(pca_model, [])[1].items() if k in ("n_sample", "n_source")})
+        write_pair(out, s["features"], t["features"], s["labels"], t["labels"], attrs)
+        return
 
     rows_s, rows_t = manifest_rows(source_store, source_manifest), manifest_rows(target_store, target_manifest)
     reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer, rows_s, rows_t)

@@ -88,6 +88,12 @@ LAYERS = list(config["layers"])
 # The stores one extraction pass over a pretrained backbone writes: the layers a feature set uses
 # (sorted: reordering the config changes no params).
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
+STORE_MAPS = config["extract"]["store_maps"]
+PCA_REDUCERS = [k for k, v in config["reducers"].items() if v["method"] == "pca"]
+LOCAL_REDUCTIONS = [f"{layer}-{r}" for layer in config["local_layers"] for r in config["reducers"]]
+# The stores a domain's one-pass extraction writes: each layer's (maps stored whole), or, with
+# `extract.store_maps: false`, the global vector and each local block's reductions, named as their feature sets.
+PASS_OUTPUTS = PASS_LAYERS if STORE_MAPS else sorted([config["global_layer"]] + LOCAL_REDUCTIONS)
 ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
@@ -268,7 +274,8 @@ def store_backbone(backbone, layer):
 
 # What an extraction computes; one_pass and shard_size only say how jobs are cut, so switching them reruns
 # nothing by itself.
-EXTRACT_PARAMS = {k: v for k, v in config["extract"].items() if k not in ("one_pass", "shard_size")}
+EXTRACT_PARAMS = {k: v for k, v in config["extract"].items()
+                  if k not in ("one_pass", "shard_size", "store_maps", "pca_sample")}
 SHARD_SIZE = config["extract"]["shard_size"]
 
 
@@ -277,7 +284,25 @@ def extract_params(wildcards):
 
 
 def pass_params(wildcards):
-    return canonical({"layers": {k: config["layers"][k] for k in PASS_LAYERS}, "extract": EXTRACT_PARAMS})
+    params = {"layers": {k: config["layers"][k] for k in PASS_LAYERS}, "extract": EXTRACT_PARAMS}
+    if not STORE_MAPS:      # {store key: [local layer, reducer spec]}: computed in the pass
+        params["reductions"] = {f"{layer}-{r}": [layer, config["reducers"][r]]
+                                for layer in config["local_layers"] for r in config["reducers"]}
+    return canonical(params)
+
+
+def pca_models(wildcards):
+    """The PCA loadings a pass without stored maps projects each local block onto (fitted on a sample of
+    the experiment's source: rules fit_pca, extract_pca_sample)."""
+    if STORE_MAPS:
+        return []
+    return [f"results/{wildcards.experiment}/pca/{wildcards.backbone}/{layer}/{r}.h5"
+            for layer in config["local_layers"] for r in PCA_REDUCERS]
+
+
+def pca_sample_params(wildcards):
+    return canonical({"layers": {k: config["layers"][k] for k in config["local_layers"]}, "extract": EXTRACT_PARAMS,
+                      "pca_sample": config["extract"]["pca_sample"]})
 
 
 def _files_below(path):
@@ -300,10 +325,10 @@ def shard_count(wildcards):
 
 
 def shard_stores(wildcards):
-    """Every shard's stores of a domain's pass, shard by shard in row order, layers in PASS_LAYERS order."""
+    """Every shard's stores of a domain's pass, shard by shard in row order, stores in PASS_OUTPUTS order."""
     base = f"results/pools/{wildcards.pool}" if hasattr(wildcards, "pool") else f"results/{wildcards.experiment}"
     return [f"{base}/features/{wildcards.backbone}/{wildcards.domain}/shards/{i}/{layer}.h5"
-            for i in range(shard_count(wildcards)) for layer in PASS_LAYERS]
+            for i in range(shard_count(wildcards)) for layer in PASS_OUTPUTS]
 
 
 def weights_record(wildcards):
@@ -339,7 +364,16 @@ def layer_stores(wildcards, backbone, layer):
 
 
 def reduce_input(wildcards):
-    return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
+    """The layer's map stores, or (maps not stored) the pass's reduced stores and the PCA model."""
+    if STORE_MAPS:
+        return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
+    base = f"results/{wildcards.experiment}/features/{wildcards.backbone}"
+    key = f"{wildcards.local_layer}-{wildcards.reducer}"
+    inputs = {"source": f"{base}/source/{key}.h5", "target": f"{base}/target/{key}.h5"}
+    if wildcards.reducer in PCA_REDUCERS:
+        inputs["pca"] = f"results/{wildcards.experiment}/pca/{wildcards.backbone}/{wildcards.local_layer}/" \
+                        f"{wildcards.reducer}.h5"
+    return inputs
 
 
 def fuse_input(wildcards):
@@ -462,7 +496,10 @@ def model_inputs(wildcards):
         "fused": [f"{base}/fused/{bb}/{fs}.h5" for fs in FEATURESETS],
         "adapted": [p for fs in FEATURESETS for p in adapted_stores(wildcards, fs).values()],
         "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets],
-        "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets}),
+        "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets})
+                if STORE_MAPS else [],
+        "pca": [f"{base}/pca/{store_backbone(bb, layer)}/{layer}/{r}.h5" for layer, r in pca_sets] if not STORE_MAPS
+               else [],
         "global_store": layer_stores(wildcards, store_backbone(bb, g), g)["target"],
         **manifest_inputs(wildcards),
         **weights_files(wildcards),

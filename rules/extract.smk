@@ -53,13 +53,14 @@ if ONE_PASS_BACKBONES and not SHARD_SIZE:
         input:
             unpack(weights_files),
             images="results/{experiment}/images/{domain}.h5",
+            pca=pca_models,
         output:
-            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{key}.h5" for key in PASS_OUTPUTS],
         wildcard_constraints:
             backbone=ONE_PASS_BACKBONE,
         params:
             extract=pass_params,
-            layer_keys=PASS_LAYERS,
+            layer_keys=PASS_OUTPUTS,
         # Every core: these jobs are the first after decoding, when little else is ready, and the
         # source's pass is on every later job's path; the priority puts them first in line.
         threads: workflow.cores
@@ -94,15 +95,16 @@ if ONE_PASS_BACKBONES and SHARD_SIZE:
         input:
             unpack(weights_files),
             images="results/{experiment}/images/{domain}.h5",
+            pca=pca_models,
         output:
-            [temp(f"results/{{experiment}}/features/{{backbone}}/{{domain}}/shards/{{shard}}/{layer}.h5")
-             for layer in PASS_LAYERS],
+            [temp(f"results/{{experiment}}/features/{{backbone}}/{{domain}}/shards/{{shard}}/{key}.h5")
+             for key in PASS_OUTPUTS],
         wildcard_constraints:
             backbone=ONE_PASS_BACKBONE,
             shard=r"\d+",
         params:
             extract=pass_params,
-            layer_keys=PASS_LAYERS,
+            layer_keys=PASS_OUTPUTS,
             shard_size=SHARD_SIZE,
         threads: workflow.cores
         priority: 10
@@ -136,12 +138,12 @@ if ONE_PASS_BACKBONES and SHARD_SIZE:
             images="results/{experiment}/images/{domain}.h5",
             shards=shard_stores,
         output:
-            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{layer}.h5" for layer in PASS_LAYERS],
+            [f"results/{{experiment}}/features/{{backbone}}/{{domain}}/{key}.h5" for key in PASS_OUTPUTS],
         wildcard_constraints:
             backbone=ONE_PASS_BACKBONE,
         params:
             extract=pass_params,
-            layer_keys=PASS_LAYERS,
+            layer_keys=PASS_OUTPUTS,
         log:
             "logs/{experiment}/gather_features/{backbone}/{domain}.log",
         benchmark:
@@ -165,3 +167,56 @@ if ONE_PASS_BACKBONES and SHARD_SIZE:
             "logs/pools/{pool}/gather_features/{backbone}/{domain}.log",
         benchmark:
             "benchmarks/pools/{pool}/gather_features/{backbone}/{domain}.tsv"
+
+
+# Without stored maps (`extract.store_maps: false`), PCA's loadings come first: a pass over a seeded sample
+# of the source (`extract.pca_sample` images) keeps the local blocks' maps until `fit_pca` has fitted on them;
+# both domains' passes then project every image onto the loadings.
+if ONE_PASS_BACKBONES and not STORE_MAPS and PCA_REDUCERS:
+
+    rule extract_pca_sample:
+        input:
+            unpack(weights_files),
+            images="results/{experiment}/images/source.h5",
+        output:
+            [temp(f"results/{{experiment}}/features/{{backbone}}/source/pca_sample/{layer}.h5")
+             for layer in config["local_layers"]],
+        wildcard_constraints:
+            backbone=ONE_PASS_BACKBONE,
+        params:
+            extract=pca_sample_params,
+            layer_keys=config["local_layers"],
+        threads: workflow.cores
+        priority: 10
+        log:
+            "logs/{experiment}/extract_pca_sample/{backbone}.log",
+        benchmark:
+            "benchmarks/{experiment}/extract_pca_sample/{backbone}.tsv"
+        resources:
+            mem_mb=3000,
+            runtime=60,
+        conda:
+            "../envs/torch.yaml"
+        script:
+            "../workflow_scripts/extract_features.py"
+
+    rule fit_pca:
+        input:
+            sample="results/{experiment}/features/{backbone}/source/pca_sample/{local_layer}.h5",
+            images="results/{experiment}/images/source.h5",
+        output:
+            "results/{experiment}/pca/{backbone}/{local_layer}/{reducer}.h5",
+        params:
+            reducer=reducer_params,
+        priority: 10
+        log:
+            "logs/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.log",
+        benchmark:
+            "benchmarks/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.tsv"
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            "../envs/layerfuse.yaml"
+        script:
+            "../workflow_scripts/fit_pca.py"

@@ -13,5 +13,6 @@ run(
         snakemake.params.extract,
         dict(zip(snakemake.params.layer_keys, snakemake.output)),
         threads=snakemake.threads,
+        pca_models=snakemake.input.get("pca", []),
     )
 )

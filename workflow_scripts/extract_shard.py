@@ -15,5 +15,6 @@ run(
         int(snakemake.wildcards.shard),
         snakemake.params.shard_size,
         threads=snakemake.threads,
+        pca_models=snakemake.input.get("pca", []),
     )
 )

@@ -125,3 +125,17 @@ def test_pca_is_bit_identical_on_chunked_and_contiguous_stores(tmp_path, rng, bl
     assert packed["target"].shape == (6, 10) and np.abs(packed["target"]).sum() > 0
     for d in ("source", "target"):
         np.testing.assert_array_equal(packed[d], raw[d])
+
+
+def test_pca_sample_rows_are_a_seeded_stratified_sample():
+    """Every row where the source is no larger than the sample; else sorted rows keeping each class's share,
+    the same for the same seed."""
+    from layerfuse.reduce import pca_sample_rows
+
+    labels = np.repeat([0, 1, 2], [60, 30, 10])
+    assert np.array_equal(pca_sample_rows(labels, 100), np.arange(100))
+    rows = pca_sample_rows(labels, 50, seed=3)
+    assert len(rows) == 50 and np.all(np.diff(rows) > 0)
+    assert np.bincount(labels[rows]).tolist() == [30, 15, 5]
+    assert np.array_equal(rows, pca_sample_rows(labels, 50, seed=3))
+    assert not np.array_equal(rows, pca_sample_rows(labels, 50, seed=4))

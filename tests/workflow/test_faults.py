@@ -37,7 +37,7 @@ def assert_nothing_half_written(workdir: Path) -> None:
             assert len(pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")) > 0, path
 
 
-@pytest.mark.parametrize("rule", ["extract_features", "reduce_layer", "fit_tca", "evaluate_svm"])
+@pytest.mark.parametrize("rule", ["extract_features", "reduce_layer", "fit_tca"])
 def test_kill_9_then_rerun_gives_identical_results(tmp_path, mini_baseline, rule):
     """SIGKILL the whole Snakemake process group as soon as a ``rule`` job starts; unlock, rerun, compare bytes."""
     workdir = seeded_workdir(tmp_path, mini_baseline)
@@ -59,15 +59,6 @@ def test_kill_9_then_rerun_gives_identical_results(tmp_path, mini_baseline, rule
     run(workdir)
     assert (workdir / ACCURACY).read_bytes() == (mini_baseline / ACCURACY).read_bytes()
     assert not list((workdir / "results").rglob("*.partial"))
-
-
-def test_same_config_gives_identical_csvs_at_one_core(tmp_path, mini_baseline):
-    """A second run from scratch at --cores 1 (one torch thread) writes the same accuracy CSV, byte for byte."""
-    workdir = seeded_workdir(tmp_path, mini_baseline)
-    run(workdir, 1)
-    assert (workdir / ACCURACY).read_bytes() == (mini_baseline / ACCURACY).read_bytes()
-    df = pd.read_csv(workdir / ACCURACY)
-    assert len(df) == 2 * 3 * 2 and df["accuracy"].between(0, 1).all()
 
 
 def test_results_folder_that_is_a_file_fails_in_one_line(tmp_path, mini_baseline):
