@@ -287,14 +287,19 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         def read(lo, hi):                               # images lo:hi of the pass
             return images[start + lo:start + hi] if index is None else images[index[lo:hi]]
 
+        buffers = {}                                    # per layer: the stored dtype, then float32, C order
+
         def reduced(out):                               # {output key: tensor} of the stores from the pass's maps
             vals = {k: out[k] for k in plain}
             as_stored = {}
             for key, (lk, fn) in reductions.items():
-                if lk not in as_stored:                 # the values a map store would hold, C order
-                    t = out[lk]
-                    buf = torch.empty(t.shape, dtype=torch.float16 if local_dtype == "float16" else torch.float32)
-                    as_stored[lk] = buf.copy_(t).numpy()
+                if lk not in as_stored:                 # the values a map store would hold, as float32 (one
+                    t = out[lk]                         # conversion per layer: numpy's float16 casts are slow)
+                    if buffers.get(lk, (None,))[0] is None or buffers[lk][0].shape != t.shape:
+                        buffers[lk] = (torch.empty(t.shape, dtype=getattr(torch, local_dtype)),
+                                       torch.empty(t.shape, dtype=torch.float32))
+                    stored, wide = buffers[lk]
+                    as_stored[lk] = wide.copy_(stored.copy_(t)).numpy()
                 vals[key] = torch.from_numpy(np.ascontiguousarray(fn(as_stored[lk]), dtype=np.float32))
             return vals
         with contextlib.ExitStack() as stack:

@@ -230,7 +230,7 @@ def fit_pca_sample(store, n_components: int, block_memory_mb: float = 1024) -> d
     with h5py.File(store, "r") as f:
         x = f["features"]
         res = GramPCA(n_components, block_memory_mb=block_memory_mb).fit_transform_stores(x, None)
-        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=block_memory_mb / 2)
+        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=block_memory_mb / 4)  # float64 copies
     return {"mean": mean.astype(np.float32), "loadings": loadings.astype(np.float32),
             "explained_variance": res.explained_variance}
 

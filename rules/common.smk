@@ -300,6 +300,14 @@ def pca_models(wildcards):
             for layer in config["local_layers"] for r in PCA_REDUCERS]
 
 
+def pass_mem_mb(wildcards):
+    """An extraction pass's memory: the network and a batch (3 GB), plus the PCA loadings it projects onto
+    without stored maps (256 x (image_size / 4)² float32 values per component and block)."""
+    values = 256 * (config["image_size"] // 4) ** 2
+    loadings = sum(config["reducers"][r].get("n_components", 256) for r in PCA_REDUCERS) * len(config["local_layers"])
+    return 3000 + (0 if STORE_MAPS else int(4 * values * loadings / 2**20))
+
+
 def pca_sample_params(wildcards):
     return canonical({"layers": {k: config["layers"][k] for k in config["local_layers"]}, "extract": EXTRACT_PARAMS,
                       "pca_sample": config["extract"]["pca_sample"]})

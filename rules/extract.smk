@@ -70,7 +70,7 @@ if ONE_PASS_BACKBONES and not SHARD_SIZE:
         benchmark:
             "benchmarks/{experiment}/extract_features/{backbone}/{domain}.tsv"
         resources:
-            mem_mb=3000,
+            mem_mb=pass_mem_mb,
             runtime=120,
         conda:
             "../envs/torch.yaml"
@@ -113,7 +113,7 @@ if ONE_PASS_BACKBONES and SHARD_SIZE:
         benchmark:
             "benchmarks/{experiment}/extract_shard/{backbone}/{domain}/{shard}.tsv"
         resources:
-            mem_mb=3000,
+            mem_mb=pass_mem_mb,
             runtime=120,
         conda:
             "../envs/torch.yaml"
