@@ -465,9 +465,10 @@ def _table_metrics(cells) -> tuple[str, ...]:
 
 
 def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None, center: str = "domain",
-              selections=(), global_layer: str = "global") -> str:
+              selections=(), global_layer: str = "global", pca_models=()) -> str:
     """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``:
-    the paper's layout at the tables' centring ``center``, the label-free selection, the Data section."""
+    the paper's layout at the tables' centring ``center``, the label-free selection, PCA's fitting sample
+    (``pca_models``: maps not stored), the Data section."""
     import pandas as pd
 
     from .report import gather_scores, paper_table, selection_markdown, table_markdown
@@ -501,6 +502,17 @@ def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None,
         parts.append("**TCA dims capped** (fewer usable images than components): "
                      + ", ".join(sorted({f"{r.backbone} {r.featureset} {r.adapter} used {int(r.n_components_used)}"
                                          for r in capped.itertuples()})) + ".\n")
+    if pca_models:
+        from .h5io import read_arrays
+
+        fits = {}
+        for path in pca_models:
+            attrs = read_arrays(path, [])[1]
+            fits.setdefault((int(attrs["n_sample"]), int(attrs["n_source"])), []).append(
+                f"{Path(path).parent.parent.name} {Path(path).parent.name}")
+        parts.append("**PCA fitted on** (maps not stored, `extract.pca_sample`): " + "; ".join(
+            f"{n} of {total} source images ({', '.join(sorted(where))})" for (n, total), where in sorted(fits.items()))
+            + ".\n")
     if manifests:
         parts.append(proportions_section(df, manifests, global_layer, picks))
     failed = df[df["failed"].astype("string").fillna("") != ""] if "failed" in df else df.iloc[:0]

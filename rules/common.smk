@@ -308,6 +308,14 @@ def pass_mem_mb(wildcards):
     return 3000 + (0 if STORE_MAPS else int(4 * values * loadings / 2**20))
 
 
+def pca_fits(wildcards):
+    """Every PCA model of an experiment without stored maps (their fitting sample goes into tables.md)."""
+    if STORE_MAPS:
+        return []
+    return [f"results/{wildcards.experiment}/pca/{bb}/{layer}/{r}.h5"
+            for bb in ONE_PASS_BACKBONES for layer in config["local_layers"] for r in PCA_REDUCERS]
+
+
 def pca_sample_params(wildcards):
     return canonical({"layers": {k: config["layers"][k] for k in config["local_layers"]}, "extract": EXTRACT_PARAMS,
                       "pca_sample": config["extract"]["pca_sample"]})

@@ -4,6 +4,7 @@ rule aggregate_scores:
         selections=selection_files,
         source_manifest="results/{experiment}/manifest/source.tsv",
         target_manifest="results/{experiment}/manifest/target.tsv",
+        pca=pca_fits,
     output:
         csv="results/{experiment}/accuracy.csv",
         tables="results/{experiment}/tables.md",

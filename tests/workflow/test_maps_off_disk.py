@@ -40,8 +40,10 @@ def test_one_core_sharded_run_without_maps_writes_the_baseline_csv(tmp_path, min
     assert (res / "accuracy.csv").read_bytes() == (mini_baseline / "results/mini/accuracy.csv").read_bytes()
     stores = sorted(p.relative_to(res).as_posix() for p in (res / "features").rglob("*.h5"))
     assert stores == [f"features/imagenet/{d}/{k}.h5" for d in ("source", "target") for k in ("block1-pca", "global")]
-    with h5py.File(res / "reduced/imagenet/block1/pca.h5") as f:
+    with h5py.File(res / "reduced/imagenet/block1/pca.h5") as f:       # pca_sample 2000: capped at the source
         assert (f.attrs["n_sample"], f.attrs["n_source"]) == (15, 15)
+    assert ("**PCA fitted on** (maps not stored, `extract.pca_sample`): 15 of 15 source images (imagenet block1)."
+            in (res / "tables.md").read_text())
     model = tmp_path / "model"
     inputs = {"selection": res / "selection/imagenet.csv",
               "predictions": [res / f"scores/imagenet/{fs}.h5" for fs in ("global", "block1-pca")],
