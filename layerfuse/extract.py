@@ -295,7 +295,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             for key, (lk, fn) in reductions.items():
                 if lk not in as_stored:                 # the values a map store would hold, as float32 (one
                     t = out[lk]                         # conversion per layer: numpy's float16 casts are slow)
-                    if buffers.get(lk, (None,))[0] is None or buffers[lk][0].shape != t.shape:
+                    if lk not in buffers or buffers[lk][0].shape != t.shape:
                         buffers[lk] = (torch.empty(t.shape, dtype=getattr(torch, local_dtype)),
                                        torch.empty(t.shape, dtype=torch.float32))
                     stored, wide = buffers[lk]

@@ -106,9 +106,8 @@ def _pca_arrays(inputs: dict, featureset: str) -> dict:
     from .stages import _rows_in, store_of
 
     layer = featureset.partition("-")[0]
-    fitted = {f"{Path(p).parent.name}-{Path(p).stem}": p for p in inputs.get("pca") or []}
-    if featureset in fitted:                      # maps not stored: the loadings the extraction projected onto
-        a, _ = read_arrays(fitted[featureset], ["mean", "loadings"])
+    if inputs.get("pca"):                         # maps not stored: the loadings the extraction projected onto
+        a, _ = read_arrays(store_of(inputs["pca"], featureset), ["mean", "loadings"])
         return {"reducer/mean": a["mean"], "reducer/loadings": a["loadings"]}
     coef = read_arrays(store_of(inputs["reduced"], featureset), ["pca_coef"])[0]["pca_coef"]
     maps = {Path(p).stem: p for p in inputs["maps"]}[layer]

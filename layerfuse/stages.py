@@ -81,11 +81,10 @@ def _pass_reductions(params: dict, pca_models) -> dict:
     from .h5io import read_arrays
     from .reduce import project_maps, reduce_maps
 
-    models = {f"{Path(p).parent.name}-{Path(p).stem}": p for p in pca_models or []}
     out = {}
     for key, (layer, spec) in (params.get("reductions") or {}).items():
         if spec["method"] == "pca":
-            a, _ = read_arrays(models[key], ["mean", "loadings"])
+            a, _ = read_arrays(store_of(pca_models, key), ["mean", "loadings"])
             out[key] = (layer, partial(project_maps, mean=a["mean"], loadings=a["loadings"]))
         else:
             out[key] = (layer, partial(reduce_maps, method=spec["method"], params=spec))
@@ -617,12 +616,12 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 
 def featureset_of(path) -> str:
     """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
-    ``adapted/<bb>/<fs>/<adapter>.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``."""
+    ``adapted/<bb>/<fs>/<adapter>.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``, ``pca/<bb>/<layer>/<reducer>.h5``."""
     p = Path(path)
     kind = p.parents[2].name
     if kind == "adapted":
         return p.parent.name
-    if kind == "reduced":
+    if kind in ("reduced", "pca"):
         return f"{p.parent.name}-{p.stem}"
     return p.stem
 

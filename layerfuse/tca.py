@@ -19,7 +19,6 @@ import numbers
 
 import numpy as np
 from scipy import linalg
-from scipy.linalg import blas
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 

@@ -90,10 +90,12 @@ LAYERS = list(config["layers"])
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
 STORE_MAPS = config["extract"]["store_maps"]
 PCA_REDUCERS = [k for k, v in config["reducers"].items() if v["method"] == "pca"]
-LOCAL_REDUCTIONS = [f"{layer}-{r}" for layer in config["local_layers"] for r in config["reducers"]]
+# {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)
+LOCAL_REDUCTIONS = {f"{layer}-{r}": [layer, config["reducers"][r]]
+                    for layer in config["local_layers"] for r in config["reducers"]}
 # The stores a domain's one-pass extraction writes: each layer's (maps stored whole), or, with
 # `extract.store_maps: false`, the global vector and each local block's reductions, named as their feature sets.
-PASS_OUTPUTS = PASS_LAYERS if STORE_MAPS else sorted([config["global_layer"]] + LOCAL_REDUCTIONS)
+PASS_OUTPUTS = PASS_LAYERS if STORE_MAPS else sorted([config["global_layer"], *LOCAL_REDUCTIONS])
 ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
@@ -285,18 +287,21 @@ def extract_params(wildcards):
 
 def pass_params(wildcards):
     params = {"layers": {k: config["layers"][k] for k in PASS_LAYERS}, "extract": EXTRACT_PARAMS}
-    if not STORE_MAPS:      # {store key: [local layer, reducer spec]}: computed in the pass
-        params["reductions"] = {f"{layer}-{r}": [layer, config["reducers"][r]]
-                                for layer in config["local_layers"] for r in config["reducers"]}
+    if not STORE_MAPS:
+        params["reductions"] = LOCAL_REDUCTIONS
     return canonical(params)
 
 
-def pca_models(wildcards):
-    """The PCA loadings a pass without stored maps projects each local block onto (fitted on a sample of
-    the experiment's source: rules fit_pca, extract_pca_sample)."""
+def pca_model(experiment, backbone, layer, reducer):
+    """PCA's mean and loadings for a pass without stored maps (rules extract_pca_sample, fit_pca)."""
+    return f"results/{experiment}/pca/{backbone}/{layer}/{reducer}.h5"
+
+
+def pca_models(wildcards, backbones=None):
+    """The PCA models the passes of ``backbones`` (default: the job's) project each local block onto."""
     if STORE_MAPS:
         return []
-    return [f"results/{wildcards.experiment}/pca/{wildcards.backbone}/{layer}/{r}.h5"
+    return [pca_model(wildcards.experiment, bb, layer, r) for bb in backbones or [wildcards.backbone]
             for layer in config["local_layers"] for r in PCA_REDUCERS]
 
 
@@ -310,10 +315,7 @@ def pass_mem_mb(wildcards):
 
 def pca_fits(wildcards):
     """Every PCA model of an experiment without stored maps (their fitting sample goes into tables.md)."""
-    if STORE_MAPS:
-        return []
-    return [f"results/{wildcards.experiment}/pca/{bb}/{layer}/{r}.h5"
-            for bb in ONE_PASS_BACKBONES for layer in config["local_layers"] for r in PCA_REDUCERS]
+    return pca_models(wildcards, ONE_PASS_BACKBONES) if ONE_PASS_BACKBONES else []
 
 
 def pca_sample_params(wildcards):
@@ -387,8 +389,7 @@ def reduce_input(wildcards):
     key = f"{wildcards.local_layer}-{wildcards.reducer}"
     inputs = {"source": f"{base}/source/{key}.h5", "target": f"{base}/target/{key}.h5"}
     if wildcards.reducer in PCA_REDUCERS:
-        inputs["pca"] = f"results/{wildcards.experiment}/pca/{wildcards.backbone}/{wildcards.local_layer}/" \
-                        f"{wildcards.reducer}.h5"
+        inputs["pca"] = pca_model(wildcards.experiment, wildcards.backbone, wildcards.local_layer, wildcards.reducer)
     return inputs
 
 
@@ -514,8 +515,8 @@ def model_inputs(wildcards):
         "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets],
         "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets})
                 if STORE_MAPS else [],
-        "pca": [f"{base}/pca/{store_backbone(bb, layer)}/{layer}/{r}.h5" for layer, r in pca_sets] if not STORE_MAPS
-               else [],
+        "pca": [pca_model(wildcards.experiment, store_backbone(bb, layer), layer, r) for layer, r in pca_sets]
+               if not STORE_MAPS else [],
         "global_store": layer_stores(wildcards, store_backbone(bb, g), g)["target"],
         **manifest_inputs(wildcards),
         **weights_files(wildcards),
