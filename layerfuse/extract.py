@@ -151,7 +151,7 @@ class _Stores:
             tmp = stack.enter_context(atomic_path(path))
             shape = shapes[key]
             f, self.dsets[key] = open_feature_store(tmp, shape, "float32" if len(shape) == 2 else local_dtype,
-                                                    compression)
+                                                    compression, vector_rows=batch_size)
             stack.enter_context(f)
             if writes_rows(shape, compression):   # maps written row block by row block (RowWriter)
                 self.writers[key] = stack.enter_context(RowWriter(tmp, self.dsets[key], batch_size,
@@ -185,6 +185,53 @@ class _Stores:
     def finish(self) -> None:
         for key, w in self.writers.items():
             self.files[key].attrs["direct_io"] = w.direct   # whether the maps went past the page cache
+
+
+
+def _pass_rows(n_all: int, batch_size: int, rows=None, image_rows=None):
+    """``(start, stop, index)`` of the image store rows a pass reads: all, one shard (``rows``) or a
+    sample (``image_rows``, then ``index`` holds them and ``start, stop`` count them)."""
+    start, stop = (0, n_all) if rows is None else (int(rows[0]), int(rows[1]))
+    if start < 0 or start % batch_size or stop < start:
+        raise ValueError(f"rows {rows}: a shard starts on a batch (a multiple of {batch_size}) before its end")
+    start, stop = min(start, n_all), min(stop, n_all)     # a shard past the last image is empty
+    index = None
+    if image_rows is not None:
+        index = np.asarray(image_rows, dtype=np.int64)
+        if index.size and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= n_all):
+            raise ValueError(f"image_rows must be sorted, unique rows of the {n_all} images")
+        start, stop = 0, len(index)
+    return start, stop, index
+
+
+class _InPassReductions:
+    """Called on a batch's ``{layer key: tensor}``: the tensors of the plain stores, and each reduction
+    computed from its layer's maps as a map store would hold them (``local_dtype``, then float32)."""
+
+    def __init__(self, plain: list[str], reductions: dict, local_dtype: str):
+        self.plain, self.reductions, self.local_dtype = plain, reductions, local_dtype
+        self.buffers = {}                               # per layer: the stored dtype, then float32, C order
+
+    def _as_stored(self, layer: str, t):
+        import torch
+
+        if layer not in self.buffers or self.buffers[layer][0].shape != t.shape:
+            self.buffers[layer] = (torch.empty(t.shape, dtype=getattr(torch, self.local_dtype)),
+                                   torch.empty(t.shape, dtype=torch.float32))
+        stored, wide = self.buffers[layer]
+        # one conversion per layer, in torch: numpy's float16 casts are slow
+        return wide.copy_(stored.copy_(t)).numpy()
+
+    def __call__(self, out: dict) -> dict:
+        import torch
+
+        vals = {k: out[k] for k in self.plain}
+        as_stored = {}
+        for key, (lk, fn) in self.reductions.items():
+            if lk not in as_stored:
+                as_stored[lk] = self._as_stored(lk, out[lk])
+            vals[key] = torch.from_numpy(np.ascontiguousarray(fn(as_stored[lk]), dtype=np.float32))
+        return vals
 
 
 def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os.PathLike], *,
@@ -269,16 +316,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     with h5py.File(images_path, "r") as src:
         images = src["images"]
         n_all = images.shape[0]
-        start, stop = (0, n_all) if rows is None else (int(rows[0]), int(rows[1]))
-        if start < 0 or start % batch_size or stop < start:
-            raise ValueError(f"rows {rows}: a shard starts on a batch (a multiple of {batch_size}) before its end")
-        start, stop = min(start, n_all), min(stop, n_all)     # a shard past the last image is empty
-        index = None
-        if image_rows is not None:
-            index = np.asarray(image_rows, dtype=np.int64)
-            if index.size and (np.any(np.diff(index) <= 0) or index[0] < 0 or index[-1] >= n_all):
-                raise ValueError(f"image_rows must be sorted, unique rows of the {n_all} images")
-            start, stop = 0, len(index)
+        start, stop, index = _pass_rows(n_all, batch_size, rows, image_rows)
         labels = src["labels"][start:stop] if index is None else src["labels"][()][index]
         image_ids = (src["image_ids"].asstr()[start:stop] if index is None
                      else src["image_ids"].asstr()[()][index])
@@ -287,21 +325,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         def read(lo, hi):                               # images lo:hi of the pass
             return images[start + lo:start + hi] if index is None else images[index[lo:hi]]
 
-        buffers = {}                                    # per layer: the stored dtype, then float32, C order
-
-        def reduced(out):                               # {output key: tensor} of the stores from the pass's maps
-            vals = {k: out[k] for k in plain}
-            as_stored = {}
-            for key, (lk, fn) in reductions.items():
-                if lk not in as_stored:                 # the values a map store would hold, as float32 (one
-                    t = out[lk]                         # conversion per layer: numpy's float16 casts are slow)
-                    if lk not in buffers or buffers[lk][0].shape != t.shape:
-                        buffers[lk] = (torch.empty(t.shape, dtype=getattr(torch, local_dtype)),
-                                       torch.empty(t.shape, dtype=torch.float32))
-                    stored, wide = buffers[lk]
-                    as_stored[lk] = wide.copy_(stored.copy_(t)).numpy()
-                vals[key] = torch.from_numpy(np.ascontiguousarray(fn(as_stored[lk]), dtype=np.float32))
-            return vals
+        reduced = _InPassReductions(plain, reductions, local_dtype)
         with contextlib.ExitStack() as stack:
             stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
             stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))

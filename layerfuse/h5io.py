@@ -2,9 +2,10 @@
 
 Every store holds
 
-* ``features`` (or ``images``): one row per image: images chunked one per chunk, vectors 256 rows
-  per chunk, spatial maps either one contiguous uncompressed dataset (:func:`create_contiguous`,
-  written by :class:`RowWriter`) or compressed chunks of 32 images x 16 channels (:func:`create_store`);
+* ``features`` (or ``images``): one row per image: images chunked one per chunk, vectors in chunks
+  of rows compressed losslessly (:func:`vector_compression`), spatial maps either one contiguous
+  uncompressed dataset (:func:`create_contiguous`, written by :class:`RowWriter`) or compressed chunks
+  of 32 images x 16 channels (:func:`create_store`);
 * ``labels``: int64 class index per row;
 * ``image_ids``: UTF-8 path of the image relative to its dataset root;
 
@@ -26,7 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["atomic_path", "write_text_atomic", "create_store", "create_contiguous", "open_feature_store",
+__all__ = ["atomic_path", "write_text_atomic", "create_store", "vector_compression", "create_contiguous",
+           "open_feature_store",
            "writes_rows", "RowWriter", "read_store", "write_arrays", "read_arrays", "FILE_ALIGNMENT"]
 
 log = logging.getLogger("layerfuse.h5io")
@@ -87,25 +89,47 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 MAP_CHUNK_CHANNELS = 16
 
 
-def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: str | None = None):
+def create_store(f: h5py.File, name: str, shape: tuple, dtype, *, compression: str | None = None,
+                 vector_rows: int = 256):
     """Create a chunked dataset ``name`` of ``shape`` in an open file.
 
     Spatial maps ``(n, channels, h, w)`` are chunked 32 images x 16 channels, so
     both row blocks (flatten, pool2d) and channel blocks over all images (the
-    one-pass PCA Gram matrix) read whole chunks; other arrays are chunked per
-    image (images) or per 256 rows (vectors).
+    one-pass PCA Gram matrix) read whole chunks, and compressed with ``compression``;
+    vectors ``(n, d)`` are chunked ``vector_rows`` rows (a writer's batch: each chunk is written
+    once) and always compressed (:func:`vector_compression`); other arrays are chunked per image.
     """
     n = shape[0]
+    kwargs = {}
     if n == 0:
         chunks = None
     elif len(shape) == 4 and dtype != "uint8":
         chunks = (min(n, 32), min(shape[1], MAP_CHUNK_CHANNELS)) + tuple(shape[2:])
+        kwargs = compression_options(compression)
     elif len(shape) == 2:
-        chunks = (min(n, 256), shape[1])
+        chunks = (min(n, int(vector_rows)), shape[1])
+        kwargs = vector_compression()
     else:
         chunks = (1,) + tuple(shape[1:])
-    kwargs = compression_options(compression) if chunks is not None else {}
+        kwargs = compression_options(compression)
     return f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **kwargs)
+
+
+#: ``h5py.File`` keywords for files written in whole chunks: each chunk goes to the file when written.
+#: Why: a write that fails (full disk) from HDF5's chunk cache at close crashed the process (SIGSEGV
+#: in h5py's dealloc); written through, the failure is an exception at the write or the close.
+NO_CHUNK_CACHE = {"rdcc_nbytes": 0}
+
+
+def vector_compression() -> dict:
+    """``create_dataset`` keywords for every stored matrix of vectors (feature stores of global
+    features and per-image reductions; the source and target of pair files): Blosc zstd, level 1,
+    over byte-shuffled values; lossless.  Why not the maps' ``extract.compression``: on vectors of
+    real images the byte shuffle beats the bit shuffle (flatten vectors 29% smaller, global 66%),
+    at a few ms per batch (docs/benchmarks.md: Vector stores)."""
+    import hdf5plugin
+
+    return dict(hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
 #: Direct I/O wants file offsets, lengths and memory aligned to the device's block size; 4 KiB covers
@@ -137,17 +161,19 @@ def writes_rows(shape: tuple, compression: str | None) -> bool:
     return compression in (None, "none") and len(shape) > 2 and shape[0] > 0
 
 
-def open_feature_store(path: str | os.PathLike, shape: tuple, dtype, compression: str | None):
+def open_feature_store(path: str | os.PathLike, shape: tuple, dtype, compression: str | None,
+                       vector_rows: int = 256):
     """Create the file ``path`` with an empty ``features`` dataset: ``(h5py.File, dataset)``.
 
     Spatial maps are contiguous rows when :func:`writes_rows` (the file opened with
-    :data:`FILE_ALIGNMENT`), else chunks with ``compression``; vectors are never compressed.
+    :data:`FILE_ALIGNMENT`), else chunks with ``compression``; vectors are chunks of ``vector_rows``
+    rows with :func:`vector_compression`.
     """
     if writes_rows(shape, compression):
         f = h5py.File(path, "w", **FILE_ALIGNMENT)
         return f, create_contiguous(f, "features", shape, dtype)
-    f = h5py.File(path, "w")
-    return f, create_store(f, "features", shape, dtype, compression=compression if len(shape) > 2 else None)
+    f = h5py.File(path, "w", **NO_CHUNK_CACHE)
+    return f, create_store(f, "features", shape, dtype, compression=compression, vector_rows=vector_rows)
 
 
 def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
@@ -253,13 +279,17 @@ def write_meta(f: h5py.File, labels, image_ids, attrs: dict | None = None) -> No
         f.attrs[k] = v
 
 
-def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
-    """Atomically write a flat mapping of arrays (and attributes) to ``path``."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict | None = None,
+                 vectors: tuple = ()) -> None:
+    """Atomically write a flat mapping of arrays (and attributes) to ``path``; the 2-D arrays named in
+    ``vectors`` are stored as a feature store's vectors (256-row chunks, :func:`vector_compression`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", **NO_CHUNK_CACHE) as f:
         for k, v in arrays.items():
             v = np.asarray(v)
             if v.dtype.kind in "UO":
                 f.create_dataset(k, data=v.astype(object), dtype=STR_DTYPE)
+            elif k in vectors and v.ndim == 2 and v.size:
+                create_store(f, k, v.shape, v.dtype)[...] = v
             else:
                 f.create_dataset(k, data=v)
         for k, v in (attrs or {}).items():
@@ -289,7 +319,8 @@ def write_pair(path, source, target, source_labels, target_labels, attrs: dict |
     ``extra``: more arrays a saved model needs (a PCA's or TCA's coefficients)."""
     write_arrays(path, {"source": np.asarray(source, np.float32), "target": np.asarray(target, np.float32),
                         "source_labels": np.asarray(source_labels, np.int64),
-                        "target_labels": np.asarray(target_labels, np.int64), **(extra or {})}, attrs)
+                        "target_labels": np.asarray(target_labels, np.int64), **(extra or {})}, attrs,
+                 vectors=("source", "target"))
 
 
 PAIR_ARRAYS = ["source", "target", "source_labels", "target_labels"]

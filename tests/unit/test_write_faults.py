@@ -15,7 +15,8 @@ SCRIPT = textwrap.dedent("""
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))   # writes past it fail with EFBIG
     from layerfuse._snakemake import run
     from layerfuse.h5io import write_pair
-    run(lambda: write_pair(sys.argv[1], np.ones((200, 300)), np.ones((50, 300)), np.zeros(200), np.zeros(50)))
+    rng = np.random.default_rng(0)             # random values: compressed, still 300 KB
+    run(lambda: write_pair(sys.argv[1], rng.random((200, 300)), rng.random((50, 300)), np.zeros(200), np.zeros(50)))
 """)
 
 
