@@ -54,9 +54,12 @@ def run_size(workdir: Path, weights: Path, images: int, store_maps: bool) -> dic
     wall = time.perf_counter() - start
     costs = stage_costs(workdir / "benchmarks" / "growth")
     results = workdir / "results" / "growth"
-    stored = sum(p.stat().st_size for p in results.rglob("*") if p.is_file()
-                 and not p.relative_to(results).parts[0] in ("demo_data", "images"))
-    return {"wall": wall, "costs": costs, "disk_per_image_kb": stored / images / 1e3}
+    folders = defaultdict(int)
+    for path in results.rglob("*"):
+        if path.is_file() and path.relative_to(results).parts[0] not in ("demo_data", "images"):
+            folders[path.relative_to(results).parts[0]] += path.stat().st_size
+    return {"wall": wall, "costs": costs, "disk_per_image_kb": sum(folders.values()) / images / 1e3,
+            "folders_kb": {k: v / images / 1e3 for k, v in folders.items()}}
 
 
 def main(argv=None):
@@ -73,7 +76,8 @@ def main(argv=None):
         total = sum(s for s, _ in costs.values())
         print(f"\n{n} images (store_maps: {args.store_maps}): wall {r['wall']:.0f} s, job seconds {total:.0f}, "
               f"extraction {extraction:.0f} s, after extraction / extraction {(total - extraction) / extraction:.2f}, "
-              f"results {r['disk_per_image_kb']:.0f} KB per image (generated images and their store left out)")
+              f"results {r['disk_per_image_kb']:.0f} KB per image (generated images and their store left out: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["folders_kb"].items(), key=lambda kv: -kv[1])) + ")")
         print("| stage | job seconds | peak RSS MB |\n|---|---|---|")
         for rule, (sec, mb) in sorted(r["costs"].items(), key=lambda kv: -kv[1][0]):
             print(f"| {rule}{' (left out)' if rule in LEFT_OUT else ''} | {sec:.1f} | {mb:.0f} |", flush=True)

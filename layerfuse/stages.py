@@ -192,25 +192,9 @@ def _rows_of(array: np.ndarray, rows):
     return array if rows is None else array[rows]
 
 
-def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest=None, target_manifest=None,
-                 pca_model=None) -> None:
-    """Reduce a layer's maps; with manifests, source and target are those rows of the stores.  Stores of
-    vectors (reduced in the extraction pass) become the pair as they are, with PCA's fitting sample
-    (``n_sample`` of ``n_source``) in the attributes."""
-    import h5py
-
-    from .h5io import read_arrays
+def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest=None, target_manifest=None) -> None:
+    """Reduce a layer's maps; with manifests, source and target are those rows of the stores."""
     from .reduce import reduce_store_pair
-
-    with h5py.File(source_store, "r") as f:
-        reduced_in_pass = f["features"].ndim == 2
-    if reduced_in_pass:
-        (s, _), (t, _) = (read_arrays(p, ["features", "labels"]) for p in (source_store, target_store))
-        attrs = {"reducer": json.dumps(reducer), "layerfuse_version": __version__}
-        if pca_model is not None:
-            attrs.update({k: v for k, v in read_arrays(pca_model, [])[1].items() if k in ("n_sample", "n_source")})
-        write_pair(out, s["features"], t["features"], s["labels"], t["labels"], attrs)
-        return
 
     rows_s, rows_t = manifest_rows(source_store, source_manifest), manifest_rows(target_store, target_manifest)
     reduced = reduce_store_pair(source_store, target_store, reducer["method"], reducer, rows_s, rows_t)
@@ -246,9 +230,10 @@ def _store_pair(source_store, target_store, source_manifest=None, target_manifes
 
 
 def fuse_features(global_source, global_target, local_pair, scaling: str, out, source_manifest=None,
-                    target_manifest=None, local_store=None) -> None:
+                  target_manifest=None, local_stores=None) -> None:
     """Global features alone or concatenated with a reduced local block: a pair file of the
-    experiment (``local_pair``) or a pooled store of per-image reductions (``local_store``).
+    experiment (``local_pair``), or ``local_stores``, the (source, target) stores of per-image vectors
+    (one pooled store twice, or the extraction pass's stores where maps are not stored).
 
     ``source_manifest``/``target_manifest`` select the rows of every store (see :func:`manifest_rows`).
     """
@@ -256,13 +241,13 @@ def fuse_features(global_source, global_target, local_pair, scaling: str, out, s
 
     gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
     blocks = [(gs, gt)]
-    if local_pair is not None or local_store is not None:
-        if local_store is not None:
-            ls, lt, lys, lyt = _store_pair(local_store, local_store, source_manifest, target_manifest)
+    if local_pair is not None or local_stores is not None:
+        if local_stores is not None:
+            ls, lt, lys, lyt = _store_pair(*local_stores, source_manifest, target_manifest)
         else:
             ls, lt, lys, lyt, _ = read_pair(local_pair)
         if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
-            raise ValueError(f"{local_pair or local_store} rows do not match the global stores {global_source}")
+            raise ValueError(f"{local_pair or local_stores[0]} rows do not match the global stores {global_source}")
         blocks.append((ls, lt))
     xs, xt = fuse(blocks, scaling)
     write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks),

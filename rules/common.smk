@@ -382,20 +382,14 @@ def layer_stores(wildcards, backbone, layer):
 
 
 def reduce_input(wildcards):
-    """The layer's map stores, or (maps not stored) the pass's reduced stores and the PCA model."""
-    if STORE_MAPS:
-        return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
-    base = f"results/{wildcards.experiment}/features/{wildcards.backbone}"
-    key = f"{wildcards.local_layer}-{wildcards.reducer}"
-    inputs = {"source": f"{base}/source/{key}.h5", "target": f"{base}/target/{key}.h5"}
-    if wildcards.reducer in PCA_REDUCERS:
-        inputs["pca"] = pca_model(wildcards.experiment, wildcards.backbone, wildcards.local_layer, wildcards.reducer)
-    return inputs
+    """The layer's map stores (maps not stored: the pass reduced them, and fusion reads its stores)."""
+    return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
 
 
 def fuse_input(wildcards):
-    """Global stores, and the local block: the experiment's reduced pair, or (per-image reducers of a
-    pooled experiment) the pool's reduced store; manifests select pooled rows."""
+    """Global stores, and the local block: the experiment's reduced pair; or stores of per-image vectors,
+    `local_source` and `local_target`: the pool's reduced store (per-image reducers of a pooled
+    experiment; manifests select its rows) or the extraction pass's own (maps not stored)."""
     g = config["global_layer"]
     inputs = {
         (f"global_{k}" if k in DOMAINS else k): path
@@ -406,8 +400,11 @@ def fuse_input(wildcards):
         bb = store_backbone(wildcards.backbone, layer)
         pool = pool_of(wildcards, bb)
         if pool and config["reducers"][reducer]["method"] != "pca":
-            inputs["local_pool"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
+            inputs["local_source"] = inputs["local_target"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
             inputs.update(manifest_inputs(wildcards))
+        elif not STORE_MAPS:
+            base = f"results/{wildcards.experiment}/features/{bb}"
+            inputs.update({f"local_{d}": f"{base}/{d}/{wildcards.featureset}.h5" for d in DOMAINS})
         else:
             inputs["local"] = f"results/{wildcards.experiment}/reduced/{bb}/{layer}/{reducer}.h5"
     return inputs
@@ -512,7 +509,8 @@ def model_inputs(wildcards):
         "predictions": [f"{base}/scores/{bb}/{fs}.h5" for fs in FEATURESETS],
         "fused": [f"{base}/fused/{bb}/{fs}.h5" for fs in FEATURESETS],
         "adapted": [p for fs in FEATURESETS for p in adapted_stores(wildcards, fs).values()],
-        "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets],
+        "reduced": [f"{base}/reduced/{store_backbone(bb, layer)}/{layer}/{reducer}.h5" for layer, reducer in pca_sets]
+                   if STORE_MAPS else [],
         "maps": sorted({layer_stores(wildcards, store_backbone(bb, layer), layer)["source"] for layer, _ in pca_sets})
                 if STORE_MAPS else [],
         "pca": [pca_model(wildcards.experiment, store_backbone(bb, layer), layer, r) for layer, r in pca_sets]

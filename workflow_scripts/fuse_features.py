@@ -14,6 +14,7 @@ run(
         snakemake.output[0],
         snakemake.input.get("source_manifest"),
         snakemake.input.get("target_manifest"),
-        snakemake.input.get("local_pool"),
+        [snakemake.input[f"local_{d}"] for d in ("source", "target")] if "local_source" in snakemake.input.keys()
+        else None,
     )
 )

@@ -13,6 +13,5 @@ run(
         snakemake.output[0],
         snakemake.input.get("source_manifest"),
         snakemake.input.get("target_manifest"),
-        snakemake.input.get("pca"),
     )
 )

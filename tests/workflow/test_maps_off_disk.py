@@ -40,8 +40,9 @@ def test_one_core_sharded_run_without_maps_writes_the_baseline_csv(tmp_path, min
     assert (res / "accuracy.csv").read_bytes() == (mini_baseline / "results/mini/accuracy.csv").read_bytes()
     stores = sorted(p.relative_to(res).as_posix() for p in (res / "features").rglob("*.h5"))
     assert stores == [f"features/imagenet/{d}/{k}.h5" for d in ("source", "target") for k in ("block1-pca", "global")]
-    with h5py.File(res / "reduced/imagenet/block1/pca.h5") as f:       # pca_sample 2000: capped at the source
+    with h5py.File(res / "pca/imagenet/block1/pca.h5") as f:           # pca_sample 2000: capped at the source
         assert (f.attrs["n_sample"], f.attrs["n_source"]) == (15, 15)
+    assert not (res / "reduced").exists()       # fusion reads the pass's vector stores: no second copy
     assert ("**PCA fitted on** (maps not stored, `extract.pca_sample`): 15 of 15 source images (imagenet block1)."
             in (res / "tables.md").read_text())
     model = tmp_path / "model"
@@ -49,7 +50,7 @@ def test_one_core_sharded_run_without_maps_writes_the_baseline_csv(tmp_path, min
               "predictions": [res / f"scores/imagenet/{fs}.h5" for fs in ("global", "block1-pca")],
               "fused": [res / f"fused/imagenet/{fs}.h5" for fs in ("global", "block1-pca")],
               "adapted": [res / f"adapted/imagenet/{fs}/tca.h5" for fs in ("global", "block1-pca")],
-              "reduced": [res / "reduced/imagenet/block1/pca.h5"], "maps": [],
+              "reduced": [], "maps": [],
               "pca": [res / "pca/imagenet/block1/pca.h5"],
               "global_store": res / "features/imagenet/target/global.h5",
               "source_manifest": res / "manifest/source.tsv", "target_manifest": res / "manifest/target.tsv",
