@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from layerfuse.h5io import create_store
+from layerfuse.h5io import NO_CHUNK_CACHE, create_store
 
 
 def matrices(experiment: Path, backbone: str):
@@ -41,7 +41,7 @@ def matrices(experiment: Path, backbone: str):
 def write_read(array: np.ndarray, path: Path, compressed: bool) -> tuple[float, float, int]:
     """Seconds to write, seconds to read, bytes on disk."""
     start = time.perf_counter()
-    with h5py.File(path, "w", rdcc_nbytes=0) as f:
+    with h5py.File(path, "w", **NO_CHUNK_CACHE) as f:
         if compressed:
             create_store(f, "x", array.shape, array.dtype)[...] = array
         else:

@@ -187,7 +187,6 @@ class _Stores:
             self.files[key].attrs["direct_io"] = w.direct   # whether the maps went past the page cache
 
 
-
 def _pass_rows(n_all: int, batch_size: int, rows=None, image_rows=None):
     """``(start, stop, index)`` of the image store rows a pass reads: all, one shard (``rows``) or a
     sample (``image_rows``, then ``index`` holds them and ``start, stop`` count them)."""

@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 
 __all__ = ["atomic_path", "write_text_atomic", "create_store", "vector_compression", "create_contiguous",
-           "open_feature_store",
-           "writes_rows", "RowWriter", "read_store", "write_arrays", "read_arrays", "FILE_ALIGNMENT"]
+           "open_feature_store", "writes_rows", "RowWriter", "read_store", "write_arrays", "read_arrays",
+           "FILE_ALIGNMENT", "NO_CHUNK_CACHE"]
 
 log = logging.getLogger("layerfuse.h5io")
 

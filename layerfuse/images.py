@@ -29,7 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .h5io import atomic_path, create_store, write_meta
+from .h5io import NO_CHUNK_CACHE, atomic_path, create_store, write_meta
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -484,7 +484,7 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
                              f"{manifest_path}")
     list_hash = hashlib.sha256("\n".join(f"{r['image_id']}\t{r['label']}\t{r['sha256']}"
                                          for r in ok).encode()).hexdigest()
-    with atomic_path(store_path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(store_path) as tmp, h5py.File(tmp, "w", **NO_CHUNK_CACHE) as f:
         d = create_store(f, "images", images.shape, "uint8")
         d[...] = images
         write_meta(f, [r["label"] for r in ok], [r["image_id"] for r in ok],

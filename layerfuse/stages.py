@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .h5io import atomic_path, read_labels, read_pair, write_meta, write_pair, write_text_atomic
+from .h5io import atomic_path, open_feature_store, read_labels, read_pair, write_meta, write_pair, write_text_atomic
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "manifest_rows", "reduce_layer",
@@ -214,7 +214,8 @@ def reduce_pool_layer(store, reducer: dict, out) -> None:
         raise ValueError("PCA is fitted on each experiment's source rows, not on a whole pool")
     reduced = reduce_store_pair(store, store, reducer["method"], reducer)["source"]
     meta, _ = read_arrays(store, ["labels", "image_ids"])
-    write_arrays(out, {"features": reduced, **meta}, {"reducer": json.dumps(reducer), "layerfuse_version": __version__})
+    write_arrays(out, {"features": reduced, **meta}, {"reducer": json.dumps(reducer), "layerfuse_version": __version__},
+                 vectors=("features",))
 
 
 def _store_pair(source_store, target_store, source_manifest=None, target_manifest=None):
@@ -713,11 +714,14 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
            "precision_used": resolve_precision(cfg.precision), "layerfuse_version": __version__}
     if "source_global" in outputs.keys():
         # the source's global store from the cache: no second pass over the images
-        with atomic_path(outputs.source_global) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=tail_features(tail, cached))
-            write_meta(f, y, image_ids, feature_store_attrs(
-                global_layer, "flatten", spec, out["sha256"], out["precision_used"], image_list_sha256,
-                x.shape[1], compiled=False, computed_from="fine-tuning cache"))
+        features = tail_features(tail, cached)
+        with atomic_path(outputs.source_global) as tmp:
+            f, dset = open_feature_store(tmp, features.shape, "float32", None)
+            with f:
+                dset[...] = features
+                write_meta(f, y, image_ids, feature_store_attrs(
+                    global_layer, "flatten", spec, out["sha256"], out["precision_used"], image_list_sha256,
+                    x.shape[1], compiled=False, computed_from="fine-tuning cache"))
     write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
     write_history(history, outputs.curve, outputs.plot)
     log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
