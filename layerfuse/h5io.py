@@ -327,8 +327,22 @@ PAIR_ARRAYS = ["source", "target", "source_labels", "target_labels"]
 
 
 def read_pair(path):
-    """(source, target, source_labels, target_labels, attrs) from a pair file."""
+    """(source, target, source_labels, target_labels, attrs) from a pair file.
+
+    A fused pair of a local block holds the block's columns only, and in attribute ``global_pair`` the
+    pair of the global features they are fused with (a path relative to its folder): its columns come
+    first, as :func:`layerfuse.fusion.fuse` orders them, so the global vector is stored once per backbone
+    instead of once per feature set."""
     arrays, attrs = read_arrays(path, PAIR_ARRAYS)
+    if attrs.get("global_pair"):
+        global_path = Path(path).parent / str(attrs["global_pair"])
+        g, _ = read_arrays(global_path, PAIR_ARRAYS)
+        for key in ("source_labels", "target_labels"):
+            if not np.array_equal(g[key], arrays[key]):
+                raise ValueError(f"{path}: its rows do not match {global_path}, whose global features it extends; "
+                                 "rerun fuse_features")
+        for key in ("source", "target"):
+            arrays[key] = np.concatenate([g[key], arrays[key]], axis=1)
     return arrays["source"], arrays["target"], arrays["source_labels"], arrays["target_labels"], attrs
 
 

@@ -231,29 +231,50 @@ def _store_pair(source_store, target_store, source_manifest=None, target_manifes
 
 
 def fuse_features(global_source, global_target, local_pair, scaling: str, out, source_manifest=None,
-                  target_manifest=None, local_stores=None) -> None:
+                  target_manifest=None, local_stores=None, global_pair=None) -> None:
     """Global features alone or concatenated with a reduced local block: a pair file of the
     experiment (``local_pair``), or ``local_stores``, the (source, target) stores of per-image vectors
     (one pooled store twice, or the extraction pass's stores where maps are not stored).
 
+    ``global_pair``: the fused pair of the global features alone (this function's output without a
+    local block).  Given with a local block, the global vectors are read from it (``global_source`` and
+    ``global_target`` are not needed) and ``out`` holds the scaled block's columns only, with
+    ``global_pair`` in its attributes: :func:`layerfuse.h5io.read_pair` puts the global columns first.
+
     ``source_manifest``/``target_manifest`` select the rows of every store (see :func:`manifest_rows`).
     """
-    from .fusion import block_scale, fuse
+    import os
 
-    gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
-    blocks = [(gs, gt)]
-    if local_pair is not None or local_stores is not None:
-        if local_stores is not None:
-            ls, lt, lys, lyt = _store_pair(*local_stores, source_manifest, target_manifest)
-        else:
-            ls, lt, lys, lyt, _ = read_pair(local_pair)
-        if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
-            raise ValueError(f"{local_pair or local_stores[0]} rows do not match the global stores {global_source}")
-        blocks.append((ls, lt))
-    xs, xt = fuse(blocks, scaling)
-    write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(blocks),
-                                     "local_width": blocks[1][0].shape[1] if len(blocks) > 1 else 0,
-                                     "block_scales": json.dumps([block_scale(s, scaling) for s, _ in blocks])})
+    from .fusion import apply_scale, block_scale, fuse
+
+    if global_pair is not None:
+        gs, gt, ys, yt, global_attrs = read_pair(global_pair)
+    else:
+        gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
+    if local_pair is None and local_stores is None:
+        xs, xt = fuse([(gs, gt)], scaling)
+        write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": 1, "local_width": 0,
+                                         "block_scales": json.dumps([block_scale(gs, scaling)])})
+        return
+    if local_stores is not None:
+        ls, lt, lys, lyt = _store_pair(*local_stores, source_manifest, target_manifest)
+    else:
+        ls, lt, lys, lyt, _ = read_pair(local_pair)
+    if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
+        raise ValueError(f"{local_pair or local_stores[0]} rows do not match the global features "
+                         f"{global_pair or global_source}")
+    attrs = {"scaling": scaling, "blocks": 2, "local_width": ls.shape[1]}
+    if global_pair is None:
+        xs, xt = fuse([(gs, gt), (ls, lt)], scaling)
+        write_pair(out, xs, xt, ys, yt, {**attrs, "block_scales": json.dumps([block_scale(s, scaling)
+                                                                              for s in (gs, ls)])})
+        return
+    if global_attrs.get("scaling") != scaling or int(global_attrs.get("blocks", 1)) != 1:
+        raise ValueError(f"{global_pair} is not the global features alone fused with scaling {scaling!r}")
+    scale = block_scale(ls, scaling)
+    write_pair(out, apply_scale(ls, scaling, scale), apply_scale(lt, scaling, scale), ys, yt,
+               {**attrs, "block_scales": json.dumps([json.loads(global_attrs["block_scales"])[0], scale]),
+                "global_pair": os.path.relpath(global_pair, Path(out).parent), "global_width": gs.shape[1]})
 
 
 def fit_tca(fused, params: dict, out) -> None:

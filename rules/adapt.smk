@@ -1,6 +1,6 @@
 rule fit_tca:
     input:
-        "results/{experiment}/fused/{backbone}/{featureset}.h5",
+        unpack(fused_inputs),
     output:
         "results/{experiment}/adapted/{backbone}/{featureset}/tca.h5",
     params:
@@ -21,7 +21,7 @@ rule fit_tca:
 # One `adapters` entry (skada's CORAL, SA, linear OT; layerfuse's JDA) on one feature set.
 rule fit_adapter:
     input:
-        "results/{experiment}/fused/{backbone}/{featureset}.h5",
+        unpack(fused_inputs),
     output:
         "results/{experiment}/adapted/{backbone}/{featureset}/{adapter}.h5",
     params:

@@ -386,27 +386,44 @@ def reduce_input(wildcards):
     return layer_stores(wildcards, wildcards.backbone, wildcards.local_layer)
 
 
+def global_pair(wildcards):
+    """The fused pair of the global features alone, which a local block's fused pair extends (it stores
+    only the block's columns; `layerfuse.h5io.read_pair` joins them): {} for the global feature set."""
+    g = config["global_layer"]
+    if wildcards.featureset == g:
+        return {}
+    return {"global_pair": f"results/{wildcards.experiment}/fused/{wildcards.backbone}/{g}.h5"}
+
+
+def fused_inputs(wildcards):
+    """A feature set's fused pair (`fused`) and the global pair it extends."""
+    return {"fused": f"results/{wildcards.experiment}/fused/{wildcards.backbone}/{wildcards.featureset}.h5",
+            **global_pair(wildcards)}
+
+
 def fuse_input(wildcards):
-    """Global stores, and the local block: the experiment's reduced pair; or stores of per-image vectors,
+    """The global feature set: the global stores. A local block: the global feature set's fused pair
+    (`global_pair`) and the block: the experiment's reduced pair; or stores of per-image vectors,
     `local_source` and `local_target`: the pool's reduced store (per-image reducers of a pooled
     experiment; manifests select its rows) or the extraction pass's own (maps not stored)."""
     g = config["global_layer"]
-    inputs = {
-        (f"global_{k}" if k in DOMAINS else k): path
-        for k, path in layer_stores(wildcards, store_backbone(wildcards.backbone, g), g).items()
-    }
-    if wildcards.featureset != g:
-        layer, reducer = wildcards.featureset.split("-", 1)
-        bb = store_backbone(wildcards.backbone, layer)
-        pool = pool_of(wildcards, bb)
-        if pool and config["reducers"][reducer]["method"] != "pca":
-            inputs["local_source"] = inputs["local_target"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
-            inputs.update(manifest_inputs(wildcards))
-        elif not STORE_MAPS:
-            base = f"results/{wildcards.experiment}/features/{bb}"
-            inputs.update({f"local_{d}": f"{base}/{d}/{wildcards.featureset}.h5" for d in DOMAINS})
-        else:
-            inputs["local"] = f"results/{wildcards.experiment}/reduced/{bb}/{layer}/{reducer}.h5"
+    if wildcards.featureset == g:
+        return {
+            (f"global_{k}" if k in DOMAINS else k): path
+            for k, path in layer_stores(wildcards, store_backbone(wildcards.backbone, g), g).items()
+        }
+    inputs = global_pair(wildcards)
+    layer, reducer = wildcards.featureset.split("-", 1)
+    bb = store_backbone(wildcards.backbone, layer)
+    pool = pool_of(wildcards, bb)
+    if pool and config["reducers"][reducer]["method"] != "pca":
+        inputs["local_source"] = inputs["local_target"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
+        inputs.update(manifest_inputs(wildcards))
+    elif not STORE_MAPS:
+        base = f"results/{wildcards.experiment}/features/{bb}"
+        inputs.update({f"local_{d}": f"{base}/{d}/{wildcards.featureset}.h5" for d in DOMAINS})
+    else:
+        inputs["local"] = f"results/{wildcards.experiment}/reduced/{bb}/{layer}/{reducer}.h5"
     return inputs
 
 
@@ -440,6 +457,7 @@ def score_inputs(wildcards):
     inputs = {}
     if "none" in ADAPTERS:
         inputs["none"] = f"results/{wildcards.experiment}/fused/{wildcards.backbone}/{wildcards.featureset}.h5"
+        inputs.update(global_pair(wildcards))
     return {**inputs, **adapted_stores(wildcards, wildcards.featureset)}
 
 

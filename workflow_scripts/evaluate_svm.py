@@ -10,7 +10,7 @@ meta = {
     "backbone": snakemake.wildcards.backbone,
     "featureset": snakemake.wildcards.featureset,
 }
-features = {k: v for k, v in snakemake.input.items()}
+features = {k: v for k, v in snakemake.input.items() if k != "global_pair"}  # read through "none"
 run(
     lambda: evaluate_svm(
         features,

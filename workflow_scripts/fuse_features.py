@@ -7,8 +7,8 @@ from layerfuse.stages import fuse_features
 
 run(
     lambda: fuse_features(
-        snakemake.input.global_source,
-        snakemake.input.global_target,
+        snakemake.input.get("global_source"),
+        snakemake.input.get("global_target"),
         snakemake.input.get("local"),
         snakemake.params.scaling,
         snakemake.output[0],
@@ -16,5 +16,6 @@ run(
         snakemake.input.get("target_manifest"),
         [snakemake.input[f"local_{d}"] for d in ("source", "target")] if "local_source" in snakemake.input.keys()
         else None,
+        snakemake.input.get("global_pair"),
     )
 )

@@ -79,3 +79,39 @@ def test_balanced_accuracy_table_only_where_it_differs():
     assert _table_metrics(same) == ("accuracy",)
     differs = pd.DataFrame({"accuracy": [0.5, 0.75], "balanced_accuracy": [0.5, 0.7]})
     assert _table_metrics(differs) == ("accuracy", "balanced_accuracy")
+
+
+@pytest.mark.parametrize("scaling", ["block-rms", "l2"])
+def test_a_fused_block_stores_its_own_columns_and_reads_back_after_the_global_ones(tmp_path, scaling):
+    """The global vector is stored once (the global feature set's pair); a block's fused pair holds the
+    block's scaled columns, and read_pair returns exactly what fusing both blocks in memory gives."""
+    import h5py
+
+    from layerfuse.h5io import read_pair, write_arrays
+    from layerfuse.stages import fuse_features
+
+    rng = np.random.default_rng(0)
+    ys, yt = rng.integers(0, 3, 12), rng.integers(0, 3, 8)
+    gs, gt = rng.normal(size=(12, 6)).astype(np.float32), rng.normal(size=(8, 6)).astype(np.float32)
+    ls, lt = rng.normal(size=(12, 4)).astype(np.float32) * 9, rng.normal(size=(8, 4)).astype(np.float32) * 9
+    for name, (s, t) in {"global": (gs, gt), "block": (ls, lt)}.items():
+        for domain, x, y in (("source", s, ys), ("target", t, yt)):
+            write_arrays(tmp_path / f"{name}_{domain}.h5", {"features": x, "labels": y,
+                                                            "image_ids": np.array([f"{i}.png" for i in range(len(y))])})
+    fused = tmp_path / "fused"
+    fuse_features(tmp_path / "global_source.h5", tmp_path / "global_target.h5", None, scaling, fused / "global.h5")
+    fuse_features(None, None, None, scaling, fused / "block1-flatten.h5",
+                  local_stores=(tmp_path / "block_source.h5", tmp_path / "block_target.h5"),
+                  global_pair=fused / "global.h5")
+    with h5py.File(fused / "block1-flatten.h5") as f:
+        assert f["source"].shape == (12, 4) and f["target"].shape == (8, 4)
+        assert f.attrs["global_pair"] == "global.h5" and f.attrs["global_width"] == 6
+    xs, xt, rys, ryt, attrs = read_pair(fused / "block1-flatten.h5")
+    want_s, want_t = fuse([(gs, gt), (ls, lt)], scaling)
+    assert xs.dtype == np.float32 and np.array_equal(xs, want_s) and np.array_equal(xt, want_t)
+    assert np.array_equal(rys, ys) and np.array_equal(ryt, yt) and attrs["local_width"] == 4
+    # a global pair rewritten with other rows is caught, naming both files
+    write_arrays(fused / "global.h5", {"source": gs[:11], "target": gt, "source_labels": ys[:11], "target_labels": yt},
+                 {"scaling": scaling, "blocks": 1})
+    with pytest.raises(ValueError, match=r"block1-flatten\.h5: its rows do not match .*global\.h5"):
+        read_pair(fused / "block1-flatten.h5")

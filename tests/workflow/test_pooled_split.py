@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from layerfuse.fusion import fuse
+from layerfuse.h5io import read_pair
 from layerfuse.images import read_manifest
 from layerfuse.reduce import flatten_pool
 from layerfuse.synthetic import make_demo_dataset
@@ -77,9 +78,9 @@ def test_pooled_run_reads_each_seeds_rows(tmp_path, mini_baseline):
                     if r["status"] == "ok"] for d in ("source", "target")}
         expected = fuse([(glob[rows["source"]], glob[rows["target"]]), (flat[rows["source"]], flat[rows["target"]])],
                         "block-rms")
-        with h5py.File(workdir / f"results/{exp}/fused/imagenet/block1-flatten.h5") as f:
-            for d, want in zip(("source", "target"), expected):
-                np.testing.assert_allclose(f[d][()], want, rtol=1e-6)
+        fused = read_pair(workdir / f"results/{exp}/fused/imagenet/block1-flatten.h5")
+        for got, want in zip(fused[:2], expected):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
         scores = pd.read_csv(workdir / f"results/{exp}/accuracy.csv")
         assert len(scores) == 3 * 2 * 2 and (scores["n_target"] == 7).all() and (scores["n_source"] == 11).all()
     cfg["experiments"]["s1"]["split"]["seed"] = 7
