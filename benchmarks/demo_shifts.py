@@ -105,15 +105,12 @@ def main() -> None:
     p.add_argument("--target-per-class", type=int, default=10)
     args = p.parse_args()
 
-    import torch
-
     from layerfuse.evaluate import center_domains, classify
     from layerfuse.extract import feature_extractor
     from layerfuse.fusion import fuse
     from layerfuse.select import criteria_scores
     from layerfuse.stages import _recorded_backbone
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model, spec, _ = _recorded_backbone(args.weights / "imagenet.pth", args.weights / "imagenet.json")
     extractor, prepared, precision, _ = feature_extractor(model, spec, {"flatten": "global"}, "auto")
     source, ys = images(None, args.source_per_class)

@@ -56,8 +56,9 @@ def run_size(workdir: Path, weights: Path, images: int, store_maps: bool) -> dic
     results = workdir / "results" / "growth"
     folders = defaultdict(int)
     for path in results.rglob("*"):
-        if path.is_file() and path.relative_to(results).parts[0] not in ("demo_data", "images"):
-            folders[path.relative_to(results).parts[0]] += path.stat().st_size
+        folder = path.relative_to(results).parts[0]
+        if path.is_file() and folder not in ("demo_data", "images"):
+            folders[folder] += path.stat().st_size
     return {"wall": wall, "costs": costs, "disk_per_image_kb": sum(folders.values()) / images / 1e3,
             "folders_kb": {k: v / images / 1e3 for k, v in folders.items()}}
 

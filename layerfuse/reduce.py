@@ -167,7 +167,7 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     rows = np.arange(source_dset.shape[0]) if source_rows is None else np.asarray(source_rows)
     per_col = int(np.prod(source_dset.shape[2:])) if source_dset.ndim > 2 else 1
     step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
-    # float32 products (as the Gram's): float64 took 4x the time, for loadings that are stored as float32
+    # float32 products, as the Gram's: the loadings are stored as float32, float64 doubled this pass's time
     coef = np.asarray(source_coef, np.float32)
     means, parts = [], []
     for lo in range(0, source_dset.shape[1], step):

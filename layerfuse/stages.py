@@ -245,36 +245,36 @@ def fuse_features(global_source, global_target, local_pair, scaling: str, out, s
     """
     import os
 
-    from .fusion import apply_scale, block_scale, fuse
+    from .fusion import apply_scale, block_scale
 
     if global_pair is not None:
-        gs, gt, ys, yt, global_attrs = read_pair(global_pair)
+        if local_pair is None and local_stores is None:
+            raise ValueError(f"{out}: global_pair extends a local block, and none was given")
+        gs, gt, ys, yt, global_attrs = read_pair(global_pair)              # scaled already
+        if global_attrs.get("scaling") != scaling or int(global_attrs.get("blocks", 1)) != 1:
+            raise ValueError(f"{global_pair} is not the global features alone fused with scaling {scaling!r}")
+        scales, columns = [json.loads(global_attrs["block_scales"])[0]], []
+        attrs = {"global_pair": os.path.relpath(global_pair, Path(out).parent), "global_width": gs.shape[1]}
     else:
         gs, gt, ys, yt = _store_pair(global_source, global_target, source_manifest, target_manifest)
-    if local_pair is None and local_stores is None:
-        xs, xt = fuse([(gs, gt)], scaling)
-        write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": 1, "local_width": 0,
-                                         "block_scales": json.dumps([block_scale(gs, scaling)])})
-        return
-    if local_stores is not None:
-        ls, lt, lys, lyt = _store_pair(*local_stores, source_manifest, target_manifest)
-    else:
-        ls, lt, lys, lyt, _ = read_pair(local_pair)
-    if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
-        raise ValueError(f"{local_pair or local_stores[0]} rows do not match the global features "
-                         f"{global_pair or global_source}")
-    attrs = {"scaling": scaling, "blocks": 2, "local_width": ls.shape[1]}
-    if global_pair is None:
-        xs, xt = fuse([(gs, gt), (ls, lt)], scaling)
-        write_pair(out, xs, xt, ys, yt, {**attrs, "block_scales": json.dumps([block_scale(s, scaling)
-                                                                              for s in (gs, ls)])})
-        return
-    if global_attrs.get("scaling") != scaling or int(global_attrs.get("blocks", 1)) != 1:
-        raise ValueError(f"{global_pair} is not the global features alone fused with scaling {scaling!r}")
-    scale = block_scale(ls, scaling)
-    write_pair(out, apply_scale(ls, scaling, scale), apply_scale(lt, scaling, scale), ys, yt,
-               {**attrs, "block_scales": json.dumps([json.loads(global_attrs["block_scales"])[0], scale]),
-                "global_pair": os.path.relpath(global_pair, Path(out).parent), "global_width": gs.shape[1]})
+        scales = [block_scale(gs, scaling)]
+        columns, attrs = [(apply_scale(gs, scaling, scales[0]), apply_scale(gt, scaling, scales[0]))], {}
+    local_width = 0
+    if local_pair is not None or local_stores is not None:
+        if local_stores is not None:
+            ls, lt, lys, lyt = _store_pair(*local_stores, source_manifest, target_manifest)
+        else:
+            ls, lt, lys, lyt, _ = read_pair(local_pair)
+        if not (np.array_equal(lys, ys) and np.array_equal(lyt, yt)):
+            raise ValueError(f"{local_pair or local_stores[0]} rows do not match the global features "
+                             f"{global_pair or global_source}")
+        scales.append(block_scale(ls, scaling))
+        columns.append((apply_scale(ls, scaling, scales[-1]), apply_scale(lt, scaling, scales[-1])))
+        local_width = ls.shape[1]
+    # the blocks side by side, as layerfuse.fusion.fuse concatenates them
+    xs, xt = (np.concatenate([c[side] for c in columns], axis=1) for side in (0, 1))
+    write_pair(out, xs, xt, ys, yt, {"scaling": scaling, "blocks": len(scales), "local_width": local_width,
+                                     "block_scales": json.dumps(scales), **attrs})
 
 
 def fit_tca(fused, params: dict, out) -> None:
