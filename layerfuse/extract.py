@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -239,7 +240,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                      compression: str | None = "none", threads: int | None = None,
                      overlap_writes: bool | str = "auto", compile_model: bool | str = "auto",
                      direct_io: bool = True, rows: tuple[int, int] | None = None, image_rows=None,
-                     reductions: dict | None = None) -> dict:
+                     reductions: dict | None = None, own_pass=()) -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
     Parameters
@@ -291,6 +292,11 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         layer's maps, which are never written whole. ``function(maps)`` takes a batch of maps as the map
         stores hold them (``local_dtype``, C order) and returns ``(n, d)`` float32 rows
         (:func:`layerfuse.reduce.reduce_maps`, :func:`layerfuse.reduce.project_maps`).
+    own_pass : collection of str, optional
+        Keys of ``reductions`` each computed in a pass of its own, after the main one, through the network
+        up to its layer only; a function with a ``release()`` method (:class:`layerfuse.reduce.StoredProjection`)
+        is released after its pass.  A PCA projection holds its loadings (3.1 MB per component for a
+        256 x 55 x 55 block) only during its pass, for the cost of running the early layers once more.
 
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
@@ -300,17 +306,16 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     reductions = reductions or {}
     unknown = [k for k in outputs if k not in layers and k not in reductions]
     unknown += [lk for lk, _ in reductions.values() if lk not in layers]
+    unknown += [k for k in own_pass if k not in reductions]
     if unknown:
         raise ValueError(f"layers {unknown} are not configured; configured: {sorted(layers)}")
     if rows is not None and image_rows is not None:
         raise ValueError("extract_features takes rows (a shard) or image_rows (a sample), not both")
     if threads:
         torch.set_num_threads(int(threads))
-    plain = [k for k in outputs if k not in reductions]
-    nodes = {layers[k]: k for k in plain + [lk for lk, _ in reductions.values()]}
-    extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision)
-    if overlap_writes == "auto":
-        overlap_writes = device != "cpu"
+    # the main pass writes every store but those of `own_pass`, each of which gets a pass of its own
+    passes = [[k for k in outputs if k not in own_pass]] + [[k] for k in outputs if k in own_pass]
+    passes = [keys for keys in passes if keys]
 
     with h5py.File(images_path, "r") as src:
         images = src["images"]
@@ -324,60 +329,81 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         def read(lo, hi):                               # images lo:hi of the pass
             return images[start + lo:start + hi] if index is None else images[index[lo:hi]]
 
-        reduced = _InPassReductions(plain, reductions, local_dtype)
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(reuse_large_allocations())   # left last: after the writer and files
-            stack.enter_context(_blosc_threads(1 if overlap_writes else torch.get_num_threads()))
-            # probe output shapes with one image
-            with torch.inference_mode():
-                probe = reduced(extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8))))
-            attrs = {key: feature_store_attrs(key, layers[reductions[key][0] if key in reductions else key], spec,
-                                              weights_sha256, precision, src.attrs.get("image_list_sha256", ""),
-                                              images.shape[1], batchnorm_folded=True) for key in outputs}
-            stores = _Stores(stack, outputs, {k: (n,) + tuple(t.shape[1:]) for k, t in probe.items()}, labels,
-                             image_ids, attrs, local_dtype=local_dtype, compression=compression,
-                             batch_size=batch_size, direct_io=direct_io)
-            t0 = time.perf_counter()
-            bar = tqdm(total=n, desc="extract", unit="img", mininterval=2.0)
-
-            def write(lo, out):
-                stores.write(lo, out)
-                bar.update(len(next(iter(out.values()))))
-
-            use_compile = compile_model is True or (compile_model == "auto" and device == "cpu" and
-                                                    precision == "fp32" and n_all >= COMPILE_MIN_IMAGES
-                                                    and _deep(nodes))
-
-            def padded(batch):  # the compiled graph has one static batch shape
-                x = prepared(batch)
-                if len(batch) < batch_size:
-                    x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
-                return x.contiguous(memory_format=torch.channels_last)
-
-            run = _compiled(extractor, padded(read(0, batch_size)), use_compile and n > 0)
-            static = run is not extractor
-            stores.mark_compiled(static)
-            writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap_writes else None
-            pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
-            for lo in range(0, n, batch_size):
-                batch = read(lo, lo + batch_size)
-                x = padded(batch) if static else prepared(batch)
+        def one_pass(keys: list[str], files: contextlib.ExitStack) -> tuple[str, bool]:
+            """Run the network (up to the nodes ``keys`` need) over the images into ``keys``' stores, opened
+            on ``files``; (precision, compiled)."""
+            plain = [k for k in keys if k not in reductions]
+            needed = {k: reductions[k] for k in keys if k in reductions}
+            nodes = {layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
+            extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision_request)
+            overlap = device != "cpu" if overlap_writes == "auto" else overlap_writes
+            reduced = _InPassReductions(plain, needed, local_dtype)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_blosc_threads(1 if overlap else torch.get_num_threads()))
+                # probe output shapes with one image
                 with torch.inference_mode():
-                    out = run(x)
-                out = reduced({k: t[:len(batch)] for k, t in out.items()})
+                    probe = reduced(extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8))))
+                attrs = {key: feature_store_attrs(key, layers[needed[key][0] if key in needed else key], spec,
+                                                  weights_sha256, precision, src.attrs.get("image_list_sha256", ""),
+                                                  images.shape[1], batchnorm_folded=True) for key in keys}
+                stores = _Stores(files, {k: outputs[k] for k in keys},
+                                 {k: (n,) + tuple(t.shape[1:]) for k, t in probe.items()}, labels, image_ids, attrs,
+                                 local_dtype=local_dtype, compression=compression, batch_size=batch_size,
+                                 direct_io=direct_io)
+                bar = stack.enter_context(tqdm(total=n, desc="extract", unit="img", mininterval=2.0))
+
+                def write(lo, out):
+                    stores.write(lo, out)
+                    bar.update(len(next(iter(out.values()))))
+
+                use_compile = compile_model is True or (compile_model == "auto" and device == "cpu" and
+                                                        precision == "fp32" and n_all >= COMPILE_MIN_IMAGES
+                                                        and _deep(nodes))
+
+                def padded(batch):  # the compiled graph has one static batch shape
+                    x = prepared(batch)
+                    if len(batch) < batch_size:
+                        x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
+                    return x.contiguous(memory_format=torch.channels_last)
+
+                run = _compiled(extractor, padded(read(0, batch_size)), use_compile and n > 0)
+                static = run is not extractor
+                stores.mark_compiled(static)
+                writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
+                pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
+                for lo in range(0, n, batch_size):
+                    batch = read(lo, lo + batch_size)
+                    x = padded(batch) if static else prepared(batch)
+                    with torch.inference_mode():
+                        out = run(x)
+                    out = reduced({k: t[:len(batch)] for k, t in out.items()})
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(write, lo, out) if writer else write(lo, out)
                 if pending is not None:
                     pending.result()
-                pending = writer.submit(write, lo, out) if writer else write(lo, out)
-            if pending is not None:
-                pending.result()
-            bar.close()
-            stores.finish()
-            elapsed = time.perf_counter() - t0
+                stores.finish()
+            for _, fn in needed.values():
+                if hasattr(fn, "release"):   # what the reduction holds (a PCA's loadings) goes before the next pass
+                    fn.release()
+            return precision, static
+
+        precision_request = precision
+        t0 = time.perf_counter()
+        # every store is renamed into place only once every pass has written its own
+        with contextlib.ExitStack() as files:
+            done = []
+            for keys in passes:
+                with reuse_large_allocations():      # the heap a pass grew is trimmed before the next one
+                    done.append(one_pass(keys, files))
+                    gc.collect()                     # the pass's network (a graph module holds cycles)
+        elapsed = time.perf_counter() - t0
+    precision, static = done[0]
     facts = {"images": n, "seconds": elapsed, "images_per_s": n / elapsed if elapsed else float("nan"),
-             "precision": precision, "compiled": static}
+             "precision": precision, "compiled": static, "passes": len(done)}
     facts.update({f"bytes_per_image_{k}": Path(p).stat().st_size / max(n, 1) for k, p in outputs.items()})
-    log.info("extracted %d images in %.1f s (%.1f img/s, %s, %s)", n, elapsed, facts["images_per_s"], precision,
-             "compiled" if static else "eager")
+    log.info("extracted %d images in %.1f s (%.1f img/s, %s, %s, %d pass%s)", n, elapsed, facts["images_per_s"],
+             precision, "compiled" if static else "eager", len(done), "" if len(done) == 1 else "es")
     return facts
 
 

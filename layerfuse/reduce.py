@@ -20,7 +20,7 @@ from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS
 
 __all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
-           "pca_sample_rows", "fit_pca_sample"]
+           "pca_sample_rows", "fit_pca_sample", "StoredProjection"]
 
 log = logging.getLogger("layerfuse.reduce")
 
@@ -207,6 +207,26 @@ def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np
     """PCA scores of a batch of maps, ``(x - mean) @ loadings`` (:func:`pca_loadings`), float32."""
     flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
     return ((flat - mean) @ loadings).astype(np.float32, copy=False)
+
+
+class StoredProjection:
+    """:func:`project_maps` onto the ``mean`` and ``loadings`` of a PCA model store (:func:`fit_pca_sample`),
+    read when first called and dropped by :meth:`release`, so that a pass holds a block's loadings
+    (4 bytes per map value and component) only while it projects that block."""
+
+    def __init__(self, path):
+        self.path = path
+        self.arrays = None
+
+    def __call__(self, maps: np.ndarray) -> np.ndarray:
+        if self.arrays is None:
+            from .h5io import read_arrays
+
+            self.arrays, _ = read_arrays(self.path, ["mean", "loadings"])
+        return project_maps(maps, self.arrays["mean"], self.arrays["loadings"])
+
+    def release(self) -> None:
+        self.arrays = None
 
 
 def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -78,26 +78,26 @@ def _pass_reductions(params: dict, pca_models) -> dict:
     a PCA reducer projects onto the loadings in its model (``.../pca/<backbone>/<layer>/<reducer>.h5``)."""
     from functools import partial
 
-    from .h5io import read_arrays
-    from .reduce import project_maps, reduce_maps
+    from .reduce import StoredProjection, reduce_maps
 
     out = {}
     for key, (layer, spec) in (params.get("reductions") or {}).items():
         if spec["method"] == "pca":
-            a, _ = read_arrays(store_of(pca_models, key), ["mean", "loadings"])
-            out[key] = (layer, partial(project_maps, mean=a["mean"], loadings=a["loadings"]))
+            out[key] = (layer, StoredProjection(store_of(pca_models, key)))
         else:
             out[key] = (layer, partial(reduce_maps, method=spec["method"], params=spec))
     return out
 
 
 def extract_features(images, weights_pth, weights_json, params: dict, outputs: dict, threads: int = 1,
-                     rows: tuple[int, int] | None = None, pca_models=()) -> dict:
+                     rows: tuple[int, int] | None = None, pca_models=(), pca_in_pass: bool = False) -> dict:
     """Write ``outputs`` ({store key: path}) in one forward pass over ``images`` (or its ``rows``): a layer's
     store, or a reduction of a local block (``params["reductions"]``).  With ``params["pca_sample"]``, only
-    PCA's fitting sample: that many source images (seeded, stratified; every image of a smaller source)."""
+    PCA's fitting sample: that many source images (seeded, stratified; every image of a smaller source).
+    A PCA reduction projects in a pass of its own through the early layers, holding one block's loadings
+    at a time, unless ``pca_in_pass`` (``extract.pca_in_pass``): then in the main pass, holding them all."""
     from .extract import extract_features as extract_pass
-    from .reduce import pca_sample_rows
+    from .reduce import StoredProjection, pca_sample_rows
 
     image_rows = None
     if "pca_sample" in params:
@@ -107,20 +107,23 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
             log.info("PCA is fitted on %d of the %d source images (extract.pca_sample)", len(image_rows), len(labels))
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
+    reductions = _pass_reductions(params, pca_models)
     return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
                         weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                         precision=ex["precision"], local_dtype=ex["local_dtype"],
                         compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows,
-                        image_rows=image_rows, reductions=_pass_reductions(params, pca_models))
+                        image_rows=image_rows, reductions=reductions,
+                        own_pass=() if pca_in_pass else [k for k, (_, fn) in reductions.items()
+                                                         if isinstance(fn, StoredProjection)])
 
 
 def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict, shard: int, shard_size: int,
-                  threads: int = 1, pca_models=()) -> dict:
+                  threads: int = 1, pca_models=(), pca_in_pass: bool = False) -> dict:
     """Shard ``shard`` of a domain's pass: image rows ``shard * shard_size`` to ``(shard + 1) * shard_size``
     (a shard past the last image writes empty stores)."""
     size = int(shard_size)
     return extract_features(images, weights_pth, weights_json, params, outputs, threads,
-                            rows=(shard * size, (shard + 1) * size), pca_models=pca_models)
+                            rows=(shard * size, (shard + 1) * size), pca_models=pca_models, pca_in_pass=pca_in_pass)
 
 
 def fit_pca(sample, images, reducer: dict, out) -> None:

@@ -274,10 +274,10 @@ def store_backbone(backbone, layer):
     return backbone
 
 
-# What an extraction computes; one_pass and shard_size only say how jobs are cut, so switching them reruns
-# nothing by itself.
+# What an extraction computes; one_pass and shard_size only say how jobs are cut, pca_in_pass how a job uses
+# its memory, so switching them reruns nothing by itself (the scripts read pca_in_pass from the config).
 EXTRACT_PARAMS = {k: v for k, v in config["extract"].items()
-                  if k not in ("one_pass", "shard_size", "store_maps", "pca_sample")}
+                  if k not in ("one_pass", "shard_size", "store_maps", "pca_sample", "pca_in_pass")}
 SHARD_SIZE = config["extract"]["shard_size"]
 
 
@@ -307,10 +307,14 @@ def pca_models(wildcards, backbones=None):
 
 def pass_mem_mb(wildcards):
     """An extraction pass's memory: the network and a batch (3 GB), plus the PCA loadings it projects onto
-    without stored maps (256 x (image_size / 4)² float32 values per component and block)."""
+    without stored maps (256 x (image_size / 4)² float32 values per component and block): one block's
+    at a time, or every block's with `extract.pca_in_pass`."""
     values = 256 * (config["image_size"] // 4) ** 2
-    loadings = sum(config["reducers"][r].get("n_components", 256) for r in PCA_REDUCERS) * len(config["local_layers"])
-    return 3000 + (0 if STORE_MAPS else int(4 * values * loadings / 2**20))
+    components = [config["reducers"][r].get("n_components", 256) for r in PCA_REDUCERS]
+    if STORE_MAPS or not components:
+        return 3000
+    held = sum(components) * len(config["local_layers"]) if config["extract"]["pca_in_pass"] else max(components)
+    return 3000 + int(4 * values * held / 2**20)
 
 
 def pca_fits(wildcards):

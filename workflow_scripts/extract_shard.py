@@ -16,5 +16,7 @@ run(
         snakemake.params.shard_size,
         threads=snakemake.threads,
         pca_models=snakemake.input.get("pca", []),
+        # how the job holds the loadings, not what it computes: from the config, so no rerun on a switch
+        pca_in_pass=snakemake.config["extract"]["pca_in_pass"],
     )
 )

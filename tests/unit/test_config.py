@@ -195,5 +195,8 @@ def test_schema_defaults_are_the_librarys():
         assert schema["selection"][key] == defaults(criteria_scores)[key], key
     for key in ("batch_size", "precision", "local_dtype", "compression"):
         assert schema["extract"][key] == defaults(extract_features)[key], key
+    from layerfuse.stages import extract_features as extract_stage
+
+    assert schema["extract"]["pca_in_pass"] == defaults(extract_stage)["pca_in_pass"]
     assert schema["fusion"]["scaling"] == defaults(fuse)["scaling"]
     assert props["reducers"]["default"]["flatten"]["segment"] == defaults(flatten_pool)["segment"]

@@ -307,3 +307,54 @@ def test_reductions_in_the_pass_equal_reducing_the_stored_maps(tmp_path, image_s
                               {"n_components": 3})["source"]
     np.testing.assert_allclose(read["block1-pca"], exact, rtol=1e-3, atol=1e-3 * np.abs(exact).max())
     assert not (tmp_path / "reduced" / "block1.h5").exists()
+
+
+def test_pca_in_a_pass_of_its_own_writes_the_main_pass_bytes_and_holds_its_loadings_only_there(
+        tmp_path, image_store, model):
+    """A PCA block projected in a pass of its own (through the early layers only, loadings read when it
+    starts and dropped when it ends) writes the same bytes as projecting it in the main pass; a pass that
+    fails leaves no store of any pass behind."""
+    from layerfuse.reduce import StoredProjection, reduce_maps
+
+    rng = np.random.default_rng(1)
+    d = 256 * 15 * 15                                           # block1's maps of a 64x64 image
+    pca_path = tmp_path / "pca.h5"
+    with h5py.File(pca_path, "w") as f:
+        f["mean"] = rng.random(d, dtype=np.float32)
+        f["loadings"] = rng.standard_normal((d, 5), dtype=np.float32)
+
+    class Watched(StoredProjection):
+        loads, releases = [], []
+
+        def __call__(self, maps):
+            if self.arrays is None:
+                self.loads.append(len(maps))
+            return super().__call__(maps)
+
+        def release(self):
+            self.releases.append(True)
+            super().release()
+
+    def run(out_dir, own_pass, projection):
+        reductions = {"block1-pool2d": ("block1", lambda m: reduce_maps(m, "pool2d", {})),
+                      "block1-pca": ("block1", projection)}
+        outputs = {k: out_dir / f"{k}.h5" for k in ["global", *reductions]}
+        facts = extract_features(image_store, outputs, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4,
+                                 threads=2, precision="fp32", compile_model=False, reductions=reductions,
+                                 own_pass=own_pass)
+        return facts, {k: h5py.File(p)["features"][()] for k, p in outputs.items()}
+
+    facts_main, main = run(tmp_path / "main", (), StoredProjection(pca_path))
+    projection = Watched(pca_path)
+    facts_own, own = run(tmp_path / "own", ["block1-pca"], projection)
+    assert (facts_main["passes"], facts_own["passes"]) == (1, 2)
+    for key in main:
+        assert main[key].tobytes() == own[key].tobytes(), key
+    assert Watched.loads == [1] and Watched.releases == [True] and projection.arrays is None  # probe, then freed
+
+    def fails(maps):
+        raise RuntimeError("the own pass dies")
+
+    with pytest.raises(RuntimeError, match="own pass dies"):
+        run(tmp_path / "failed", ["block1-pca"], fails)
+    assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").glob("*.h5"))
