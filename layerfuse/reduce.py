@@ -169,13 +169,16 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
     # float32 products, as the Gram's: the loadings are stored as float32, float64 doubled this pass's time
     coef = np.asarray(source_coef, np.float32)
-    means, parts = [], []
+    d = int(np.prod(source_dset.shape[1:]))
+    # filled in place, block by block: the loadings (4 bytes per value and component) are held once
+    mean, loadings = np.empty(d), np.empty((d, coef.shape[1]), np.float32)
     for lo in range(0, source_dset.shape[1], step):
         block = _columns(source_dset, lo, lo + step)[rows]
-        mean = block.mean(axis=0, dtype=np.float64)
-        means.append(mean)
-        parts.append((block - mean.astype(np.float32)).T @ coef)
-    return np.concatenate(means), np.concatenate(parts)
+        cols = slice(lo * per_col, lo * per_col + block.shape[1])
+        mean[cols] = block.mean(axis=0, dtype=np.float64)
+        block -= mean[cols].astype(np.float32)
+        np.matmul(block.T, coef, out=loadings[cols])
+    return mean, loadings
 
 
 def _columns(dset, lo, hi) -> np.ndarray:
@@ -252,7 +255,7 @@ def fit_pca_sample(store, n_components: int, block_memory_mb: float = 1024) -> d
         x = f["features"]
         res = GramPCA(n_components, block_memory_mb=block_memory_mb).fit_transform_stores(x, None)
         mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=block_memory_mb / 2)  # a centred copy
-    return {"mean": mean.astype(np.float32), "loadings": loadings.astype(np.float32),
+    return {"mean": mean.astype(np.float32), "loadings": loadings,
             "explained_variance": res.explained_variance}
 
 
