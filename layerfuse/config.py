@@ -182,7 +182,7 @@ def check_config(config: dict) -> None:
         if not ex["one_pass"]:
             raise ConfigError("extract.shard_size: shards split the one-pass extraction; set extract.one_pass: true "
                               "or remove shard_size")
-    if not ex["store_maps"]:
+    if ex["store_maps"] is False:
         if not ex["one_pass"]:
             raise ConfigError("extract.store_maps: false reduces the maps inside the one-pass extraction; set "
                               "extract.one_pass: true or store_maps: true")
@@ -216,6 +216,16 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"experiments.{name}.{side}.path: {exp[side]['path']} is a file, not a folder")
             if side in exp and not Path(exp[side]["path"]).is_dir():
                 raise ConfigError(f"experiments.{name}.{side}.path: folder {exp[side]['path']} not found")
+
+
+def resolve_store_maps(config: dict) -> bool:
+    """``extract.store_maps``, with ``auto`` resolved in place: the maps stay off the disk unless an experiment
+    splits one dataset (each split fits PCA on its own rows of the pooled maps) or ``one_pass`` is false
+    (the reducers run inside the one-pass extraction)."""
+    ex = config["extract"]
+    if ex["store_maps"] == "auto":
+        ex["store_maps"] = not ex["one_pass"] or any("split" in v for v in config["experiments"].values())
+    return ex["store_maps"]
 
 
 def _image_count(spec, classes: list[str], manifest: Path | None = None) -> int:

@@ -334,6 +334,10 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             on ``files``; (precision, compiled)."""
             plain = [k for k in keys if k not in reductions]
             needed = {k: reductions[k] for k in keys if k in reductions}
+            # A pass of its own runs half-batches (its rows still written a whole batch at a time): it holds a
+            # block's loadings, and half a batch of early activations and projection buffers is 0.4 GB less
+            # at 224x224. Maps and projections do not depend on the batch (tested), so neither do the stores.
+            step = batch_size if keys is passes[0] else max(1, batch_size // 2)
             nodes = {layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
             extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision_request)
             overlap = device != "cpu" if overlap_writes == "auto" else overlap_writes
@@ -362,21 +366,24 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
 
                 def padded(batch):  # the compiled graph has one static batch shape
                     x = prepared(batch)
-                    if len(batch) < batch_size:
-                        x = torch.cat([x, x.new_zeros((batch_size - len(batch),) + x.shape[1:])])
+                    if len(batch) < step:
+                        x = torch.cat([x, x.new_zeros((step - len(batch),) + x.shape[1:])])
                     return x.contiguous(memory_format=torch.channels_last)
 
-                run = _compiled(extractor, padded(read(0, batch_size)), use_compile and n > 0)
+                run = _compiled(extractor, padded(read(0, step)), use_compile and n > 0)
                 static = run is not extractor
                 stores.mark_compiled(static)
                 writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
                 pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
                 for lo in range(0, n, batch_size):
                     batch = read(lo, lo + batch_size)
-                    x = padded(batch) if static else prepared(batch)
-                    with torch.inference_mode():
-                        out = run(x)
-                    out = reduced({k: t[:len(batch)] for k, t in out.items()})
+                    parts = []
+                    for s in range(0, len(batch), step):
+                        x = padded(batch[s:s + step]) if static else prepared(batch[s:s + step])
+                        with torch.inference_mode():
+                            out = run(x)
+                        parts.append(reduced({k: t[:len(batch[s:s + step])] for k, t in out.items()}))
+                    out = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
                     if pending is not None:
                         pending.result()
                     pending = writer.submit(write, lo, out) if writer else write(lo, out)

@@ -254,7 +254,9 @@ def fit_pca_sample(store, n_components: int, block_memory_mb: float = 1024) -> d
     with h5py.File(store, "r") as f:
         x = f["features"]
         res = GramPCA(n_components, block_memory_mb=block_memory_mb).fit_transform_stores(x, None)
-        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=block_memory_mb / 2)  # a centred copy
+        # the loadings (d x k float32) are held beside each block of columns: the block gets what they leave
+        loadings_mb = int(np.prod(x.shape[1:])) * res.source_coef.shape[1] * 4 / 2**20
+        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=max(64.0, block_memory_mb - loadings_mb))
     return {"mean": mean.astype(np.float32), "loadings": loadings,
             "explained_variance": res.explained_variance}
 

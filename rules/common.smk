@@ -17,6 +17,7 @@ from layerfuse.config import (
     domain_specs,
     experiment_classes,
     featuresets,
+    resolve_store_maps,
     validate_config,
 )
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
@@ -88,7 +89,7 @@ LAYERS = list(config["layers"])
 # The stores one extraction pass over a pretrained backbone writes: the layers a feature set uses
 # (sorted: reordering the config changes no params).
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
-STORE_MAPS = config["extract"]["store_maps"]
+STORE_MAPS = resolve_store_maps(config)
 PCA_REDUCERS = [k for k, v in config["reducers"].items() if v["method"] == "pca"]
 # {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)
 LOCAL_REDUCTIONS = {f"{layer}-{r}": [layer, config["reducers"][r]]

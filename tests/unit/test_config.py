@@ -35,6 +35,22 @@ def test_defaults_fill_the_grid():
     check_config(cfg)
 
 
+@pytest.mark.parametrize("experiment,extract,stored", [
+    ({"synthetic": {}}, {}, False),                                   # the default: maps off the disk
+    ({"source": {"path": "."}, "split": {"test_size": 0.2}}, {}, True),  # a split fits PCA on its own rows
+    ({"synthetic": {}}, {"one_pass": False}, True),                   # the reducers need the one-pass extraction
+    ({"synthetic": {}}, {"store_maps": "true"}, True),               # as --config extract='{store_maps: true}' gives it
+    ({"synthetic": {}}, {"store_maps": False}, False),
+])
+def test_store_maps_auto_keeps_maps_only_where_they_are_needed(experiment, extract, stored, tmp_path, monkeypatch):
+    from layerfuse.config import resolve_store_maps
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _validated({"experiments": {"x": experiment}, "extract": extract})
+    check_config(cfg)
+    assert resolve_store_maps(cfg) is stored and cfg["extract"]["store_maps"] is stored
+
+
 @pytest.mark.parametrize("bad", [
     {"experiments": {"x": {"synthetic": {}}}, "svm": {"C": 0}},
     {"experiments": {"x": {"synthetic": {}}}, "svm": {"center": "target"}},

@@ -311,9 +311,10 @@ def test_reductions_in_the_pass_equal_reducing_the_stored_maps(tmp_path, image_s
 
 def test_pca_in_a_pass_of_its_own_writes_the_main_pass_bytes_and_holds_its_loadings_only_there(
         tmp_path, image_store, model):
-    """A PCA block projected in a pass of its own (through the early layers only, loadings read when it
-    starts and dropped when it ends) writes the same bytes as projecting it in the main pass; a pass that
-    fails leaves no store of any pass behind."""
+    """A PCA block projected in a pass of its own (through the early layers only, half a batch at a time,
+    loadings read when it starts and dropped when it ends) writes what projecting it in the main pass writes,
+    to float rounding (fp32 convolutions and small products may round otherwise at another batch size), and
+    leaves the main pass's stores as they were; a pass that fails leaves no store of any pass behind."""
     from layerfuse.reduce import StoredProjection, reduce_maps
 
     rng = np.random.default_rng(1)
@@ -348,8 +349,10 @@ def test_pca_in_a_pass_of_its_own_writes_the_main_pass_bytes_and_holds_its_loadi
     projection = Watched(pca_path)
     facts_own, own = run(tmp_path / "own", ["block1-pca"], projection)
     assert (facts_main["passes"], facts_own["passes"]) == (1, 2)
-    for key in main:
+    for key in ("global", "block1-pool2d"):
         assert main[key].tobytes() == own[key].tobytes(), key
+    np.testing.assert_allclose(own["block1-pca"], main["block1-pca"], rtol=1e-5,
+                               atol=1e-5 * np.abs(main["block1-pca"]).max())
     assert Watched.loads == [1] and Watched.releases == [True] and projection.arrays is None  # probe, then freed
 
     def fails(maps):

@@ -25,7 +25,7 @@ CONFIG = {
     "backbones": {"imagenet": {"weights": "data/imagenet.pth", "architecture": "keras", "preprocessing": "caffe"}},
     "layers": {"global": "flatten", "block1": "layer1.0"},
     "local_layers": ["block1"],
-    "extract": {"batch_size": 4},
+    "extract": {"batch_size": 4, "store_maps": True},
     "reducers": {"flatten": {"method": "flatten", "segment": 100}},
     "tca": {"dims": [4]},
 }

@@ -41,7 +41,7 @@ def unlabelled_run(tmp_path_factory, mini_baseline):
                                      "target": {"path": "data/target", "labels": "none"}}},
            "image_size": 64, "backbones": {"imagenet": {"weights": "keras-npm"}},
            "layers": {"global": "flatten", "block1": "layer1.0"}, "local_layers": ["block1"],
-           "extract": {"batch_size": 4}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
+           "extract": {"batch_size": 4, "store_maps": True}, "reducers": {"flatten": {"method": "flatten", "segment": 100},
                                                       "pca": {"method": "pca", "n_components": 8}},
            "tca": {"dims": [6, 4]}, "svm": {"center": "prior"},      # prior centring: the grid gains its cells
            # skada's adapters: CORAL fits the 2048-d global features only (the fusions are wider: skipped);
