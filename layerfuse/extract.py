@@ -337,7 +337,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
             # A pass of its own runs half-batches (its rows still written a whole batch at a time): it holds a
             # block's loadings, and half a batch of early activations and projection buffers is 0.4 GB less
             # at 224x224. Maps and projections do not depend on the batch (tested), so neither do the stores.
-            step = batch_size if keys is passes[0] else max(1, batch_size // 2)
+            step = max(1, batch_size // 2) if keys[0] in own_pass else batch_size
             nodes = {layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
             extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision_request)
             overlap = device != "cpu" if overlap_writes == "auto" else overlap_writes
