@@ -71,7 +71,7 @@ def main(argv=None):
     p.add_argument("--store-maps", choices=["auto", "true", "false"], default="auto")
     args = p.parse_args(argv)
     for n in args.images:
-        r = run_size(args.workdir / f"n{n}", args.weights, n, {"true": True, "false": False}.get(args.store_maps, "auto"))
+        r = run_size(args.workdir / f"n{n}", args.weights, n, yaml.safe_load(args.store_maps))
         costs = {k: v for k, v in r["costs"].items() if k not in LEFT_OUT}
         extraction = sum(s for k, (s, _) in costs.items() if k in EXTRACTION)
         total = sum(s for s, _ in costs.values())

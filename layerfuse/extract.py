@@ -379,10 +379,10 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                     batch = read(lo, lo + batch_size)
                     parts = []
                     for s in range(0, len(batch), step):
-                        x = padded(batch[s:s + step]) if static else prepared(batch[s:s + step])
+                        sub = batch[s:s + step]
                         with torch.inference_mode():
-                            out = run(x)
-                        parts.append(reduced({k: t[:len(batch[s:s + step])] for k, t in out.items()}))
+                            out = run(padded(sub) if static else prepared(sub))
+                        parts.append(reduced({k: t[:len(sub)] for k, t in out.items()}))
                     out = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
                     if pending is not None:
                         pending.result()

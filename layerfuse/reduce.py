@@ -164,7 +164,6 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     ``loadings = (X_s - mean)ᵀ U Λ^-½`` in one pass over the source store's columns, so that
     ``(X_t - mean) @ loadings`` equals the target scores of :meth:`GramPCA.fit_transform_stores`.
     """
-    rows = np.arange(source_dset.shape[0]) if source_rows is None else np.asarray(source_rows)
     per_col = int(np.prod(source_dset.shape[2:])) if source_dset.ndim > 2 else 1
     step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
     # float32 products, as the Gram's: the loadings are stored as float32, float64 doubled this pass's time
@@ -173,7 +172,7 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     # filled in place, block by block: the loadings (4 bytes per value and component) are held once
     mean, loadings = np.empty(d), np.empty((d, coef.shape[1]), np.float32)
     for lo in range(0, source_dset.shape[1], step):
-        block = _columns(source_dset, lo, lo + step)[rows]
+        block = _pick(_columns(source_dset, lo, lo + step), source_rows)   # every row: no copy of the block
         cols = slice(lo * per_col, lo * per_col + block.shape[1])
         mean[cols] = block.mean(axis=0, dtype=np.float64)
         block -= mean[cols].astype(np.float32)
@@ -182,8 +181,10 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
 
 
 def _columns(dset, lo, hi) -> np.ndarray:
-    """Feature columns ``lo:hi`` (channels of maps) of every row, as float32 ``(n, -1)``."""
-    return np.asarray(dset[:, lo:hi], dtype=np.float32).reshape(dset.shape[0], -1)
+    """Feature columns ``lo:hi`` (channels of maps) of every row, as a new float32 ``(n, -1)`` array (an HDF5
+    read is one; a numpy slice is copied), which callers may change in place."""
+    copy = True if isinstance(dset, np.ndarray) else None
+    return np.array(dset[:, lo:hi], dtype=np.float32, copy=copy).reshape(dset.shape[0], -1)
 
 
 def _pick(block: np.ndarray, rows) -> np.ndarray:
