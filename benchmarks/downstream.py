@@ -3,13 +3,15 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
 
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
                                     [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
+                                    [--solvers auto liblinear] [--no-criteria]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
 then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_tca`` with the
 schema's defaults at 256 components, ``fit_adapter`` for each configured adapter, ``evaluate_svm`` over
-every cell with the label-free criteria and the predictions store; ``--no-grid``: the fits only), each in
-a fresh process: wall
+every cell with the label-free criteria and the predictions store, once per ``--solvers`` entry (the
+``svm.solver`` values; the first is the baseline of the printed ratios); ``--no-grid``: the fits only;
+``--no-criteria``: the grid without the label-free criteria), each in a fresh process: wall
 seconds and peak RSS. Peak RSS against N says whether anything grows as N² (a 100,000 × 100,000 float64
 matrix is 80 GB); the ratio column is each stage's time over the store's size in GB, so a size whose
 ratios stay flat scales linearly.
@@ -50,7 +52,7 @@ def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0) -> None:
     write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
 
 
-def run_stage(name: str, work: Path, adapters: list[str]):
+def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True):
     from layerfuse import stages
 
     fused = work / "global.h5"
@@ -67,8 +69,9 @@ def run_stage(name: str, work: Path, adapters: list[str]):
         if key in SPECS:
             features[key] = work / f"{key}.h5"
             cells.append(key)
-    rows = stages.evaluate_svm(features, cells, SVM, {"experiment": "x", "backbone": "b", "featureset": "global"},
-                               work / "scores.csv", predictions=work / "scores.h5", selection=SELECTION)
+    rows = stages.evaluate_svm(features, cells, {**SVM, "solver": solver},
+                               {"experiment": "x", "backbone": "b", "featureset": "global"}, work / "scores.csv",
+                               predictions=work / "scores.h5", selection=SELECTION if criteria else None)
     return len(rows)
 
 
@@ -81,6 +84,9 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
     p.add_argument("--no-grid", action="store_true", help="fit TCA and the adapters only (no evaluate_svm)")
     p.add_argument("--out", type=Path, help="append the rows here (CSV)")
+    p.add_argument("--solvers", nargs="+", default=["auto"], choices=["auto", "newton", "liblinear"],
+                   help="svm.solver values for the grid, each its own run")
+    p.add_argument("--no-criteria", action="store_true", help="the grid without the label-free criteria")
     args = p.parse_args(argv)
     rows = []
     for n in args.images:
@@ -89,14 +95,21 @@ def main(argv=None):
             seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
                                          timeout=args.timeout)
             gb = (work / "global.h5").stat().st_size / 1e9
-            stages = [a for a in args.adapters if a != "none"] + ([] if args.no_grid else ["evaluate_svm"])
-            for stage in stages:
-                seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout)
+            stages = [(a, None) for a in args.adapters if a != "none"]
+            stages += [] if args.no_grid else [("evaluate_svm", solver) for solver in args.solvers]
+            for stage, solver in stages:
+                seconds, peak, result = measure(run_stage, stage, work, args.adapters, solver or "auto",
+                                                not args.no_criteria, timeout=args.timeout)
                 failed = isinstance(result, str)
-                rows.append({"images": n, "stage": stage, "seconds": seconds, "peak_rss_gb": peak / 1024,
+                name = f"{stage} ({solver})" if solver else stage
+                rows.append({"images": n, "stage": name, "seconds": seconds, "peak_rss_gb": peak / 1024,
                              "s_per_store_gb": seconds / gb, "error": result if failed else ""})
-                print(f"{n:>7} {stage:<13} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"
+                print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"
                       + (f"  {result}" if failed else ""), flush=True)
+            grid = [r for r in rows if r["images"] == n and r["stage"].startswith("evaluate_svm")]
+            for r in grid[1:]:
+                print(f"{n:>7} {r['stage']} / {grid[0]['stage']}: time {r['seconds'] / grid[0]['seconds']:.2f}, "
+                      f"peak RSS {r['peak_rss_gb'] / grid[0]['peak_rss_gb']:.2f}", flush=True)
     import pandas as pd
 
     table = pd.DataFrame(rows)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.svm import LinearSVC
 
-__all__ = ["CENTERINGS", "GRID_CENTERINGS", "center_domains", "fit_svm", "decide", "classify", "target_metrics", "evaluate_svm"]
+from .svm import LinearSVM
+
+__all__ = ["CENTERINGS", "GRID_CENTERINGS", "SVM_KEYS", "center_domains", "make_svm", "svm_kwargs", "fit_svm", "decide",
+           "classify", "target_metrics", "evaluate_svm"]
 
 CENTERINGS = ("none", "domain", "prior")
 # the centrings every grid cell is scored at; ``prior`` is added where it is the tables' centring
@@ -38,13 +40,26 @@ def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=Non
     return cs, ct
 
 
-def fit_svm(xs, ys, *, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
-            random_state: int = 0) -> LinearSVC:
-    """``LinearSVC`` fitted on the source ``(xs, ys)``."""
+# the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)
+SVM_KEYS = ("C", "class_weight", "max_iter", "solver")
+
+
+def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
+             solver: str = "auto", random_state: int = 0) -> LinearSVM:
+    """The workflow's linear SVM, unfitted: ``LinearSVC``'s problem (:mod:`layerfuse.svm`)."""
+    return LinearSVM(C=C, class_weight=class_weight, max_iter=max_iter, solver=solver, random_state=random_state)
+
+
+def svm_kwargs(svm: dict) -> dict:
+    """The classifier's keys of an ``svm`` config slice (those absent take :func:`make_svm`'s defaults)."""
+    return {k: svm[k] for k in SVM_KEYS if k in svm}
+
+
+def fit_svm(xs, ys, **svm) -> LinearSVM:
+    """:func:`make_svm`'s SVM fitted on the source ``(xs, ys)``."""
     if len(np.unique(ys)) < 2:
         raise ValueError(f"the source has {len(np.unique(ys))} class(es); a classifier needs at least 2")
-    clf = LinearSVC(C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state, dual="auto")
-    return clf.fit(xs, ys)
+    return make_svm(**svm).fit(xs, ys)
 
 
 def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,14 +69,13 @@ def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.nd
     return classes[decision.argmax(axis=1)], decision.max(axis=1).astype(np.float32)
 
 
-def classify(xs, ys, xt, *, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
-             random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fit ``LinearSVC`` on ``(xs, ys)``; return the target's predicted labels and their margins.
+def classify(xs, ys, xt, **svm) -> tuple[np.ndarray, np.ndarray]:
+    """Fit :func:`make_svm`'s SVM on ``(xs, ys)``; return the target's predicted labels and their margins.
 
     The margin is the SVM's decision value for the predicted class (one-vs-rest; for two classes
     the absolute decision value): a confidence in units of the margin, not a probability.
     """
-    clf = fit_svm(xs, ys, C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state)
+    clf = fit_svm(xs, ys, **svm)
     return decide(clf.decision_function(xt), clf.classes_)
 
 
@@ -86,9 +100,9 @@ def target_metrics(yt, pred, n_source: int, n_classes: int | None = None) -> dic
     }
 
 
-def evaluate_svm(xs, ys, xt, yt, *, C: float = 1.0, class_weight: str | None = "balanced",
-                 max_iter: int = 20000, center: str = "domain", random_state: int = 0) -> tuple[dict, np.ndarray]:
-    """Fit ``LinearSVC`` on ``(xs, ys)``, predict ``xt``; return metrics and predictions.
+def evaluate_svm(xs, ys, xt, yt, *, center: str = "domain", **svm) -> tuple[dict, np.ndarray]:
+    """Fit :func:`make_svm`'s SVM (keywords ``svm``) on ``(xs, ys)``, predict ``xt``; return metrics and
+    predictions.
 
     ``center`` is applied first (see :func:`center_domains`; ``prior`` estimates the target's class
     proportions first).  Features are not standardised: standardising TCA components (inflating
@@ -98,9 +112,8 @@ def evaluate_svm(xs, ys, xt, yt, *, C: float = 1.0, class_weight: str | None = "
     if center == "prior":
         from .label_shift import estimate_target_priors
 
-        priors = estimate_target_priors(xs, ys, xt, svm={"C": C, "class_weight": class_weight, "max_iter": max_iter},
-                                        seed=random_state)
+        priors = estimate_target_priors(xs, ys, xt, svm=svm, seed=svm.get("random_state", 0))
     xs, xt = center_domains(xs, xt, center, ys=ys, target_priors=priors)
-    pred, _ = classify(xs, ys, xt, C=C, class_weight=class_weight, max_iter=max_iter, random_state=random_state)
+    pred, _ = classify(xs, ys, xt, **svm)
     return target_metrics(yt, pred, len(ys)), pred
 

@@ -55,7 +55,7 @@ def estimate_target_priors(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, sv
                            folds: int = 3, pseudo_count: float = 20.0, seed: int = 0) -> np.ndarray:
     """The target's class proportions (``np.unique(ys)`` order), estimated without target labels.
 
-    The workflow's ``LinearSVC`` with sigmoid-calibrated probabilities (``CalibratedClassifierCV``,
+    The workflow's linear SVM (:func:`layerfuse.evaluate.make_svm`) with sigmoid-calibrated probabilities (``CalibratedClassifierCV``,
     ``folds`` folds) is fitted once on the centred source; each round (one by default: see the module's
     note) places the centred target by the current estimate (:func:`prior_offset`) and reruns :func:`em_priors` on its posteriors, shrunk towards
     the source's proportions by ``pseudo_count`` images (a fixed count: it fades as the target grows).
@@ -63,13 +63,13 @@ def estimate_target_priors(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, sv
     import warnings
 
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.svm import LinearSVC
+
+    from .evaluate import make_svm, svm_kwargs
 
     classes, counts = np.unique(ys, return_counts=True)
     source_priors = counts / counts.sum()
     folds = int(max(2, min(folds, counts.min())))
-    svc = LinearSVC(C=svm["C"], class_weight=svm["class_weight"], max_iter=svm["max_iter"], random_state=seed,
-                    dual="auto")
+    svc = make_svm(**svm_kwargs(svm), random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # convergence notes: the scoring SVM reports its own
         clf = CalibratedClassifierCV(svc, method="sigmoid", cv=folds).fit(xs - xs.mean(0), ys)

@@ -68,7 +68,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     precision used).  ``params``: ``layers``, ``global_layer``, ``image_size``, ``max_file_mb``,
     ``extract``, ``reducers``, ``fusion``, ``svm``, ``tca``.  Returns the model's JSON record.
     """
-    from .evaluate import center_domains, decide, fit_svm
+    from .evaluate import center_domains, decide, fit_svm, svm_kwargs
     from .h5io import read_pair
     from .stages import store_of
 
@@ -87,7 +87,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     cs, ct = center_domains(zs, zt, center, ys=ys, target_priors=priors)
     if center != "none":                        # what new target images are centred on
         arrays["center/target_mean"] = (zt - ct).mean(0)
-    svm = fit_svm(cs, ys, **{k: params["svm"][k] for k in ("C", "class_weight", "max_iter")})
+    svm = fit_svm(cs, ys, **svm_kwargs(params["svm"]))
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
     pred, _ = decide(svm.decision_function(ct), svm.classes_)
     _check_reproduces(inputs["predictions"], featureset, adapter, center, pred)

@@ -6,7 +6,7 @@ called; a test permutes them and checks the picks do not move).
 
 Protocol, for one cell's features ``(xs, xt)``: a stratified, seeded share of
 the source (``validation_size``) is held out; the cell's classifier (the
-workflow's ``LinearSVC``, with sigmoid-calibrated probabilities where a scorer
+workflow's linear SVM, with sigmoid-calibrated probabilities where a scorer
 needs them: ``CalibratedClassifierCV``, 3 folds) is fitted on the rest of the
 source inside :func:`skada.make_da_pipeline`; each scorer then sees the
 held-out source and the whole target, as ``skada.metrics`` expects
@@ -46,10 +46,10 @@ CRITERIA = ("entropy", "snd", "iwv", "dev", "circular", "mixval", "source")
 
 def _classifier(svm: dict, seed: int, folds: int = 3):
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.svm import LinearSVC
 
-    svc = LinearSVC(C=svm["C"], class_weight=svm["class_weight"], max_iter=svm["max_iter"], random_state=seed,
-                    dual="auto")
+    from .evaluate import make_svm, svm_kwargs
+
+    svc = make_svm(**svm_kwargs(svm), random_state=seed)
     clf = CalibratedClassifierCV(svc, method="sigmoid", cv=folds)
     clf.set_score_request(sample_weight=True)            # ImportanceWeightedScorer weights the source's score
     return clf

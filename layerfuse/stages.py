@@ -350,7 +350,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     also gets the label-free
     criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
     """
-    from .evaluate import GRID_CENTERINGS, center_domains, classify, target_metrics
+    from .evaluate import GRID_CENTERINGS, center_domains, classify, svm_kwargs, target_metrics
     from .label_shift import estimate_target_priors
     from .report import write_score_rows
     from .select import criteria_scores
@@ -358,7 +358,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     pairs = {key: read_pair(path) for key, path in features.items()}
     layer, _, reducer = meta["featureset"].partition("-")
     local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
-    svm_args = {k: svm[k] for k in ("C", "class_weight", "max_iter")}
+    svm_args = svm_kwargs(svm)
     centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
     rows, preds, margins, priors = [], [], [], {}
     for adapter in adapters:

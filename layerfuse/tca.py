@@ -512,7 +512,7 @@ class JDA(TCA):
         return self
 
     def _fit_jda(self, X, y, sample_domain):
-        from sklearn.svm import LinearSVC
+        from .svm import LinearSVM
 
         basis = self._fit(X, sample_domain)                  # TCA: gamma_, solver_, the first embedding
         source = np.asarray(sample_domain).ravel() >= 0
@@ -525,8 +525,7 @@ class JDA(TCA):
         self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
         pseudo = None
         for _ in range(self.n_iter):
-            svm = LinearSVC(C=self.C, class_weight="balanced", dual="auto", max_iter=20000,
-                            random_state=self.random_state)
+            svm = LinearSVM(C=self.C, class_weight="balanced", max_iter=20000, random_state=self.random_state)
             new = svm.fit(self.embedding_[source], ys).predict(self.embedding_[~source])
             if pseudo is not None and np.array_equal(new, pseudo):
                 break

@@ -186,7 +186,7 @@ def test_schema_defaults_are_the_librarys():
     gets the workflow's results."""
     import inspect
 
-    from layerfuse.evaluate import evaluate_svm, fit_svm
+    from layerfuse.evaluate import evaluate_svm, make_svm
     from layerfuse.extract import extract_features
     from layerfuse.fusion import fuse
     from layerfuse.reduce import flatten_pool
@@ -203,8 +203,8 @@ def test_schema_defaults_are_the_librarys():
     tca = defaults(TCA.__init__)
     for key in ("kernel", "gamma", "bandwidth_factor", "mu", "solver", "n_landmarks", "auto_threshold"):
         assert schema["tca"][key] == tca[key], key
-    for key in ("C", "class_weight", "max_iter"):
-        assert schema["svm"][key] == defaults(fit_svm)[key], key
+    for key in ("C", "class_weight", "max_iter", "solver"):
+        assert schema["svm"][key] == defaults(make_svm)[key], key
     assert schema["svm"]["center"] == defaults(evaluate_svm)["center"]
     assert schema["selection"]["criteria"] == list(CRITERIA)
     for key in ("validation_size", "seed", "max_target_images", "max_source_images"):
