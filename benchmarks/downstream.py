@@ -3,7 +3,7 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
 
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
                                     [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
-                                    [--solvers auto liblinear] [--no-criteria]
+                                    [--solvers liblinear newton] [--no-criteria]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
@@ -84,7 +84,7 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
     p.add_argument("--no-grid", action="store_true", help="fit TCA and the adapters only (no evaluate_svm)")
     p.add_argument("--out", type=Path, help="append the rows here (CSV)")
-    p.add_argument("--solvers", nargs="+", default=["auto"], choices=["auto", "newton", "liblinear"],
+    p.add_argument("--solvers", nargs="+", default=["liblinear"], choices=["auto", "newton", "liblinear"],
                    help="svm.solver values for the grid, each its own run")
     p.add_argument("--no-criteria", action="store_true", help="the grid without the label-free criteria")
     args = p.parse_args(argv)

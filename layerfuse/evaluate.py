@@ -45,7 +45,7 @@ SVM_KEYS = ("C", "class_weight", "max_iter", "solver")
 
 
 def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
-             solver: str = "auto", random_state: int = 0) -> LinearSVM:
+             solver: str = "liblinear", random_state: int = 0) -> LinearSVM:
     """The workflow's linear SVM, unfitted: ``LinearSVC``'s problem (:mod:`layerfuse.svm`)."""
     return LinearSVM(C=C, class_weight=class_weight, max_iter=max_iter, solver=solver, random_state=random_state)
 

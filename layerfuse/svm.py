@@ -16,6 +16,9 @@ predictions with ``LinearSVC`` run to a tight tolerance).
 ``solver="auto"`` makes ``LinearSVC``'s own choice (``dual="auto"``): where there are no more images than
 features liblinear's dual solver runs (fast there, and its copy is small), elsewhere the dense primal
 Newton method above; ``"liblinear"`` always runs ``LinearSVC``, ``"newton"`` always the dense method.
+The method steps along the Newton direction by backtracking, not within a trust region as liblinear
+does, and on well-separated classes the active set flips between steps: it then takes many short
+steps (the workflow's default stays ``liblinear``).
 """
 from __future__ import annotations
 

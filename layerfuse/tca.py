@@ -525,7 +525,8 @@ class JDA(TCA):
         self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
         pseudo = None
         for _ in range(self.n_iter):
-            svm = LinearSVM(C=self.C, class_weight="balanced", max_iter=20000, random_state=self.random_state)
+            svm = LinearSVM(C=self.C, class_weight="balanced", max_iter=20000, solver="liblinear",
+                            random_state=self.random_state)
             new = svm.fit(self.embedding_[source], ys).predict(self.embedding_[~source])
             if pseudo is not None and np.array_equal(new, pseudo):
                 break
