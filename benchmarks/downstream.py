@@ -52,7 +52,7 @@ def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0) -> None:
     write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
 
 
-def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True):
+def run_stage(name: str, work: Path, adapters: list[str], solver: str = "liblinear", criteria: bool = True):
     from layerfuse import stages
 
     fused = work / "global.h5"
@@ -95,13 +95,14 @@ def main(argv=None):
             seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
                                          timeout=args.timeout)
             gb = (work / "global.h5").stat().st_size / 1e9
-            stages = [(a, None) for a in args.adapters if a != "none"]
-            stages += [] if args.no_grid else [("evaluate_svm", solver) for solver in args.solvers]
-            for stage, solver in stages:
-                seconds, peak, result = measure(run_stage, stage, work, args.adapters, solver or "auto",
-                                                not args.no_criteria, timeout=args.timeout)
+            stages = [(a, {}) for a in args.adapters if a != "none"]
+            stages += [] if args.no_grid else [("evaluate_svm", {"solver": s, "criteria": not args.no_criteria})
+                                               for s in args.solvers]
+            for stage, grid_args in stages:
+                seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout,
+                                                **grid_args)
                 failed = isinstance(result, str)
-                name = f"{stage} ({solver})" if solver else stage
+                name = f"{stage} ({grid_args['solver']})" if grid_args else stage
                 rows.append({"images": n, "stage": name, "seconds": seconds, "peak_rss_gb": peak / 1024,
                              "s_per_store_gb": seconds / gb, "error": result if failed else ""})
                 print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"

@@ -131,11 +131,8 @@ def _newton_cg(X, signs, cost, s, tol, max_iter, max_cg=200):
     n, m = signs.shape
     w, b = np.zeros((X.shape[1], m)), np.zeros(m)
 
-    def margins(z):                                  # 1 - y * (x . w + s * b) from the scores z
-        return 1.0 - signs * z
-
-    def grad(z):
-        slack = np.maximum(margins(z), 0.0)
+    def grad(z):                                     # z: the scores x . w + s * b
+        slack = np.maximum(1.0 - signs * z, 0.0)
         r = cost * slack * signs                     # -0.5 * d(loss)/dz
         gw = w - 2.0 * _xt(X, r)
         gb = b - 2.0 * s * r.sum(0)

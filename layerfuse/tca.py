@@ -512,7 +512,7 @@ class JDA(TCA):
         return self
 
     def _fit_jda(self, X, y, sample_domain):
-        from .svm import LinearSVM
+        from .evaluate import make_svm
 
         basis = self._fit(X, sample_domain)                  # TCA: gamma_, solver_, the first embedding
         source = np.asarray(sample_domain).ravel() >= 0
@@ -525,8 +525,7 @@ class JDA(TCA):
         self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
         pseudo = None
         for _ in range(self.n_iter):
-            svm = LinearSVM(C=self.C, class_weight="balanced", max_iter=20000, solver="liblinear",
-                            random_state=self.random_state)
+            svm = make_svm(C=self.C, random_state=self.random_state)
             new = svm.fit(self.embedding_[source], ys).predict(self.embedding_[~source])
             if pseudo is not None and np.array_equal(new, pseudo):
                 break
