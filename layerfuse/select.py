@@ -55,6 +55,17 @@ def _classifier(svm: dict, seed: int, folds: int = 3):
     return clf
 
 
+def source_sample(ys: np.ndarray, max_images: int, seed: int) -> np.ndarray | None:
+    """Sorted row indices of a seeded stratified sample of ``max_images`` source rows, or None where the
+    source has no more than that (the label-free estimates' cap: their cost grows faster than the rows)."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    if len(ys) <= max_images:
+        return None
+    keep, _ = next(StratifiedShuffleSplit(1, train_size=max_images, random_state=seed).split(np.zeros(len(ys)), ys))
+    return np.sort(keep)
+
+
 def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict, criteria=CRITERIA,
                     validation_size: float = 0.2, seed: int = 0, max_target_images: int = 5000,
                     max_source_images: int = 10000) -> dict[str, float]:
@@ -74,9 +85,8 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
     unknown = sorted(set(criteria) - set(CRITERIA))
     if unknown:
         raise ValueError(f"selection.criteria: unknown {unknown[0]!r}; use {', '.join(CRITERIA)}")
-    if len(ys) > max_source_images:
-        keep, _ = next(StratifiedShuffleSplit(1, train_size=max_source_images, random_state=seed).split(xs, ys))
-        keep = np.sort(keep)
+    keep = source_sample(ys, max_source_images, seed)
+    if keep is not None:
         xs, ys = xs[keep], ys[keep]
     classes, counts = np.unique(ys, return_counts=True)
     n_val = max(int(np.ceil(validation_size * len(ys))), len(classes))

@@ -333,7 +333,7 @@ def _adapter_features(pairs: dict, adapter: str, features: dict):
 
 
 def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out, predictions=None,
-                 selection: dict | None = None) -> list[dict]:
+                 selection: dict | None = None, label_shift: dict | None = None) -> list[dict]:
     """Score every cell of one feature set: adapter (raw features ``none``, the first ``d`` TCA components
     ``tca-d``, or a configured adapter's features, named by its ``adapters`` key) x centring (each of
     :data:`layerfuse.evaluate.GRID_CENTERINGS`, and ``prior`` where ``svm["center"]`` is ``prior``), one
@@ -348,7 +348,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
     ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_*_images``): each cell
     also gets the label-free
-    criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.
+    criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.  ``label_shift``: keywords of the
+    class-proportion estimate (``max_source_images``).
     """
     from .evaluate import GRID_CENTERINGS, center_domains, classify, svm_kwargs, target_metrics
     from .label_shift import estimate_target_priors
@@ -365,7 +366,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
         xs, xt, ys, yt, dims, failed = _adapter_features(pairs, adapter, features)
         # the target's class proportions: for prior centring, and for the report (global features, no adapter)
         if not failed and ("prior" in centerings or (adapter == "none" and not reducer)):
-            priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args).tolist()
+            priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args, **(label_shift or {})).tolist()
         for center in centerings:
             if failed:
                 pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)

@@ -9,6 +9,7 @@ rule evaluate_svm:
     params:
         svm=SVM_PARAMS,
         selection=score_selection,
+        label_shift=label_shift_params,
         adapters=ADAPTERS,
     log:
         "logs/{experiment}/evaluate_svm/{backbone}/{featureset}.log",

@@ -476,6 +476,15 @@ def score_selection(wildcards):
                                          "max_source_images")})
 
 
+def label_shift_params(wildcards):
+    """The class-proportion estimate's source cap where the job makes one: the global feature set (its
+    estimate goes into the report) or every feature set with `svm.center: prior`; None elsewhere, so
+    changing the key reruns no other job."""
+    if config["svm"]["center"] != "prior" and wildcards.featureset != config["global_layer"]:
+        return None
+    return {"max_source_images": config["selection"]["max_source_images"]}
+
+
 def score_files(wildcards):
     return expand(
         "results/{experiment}/scores/{backbone}/{featureset}.csv",

@@ -20,5 +20,6 @@ run(
         snakemake.output.scores,
         predictions=snakemake.output.predictions,
         selection=snakemake.params.selection,
+        label_shift=snakemake.params.label_shift,
     )
 )

@@ -189,6 +189,7 @@ def test_schema_defaults_are_the_librarys():
     from layerfuse.evaluate import evaluate_svm, make_svm
     from layerfuse.extract import extract_features
     from layerfuse.fusion import fuse
+    from layerfuse.label_shift import estimate_target_priors
     from layerfuse.reduce import flatten_pool
     from layerfuse.select import CRITERIA, criteria_scores
     from layerfuse.tca import TCA
@@ -209,6 +210,7 @@ def test_schema_defaults_are_the_librarys():
     assert schema["selection"]["criteria"] == list(CRITERIA)
     for key in ("validation_size", "seed", "max_target_images", "max_source_images"):
         assert schema["selection"][key] == defaults(criteria_scores)[key], key
+    assert schema["selection"]["max_source_images"] == defaults(estimate_target_priors)["max_source_images"]
     for key in ("batch_size", "precision", "local_dtype", "compression"):
         assert schema["extract"][key] == defaults(extract_features)[key], key
     from layerfuse.stages import extract_features as extract_stage

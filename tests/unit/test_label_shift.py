@@ -46,6 +46,20 @@ def test_estimate_moves_towards_the_truth_under_a_domain_offset(rng, target_prio
     assert np.abs(est - truth).max() < 0.05, (est, truth)
 
 
+def test_estimate_fits_its_classifier_on_a_capped_source_sample(rng):
+    """``max_source_images`` caps the calibrated classifier's rows (a seeded stratified sample): below the
+    source's size the estimate changes, stays deterministic and still moves towards the truth; at or
+    above it nothing changes."""
+    xs, ys, xt, yt = _label_shifted(rng, [0.9, 0.1], [0.6, 0.4])
+    truth = np.bincount(yt, minlength=2) / len(yt)
+    full = estimate_target_priors(xs, ys, xt, svm=SVM)
+    np.testing.assert_array_equal(estimate_target_priors(xs, ys, xt, svm=SVM, max_source_images=len(ys)), full)
+    capped = estimate_target_priors(xs, ys, xt, svm=SVM, max_source_images=300)
+    np.testing.assert_array_equal(estimate_target_priors(xs, ys, xt, svm=SVM, max_source_images=300), capped)
+    assert not np.array_equal(capped, full)
+    assert np.abs(capped - truth).max() < np.abs(np.array([0.9, 0.1]) - truth).max() - 0.05, (capped, truth)
+
+
 def test_prior_centring_restores_the_minority_class(rng):
     """Source 90/10, target 60/40: domain centring under-predicts the minority class, prior centring much less,
     and where nothing shifted it changes next to nothing."""
