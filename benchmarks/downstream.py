@@ -52,7 +52,7 @@ def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0) -> None:
     write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
 
 
-def run_stage(name: str, work: Path, adapters: list[str], solver: str = "liblinear", criteria: bool = True):
+def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True):
     from layerfuse import stages
 
     fused = work / "global.h5"
@@ -84,7 +84,7 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
     p.add_argument("--no-grid", action="store_true", help="fit TCA and the adapters only (no evaluate_svm)")
     p.add_argument("--out", type=Path, help="append the rows here (CSV)")
-    p.add_argument("--solvers", nargs="+", default=["liblinear"], choices=["auto", "newton", "liblinear"],
+    p.add_argument("--solvers", nargs="+", default=["auto"], choices=["auto", "newton", "liblinear"],
                    help="svm.solver values for the grid, each its own run")
     p.add_argument("--no-criteria", action="store_true", help="the grid without the label-free criteria")
     args = p.parse_args(argv)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,8 +74,10 @@ def run_size(workdir: Path, weights: Path, images: int, store_maps: bool | str, 
               "backbones": {"imagenet": {"weights": "keras-npm"}},
               "extract": {"store_maps": store_maps, **({"shard_size": shard_size} if shard_size else {})}}
     (workdir / "growth.yaml").write_text(yaml.safe_dump(config))
+    # the jobs size their memory from their inputs (layerfuse.job_memory): let Snakemake schedule by it
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 - 1500
     cmd = [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(workdir / "growth.yaml"), "--cores", "2"]
+           str(workdir), "--configfile", str(workdir / "growth.yaml"), "--cores", "2", "--resources", f"mem_mb={mem_mb}"]
     segments = _segments(workdir)
     segments.append([time.time(), None])
     (workdir / "segments.json").write_text(json.dumps(segments))

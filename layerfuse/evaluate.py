@@ -41,13 +41,14 @@ def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=Non
 
 
 # the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)
-SVM_KEYS = ("C", "class_weight", "max_iter", "solver")
+SVM_KEYS = ("C", "class_weight", "tol", "max_iter", "solver")
 
 
-def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 20000,
-             solver: str = "liblinear", random_state: int = 0) -> LinearSVM:
+def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", tol: float = 1e-4, max_iter: int = 20000,
+             solver: str = "auto", random_state: int = 0) -> LinearSVM:
     """The workflow's linear SVM, unfitted: ``LinearSVC``'s problem (:mod:`layerfuse.svm`)."""
-    return LinearSVM(C=C, class_weight=class_weight, max_iter=max_iter, solver=solver, random_state=random_state)
+    return LinearSVM(C=C, class_weight=class_weight, tol=tol, max_iter=max_iter, solver=solver,
+                     random_state=random_state)
 
 
 def svm_kwargs(svm: dict) -> dict:

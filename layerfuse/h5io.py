@@ -346,6 +346,18 @@ def read_pair(path):
     return arrays["source"], arrays["target"], arrays["source_labels"], arrays["target_labels"], attrs
 
 
-def read_labels(path) -> np.ndarray:
+def pair_shape(path) -> tuple[int, int, int]:
+    """``(source rows, target rows, columns)`` of the arrays :func:`read_pair` returns, read from the
+    files' metadata (no data)."""
     with h5py.File(path, "r") as f:
-        return f["labels"][()]
+        ns, width = f["source"].shape
+        nt = f["target"].shape[0]
+        extends = f.attrs.get("global_pair")
+    if extends:
+        width += pair_shape(Path(path).parent / str(extends))[2]
+    return int(ns), int(nt), int(width)
+
+
+def read_labels(path, dataset: str = "labels") -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f[dataset][()]

@@ -285,15 +285,16 @@ def fit_tca(fused, params: dict, out) -> None:
     from .tca import TCA, stack_domains
 
     xs, xt, ys, yt, _ = read_pair(fused)
-    n = len(xs) + len(xt)
-    k = min(int(params["n_components"]), n)
+    k = min(int(params["n_components"]), len(xs) + len(xt))
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
               mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
               auto_threshold=params["auto_threshold"])
     X, domain = stack_domains(xs, xt)
+    del xs, xt                                          # the stack alone: a copy fewer of the largest array
     z = tca.fit_transform(X, sample_domain=domain)
+    ns = len(ys)
     # coef and basis_rows (rows of the fused source-over-target stack): the out-of-sample map of a saved model
-    write_pair(out, z[:len(xs)], z[len(xs):], ys, yt,
+    write_pair(out, z[:ns], z[ns:], ys, yt,
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_},
                extra={"coef": tca.coef_, "basis_rows": tca.basis_index_})
 

@@ -10,15 +10,14 @@ with ``C_i = C * class_weight[k]`` for the positive images of class ``k``'s prob
 (liblinear's one-vs-rest weighting; both classes weighted in a binary problem), by a Newton method with
 conjugate gradients on the generalised Hessian (liblinear's primal method), every class at once: each
 step is a few matrix products of the float32 features, which read the matrix once for all classes and use
-every core.  It stops closer to the optimum than ``LinearSVC``'s default tolerance (tests compare objectives and
-predictions with ``LinearSVC`` run to a tight tolerance).
+every core.  Both methods stop by liblinear's rule on the gradient's norm, at the same ``tol`` (tests compare
+objectives and predictions with ``LinearSVC`` run to a tight tolerance).
 
 ``solver="auto"`` makes ``LinearSVC``'s own choice (``dual="auto"``): where there are no more images than
 features liblinear's dual solver runs (fast there, and its copy is small), elsewhere the dense primal
 Newton method above; ``"liblinear"`` always runs ``LinearSVC``, ``"newton"`` always the dense method.
-The method steps along the Newton direction by backtracking, not within a trust region as liblinear
-does, and on well-separated classes the active set flips between steps: it then takes many short
-steps (the workflow's default stays ``liblinear``).
+The method steps along the Newton direction by backtracking (liblinear's primal method uses a trust
+region; a trust region tried here took more steps, as liblinear's own does, on separable classes).
 """
 from __future__ import annotations
 
@@ -42,10 +41,8 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
     Parameters
     ----------
     C, class_weight, intercept_scaling : as :class:`sklearn.svm.LinearSVC`.
-    tol : float or None
-        liblinear's stopping rule on the gradient's norm; None: 1e-6 for the Newton method (each step near
-        the optimum costs little, and a looser stop leaves ill-conditioned problems, such as uncentred TCA
-        components, at points whose predictions differ from the optimum's), ``LinearSVC``'s 1e-4 for liblinear.
+    tol : float
+        liblinear's stopping rule on the gradient's norm, for both methods (``LinearSVC``'s default).
     max_iter : int
         Newton steps at most (``LinearSVC``'s iterations on the liblinear path); a
         :class:`~sklearn.exceptions.ConvergenceWarning` where a class's problem has not met ``tol`` by then.
@@ -65,7 +62,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         The solver that ran: ``"newton"`` or ``"liblinear"``.
     """
 
-    def __init__(self, C: float = 1.0, *, class_weight=None, tol: float | None = None, max_iter: int = 1000,
+    def __init__(self, C: float = 1.0, *, class_weight=None, tol: float = 1e-4, max_iter: int = 1000,
                  intercept_scaling: float = 1.0, solver: str = "auto", random_state=None):
         self.C = C
         self.class_weight = class_weight
@@ -97,8 +94,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         else:                                        # one-vs-rest: the positives carry their class's weight
             signs = np.where(y_ind[:, None] == np.arange(k), 1.0, -1.0)
             cost = self.C * np.where(signs > 0, weights[None, :], 1.0) * sw[:, None]
-        tol = 1e-6 if self.tol is None else self.tol
-        w, b, self.n_iter_ = _newton_cg(X, signs, cost, self.intercept_scaling, tol, self.max_iter)
+        w, b, self.n_iter_ = _newton_cg(X, signs, cost, self.intercept_scaling, self.tol, self.max_iter)
         self.coef_ = w.T
         self.intercept_ = b * self.intercept_scaling
         return self
@@ -106,7 +102,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
     def _fit_liblinear(self, X, y, sample_weight):
         from sklearn.svm import LinearSVC
 
-        svc = LinearSVC(C=self.C, class_weight=self.class_weight, tol=1e-4 if self.tol is None else self.tol,
+        svc = LinearSVC(C=self.C, class_weight=self.class_weight, tol=self.tol,
                         max_iter=self.max_iter,
                         intercept_scaling=self.intercept_scaling, random_state=self.random_state, dual="auto")
         svc.fit(X, y, sample_weight=sample_weight)

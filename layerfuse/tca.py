@@ -55,6 +55,7 @@ def median_gamma(x: np.ndarray, *, factor: float = 1.0, max_samples: int = 2000,
     rng = np.random.default_rng(random_state)
     if len(x) > max_samples:
         x = x[rng.choice(len(x), max_samples, replace=False)]
+    x = np.asarray(x, dtype=np.float64)
     d = _sq_dists(x, x)[np.triu_indices(len(x), 1)]
     med = float(np.median(d)) if d.size else 0.0
     if not np.isfinite(med) or med <= 0:
@@ -168,7 +169,9 @@ class TCA(TransformerMixin, BaseEstimator):
         """TCA's fit; returns the kernel matrix or Nyström basis it solved on (JDA refits on it)."""
         self._check_params()
         self._last_eigenvectors = None                          # no warm start from an earlier fit
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        # float32 stays float32: each block of rows is widened exactly to float64 where it enters a kernel,
+        # so a float32 input fits as its float64 copy would, without the copy (8 bytes per value)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         n = X.shape[0]
         if np.ptp(X, axis=0).max() == 0:
             raise ValueError("all features are constant: TCA has nothing to align")
@@ -192,7 +195,11 @@ class TCA(TransformerMixin, BaseEstimator):
             solver = "nystroem" if n > self.auto_threshold else "exact"
         self.solver_ = solver
         k = int(self.n_components)
-        basis = self._nystroem_basis(X) if solver == "nystroem" else self._kernel(X, X)
+        if solver == "nystroem":
+            basis = self._nystroem_basis(X)
+        else:
+            wide = _wide(X)
+            basis = self._kernel(wide, wide)
         self._solve(basis, e[:, None], k)
         self.X_fit_ = X
         return basis
@@ -276,7 +283,7 @@ class TCA(TransformerMixin, BaseEstimator):
         m = min(int(self.n_landmarks), n)
         rng = np.random.default_rng(self.random_state)
         idx = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-        landmarks = X[idx]
+        landmarks = _wide(X[idx])
         kmm = self._kernel(landmarks, landmarks)
         lam, vec = linalg.eigh(kmm)
         keep = lam > lam.max() * 1e-10
@@ -284,7 +291,7 @@ class TCA(TransformerMixin, BaseEstimator):
         proj = vec / np.sqrt(lam)                               # K_mm^-½ on its range
         phi = np.empty((n, proj.shape[1]))                      # N x r feature map, built in row blocks
         for lo in range(0, n, 8192):
-            phi[lo:lo + 8192] = self._kernel(X[lo:lo + 8192], landmarks) @ proj
+            phi[lo:lo + 8192] = self._kernel(_wide(X[lo:lo + 8192]), landmarks) @ proj
         # thin SVD of Φ through its r x r Gram matrix; U overwrites Φ block by block
         s2, V = linalg.eigh(gram(phi.T))
         keep = s2 > s2.max() * 1e-12
@@ -325,12 +332,17 @@ class TCA(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         basis = self.X_fit_ if len(self.basis_index_) == len(self.X_fit_) else self.X_fit_[self.basis_index_]
-        return self._kernel(X, basis) @ self.coef_
+        return self._kernel(X, _wide(basis)) @ self.coef_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         return tags
+
+
+def _wide(x: np.ndarray) -> np.ndarray:
+    """``x`` as float64 (float32 values widen exactly; float64 is not copied)."""
+    return x.astype(np.float64, copy=False)
 
 
 def _signs(W: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ rule fit_tca:
     benchmark:
         "benchmarks/{experiment}/fit_tca/{backbone}/{featureset}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=fit_tca_mem_mb,
         runtime=20,
     conda:
         "../envs/layerfuse.yaml"
@@ -31,7 +31,7 @@ rule fit_adapter:
     benchmark:
         "benchmarks/{experiment}/fit_adapter/{backbone}/{featureset}/{adapter}.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=fit_adapter_mem_mb,
         runtime=20,
     conda:
         "../envs/layerfuse.yaml"

@@ -16,7 +16,7 @@ rule evaluate_svm:
     benchmark:
         "benchmarks/{experiment}/evaluate_svm/{backbone}/{featureset}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=evaluate_svm_mem_mb,
         runtime=30,
     conda:
         "../envs/layerfuse.yaml"

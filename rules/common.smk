@@ -20,6 +20,7 @@ from layerfuse.config import (
     resolve_store_maps,
     validate_config,
 )
+from layerfuse import job_memory
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 from layerfuse.finetune import node_is_frozen
 
@@ -474,6 +475,24 @@ def score_selection(wildcards):
         return None
     return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
                                          "max_source_images")})
+
+
+def evaluate_svm_mem_mb(wildcards, input):
+    """`evaluate_svm`'s memory from its stores' shapes (layerfuse.job_memory; Snakemake asks again once
+    they exist)."""
+    adapted = {k: v for k, v in input.items() if k not in ("none", "global_pair")}
+    return job_memory.evaluate_svm_mb(input.get("none"), adapted, solver=config["svm"]["solver"],
+                                      selection=score_selection(wildcards))
+
+
+def fit_tca_mem_mb(wildcards, input):
+    tca = config["tca"]
+    return job_memory.fit_tca_mb(input.fused, n_landmarks=tca["n_landmarks"], auto_threshold=tca["auto_threshold"],
+                                 solver=tca["solver"])
+
+
+def fit_adapter_mem_mb(wildcards, input):
+    return job_memory.fit_adapter_mb(input.fused)
 
 
 def label_shift_params(wildcards):

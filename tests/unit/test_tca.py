@@ -148,6 +148,19 @@ def test_nystroem_converges_to_exact(rng):
     np.testing.assert_allclose(full.transform(X[:7]), full.embedding_[:7], atol=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["nystroem", "exact"])
+def test_float32_input_fits_as_its_float64_copy_without_making_it(rng, solver):
+    """A float32 stack (the fused pairs' dtype) is used as given, each block widened where it enters a
+    kernel: the same embedding and out-of-sample map, bit for bit, as the float64 copy it no longer makes."""
+    X, dom = _shifted(rng, n=300, d=12)
+    X32 = X.astype(np.float32)
+    narrow = TCA(6, solver=solver, n_landmarks=100).fit(X32, sample_domain=dom)
+    wide = TCA(6, solver=solver, n_landmarks=100).fit(X32.astype(np.float64), sample_domain=dom)
+    assert narrow.X_fit_ is X32
+    np.testing.assert_array_equal(narrow.embedding_, wide.embedding_)
+    np.testing.assert_array_equal(narrow.transform(X32[:9]), wide.transform(X32[:9]))
+
+
 def test_nystroem_deterministic_with_random_state(rng):
     X, dom = _shifted(rng, n=100, d=5)
     a = TCA(4, solver="nystroem", n_landmarks=30, random_state=1).fit_transform(X, sample_domain=dom)

@@ -1,0 +1,81 @@
+"""Memory a downstream job needs, from its input stores' shapes: the rules' ``mem_mb``.
+
+A fixed ``mem_mb`` is wrong at both ends: it reserves gigabytes for a 300-image pair, and at 100,000
+images it lets Snakemake start several jobs that each need most of the machine (or SLURM kill them).
+The estimates count the copies each job makes of its largest arrays (float32 pairs as stored, float64
+where a library widens them) plus a fixed allowance for the interpreter and its libraries; their
+constants are checked against measured peaks in ``tests/unit/test_job_memory.py`` and documented in
+docs/operations.md.  A file that does not exist yet raises ``FileNotFoundError`` naming it: Snakemake
+then evaluates the resource again once the job's inputs are there.
+"""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+
+from .h5io import pair_shape, read_labels
+
+__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb"]
+
+BASE_MB = 300                     # the interpreter with numpy, scipy, scikit-learn and h5py loaded
+MIN_MB = 1000                     # the other rules' 1 GB: room for a BLAS with many threads' buffers
+CRITERIA_MB = 400                 # skada and the criteria's estimators, where a job scores them
+KERNEL_BLOCK_ROWS = 8192          # rows of a kernel block in TCA's Nyström map (layerfuse.tca)
+_MB = 2 ** 20
+
+
+def _shape(path) -> tuple[int, int, int]:
+    if not Path(path).exists():
+        raise FileNotFoundError(errno.ENOENT, "not made yet", str(path))
+    return pair_shape(path)
+
+
+def _classifier_bytes(ns: int, width: int, n_classes: int, solver: str) -> int:
+    """The SVM's working memory on ``ns`` source rows: liblinear copies the matrix to float64 and then into
+    its own rows (8 + 16 bytes a value); the Newton method keeps a few ``ns x classes`` float64 arrays and
+    squares a block of rows for its preconditioner."""
+    if solver == "liblinear" or (solver == "auto" and ns <= width):
+        return 24 * ns * width
+    return 8 * 8 * ns * max(n_classes, 1) + 4 * min(ns, 8192) * width
+
+
+def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection: dict | None = None) -> int:
+    """``evaluate_svm``: every store it scores held at once (the fused pair ``none_pair``, None where
+    ``none`` is not scored, and the ``adapted`` stores), plus the larger of the fused pair's join while it
+    is read (the global columns, the block's and both joined) and one cell's work: a centred copy of the
+    widest store, the classifier, and where the job scores the label-free criteria (``selection``) their
+    copies of the capped samples (float64, held out and refitted: six copies)."""
+    paths = ([none_pair] if none_pair else []) + list(adapted.values())
+    shapes = [_shape(p) for p in paths]
+    n_classes = len(np.unique(read_labels(paths[0], "source_labels")))
+    held = sum(4 * (ns + nt) * w for ns, nt, w in shapes)
+    ns, nt, width = max(shapes, key=lambda shape: shape[2])
+    work = 4 * (ns + nt) * width + max(_classifier_bytes(s[0], s[2], n_classes, solver) for s in shapes)
+    if selection:
+        work += CRITERIA_MB * _MB + 6 * 8 * width * (min(ns, selection.get("max_source_images", ns))
+                                 + min(nt, selection.get("max_target_images", nt)))
+    join = 4 * (shapes[0][0] + shapes[0][1]) * shapes[0][2] if none_pair else 0
+    return max(MIN_MB, BASE_MB + int((held + max(join, work)) / _MB))
+
+
+def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 3000, solver: str = "auto") -> int:
+    """``fit_tca``: the pair as read (two copies while the global columns are joined), then the stacked
+    rows, a kernel block widened to float64, and the Nyström map and its basis (``n x landmarks`` float64,
+    twice); the exact solvers' ``n x n`` kernel and Gram matrices instead where they run."""
+    ns, nt, width = _shape(fused_pair)
+    n = ns + nt
+    read = 2 * 4 * n * width
+    if solver == "exact" or solver == "dense" or (solver == "auto" and n <= auto_threshold):
+        work = 3 * 8 * n * n
+    else:
+        work = 8 * min(KERNEL_BLOCK_ROWS, n) * width + 2 * 8 * n * min(n_landmarks, n)
+    return max(MIN_MB, BASE_MB + int(max(read, 4 * n * width + work) / _MB))
+
+
+def fit_adapter_mb(fused_pair) -> int:
+    """``fit_adapter`` (skada's CORAL, Subspace Alignment, linear OT; JDA): the stacked rows widened to
+    float64 and the adapters' own copies and ``d x d`` covariances; measured at 27-40 bytes a value."""
+    ns, nt, width = _shape(fused_pair)
+    return max(MIN_MB, BASE_MB + int((40 * (ns + nt) * width + 3 * 8 * width * width) / _MB))

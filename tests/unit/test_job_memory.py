@@ -1,0 +1,73 @@
+"""layerfuse.job_memory: the downstream rules' mem_mb from their stores' shapes, against the peak RSS of
+the stage run in a fresh interpreter on real HDF5 pairs."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from layerfuse import job_memory
+from layerfuse.h5io import pair_shape, write_pair
+
+TCA = {"n_components": 64, "kernel": "rbf", "gamma": "median", "bandwidth_factor": 3.0, "mu": 1.0, "solver": "auto",
+       "n_landmarks": 500, "auto_threshold": 3000}
+
+
+def _pair(path, ns, nt, d, seed=0, extends=None):
+    """Ten well-separated Gaussian classes."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 4 / np.sqrt(2), (10, d)).astype(np.float32) / np.sqrt(d) * np.sqrt(2)
+    ys, yt = rng.integers(0, 10, ns), rng.integers(0, 10, nt)
+    attrs = {"layer": "x", "reducer": "", "scaling": "block-rms", **({"global_pair": extends} if extends else {})}
+    write_pair(path, means[ys] + rng.standard_normal((ns, d), dtype=np.float32) / np.sqrt(d),
+               means[yt] + rng.standard_normal((nt, d), dtype=np.float32) / np.sqrt(d), ys, yt, attrs)
+    return path
+
+
+def _peak_mb(code: str) -> float:
+    """Peak RSS of ``code`` run in a fresh interpreter (what a Snakemake job's benchmark reports)."""
+    script = code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def test_pair_shape_counts_the_global_columns_a_block_extends(tmp_path):
+    _pair(tmp_path / "global.h5", 30, 20, 8)
+    _pair(tmp_path / "block.h5", 30, 20, 5, extends="global.h5")
+    assert pair_shape(tmp_path / "block.h5") == (30, 20, 13)
+
+
+@pytest.mark.parametrize("solver", ["liblinear", "newton"])
+def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, solver):
+    monkeypatch.setattr(job_memory, "MIN_MB", 0)         # the estimate itself, not the 1 GB floor
+    fused = _pair(tmp_path / "fused.h5", 6000, 4000, 1200)
+    tca = _pair(tmp_path / "tca.h5", 6000, 4000, 64, seed=1)
+    svm = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000, "solver": solver}
+    peak = _peak_mb(f"from layerfuse.stages import evaluate_svm\n"
+                    f"evaluate_svm({{'none': {str(fused)!r}, 'tca': {str(tca)!r}}}, ['none', 'tca-64'], {json.dumps(svm)},"
+                    f" {{'experiment': 'e', 'backbone': 'b', 'featureset': 'global'}}, {str(tmp_path / 's.csv')!r})")
+    estimate = job_memory.evaluate_svm_mb(fused, {"tca": tca}, solver=solver)
+    assert peak <= estimate <= 2 * peak, (peak, estimate)
+
+
+def test_fit_tca_estimate_covers_the_measured_peak(tmp_path, monkeypatch):
+    monkeypatch.setattr(job_memory, "MIN_MB", 0)
+    fused = _pair(tmp_path / "fused.h5", 6000, 4000, 1500)
+    peak = _peak_mb(f"from layerfuse.stages import fit_tca\n"
+                    f"fit_tca({str(fused)!r}, {json.dumps(TCA)}, {str(tmp_path / 'tca.h5')!r})")
+    estimate = job_memory.fit_tca_mb(fused, n_landmarks=TCA["n_landmarks"])
+    assert peak <= estimate <= 2 * peak, (peak, estimate)
+
+
+def test_small_jobs_ask_the_floor(tmp_path):
+    fused = _pair(tmp_path / "fused.h5", 60, 40, 16)
+    assert job_memory.fit_tca_mb(fused) == job_memory.evaluate_svm_mb(fused, {}) == job_memory.MIN_MB
+
+
+def test_a_store_not_made_yet_is_named_for_snakemake_to_ask_again(tmp_path):
+    """Snakemake treats a FileNotFoundError naming one of the job's inputs as "evaluate once they exist"."""
+    missing = str(tmp_path / "fused.h5")
+    with pytest.raises(FileNotFoundError) as err:
+        job_memory.fit_tca_mb(missing)
+    assert err.value.filename == missing
