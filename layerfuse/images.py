@@ -329,15 +329,17 @@ def decode_workers(memory_mb: float | None = None) -> int:
 
 
 def build_domain(spec: DomainSpec, classes: list[str], size: int, rows: list[dict] | None = None,
-                 workers: int | None = None, max_file_mb: float = MAX_FILE_MB):
-    """Decode every usable image of a domain.
+                 workers: int | None = None, max_file_mb: float = MAX_FILE_MB, out=None, block: int = 256):
+    """Decode every usable image of a domain, ``block`` images at a time.
 
     Files are read, hashed and decoded by ``workers`` threads (Pillow releases
     the GIL while decoding and resizing; default: :func:`decode_workers`); the
     result does not depend on ``workers``.
 
     Returns ``(rows, images)``: manifest rows (status/reason/sha256 filled) and
-    an ``(n_ok, size, size, 3)`` uint8 array for the rows with status ``ok``.
+    an ``(n_ok, size, size, 3)`` uint8 array for the rows with status ``ok``.  With ``out`` (an
+    array or dataset with a row for every usable row) the decoded images go into its first rows as
+    they come, at most ``block`` of them in memory, and ``images`` is their count.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -348,21 +350,25 @@ def build_domain(spec: DomainSpec, classes: list[str], size: int, rows: list[dic
     todo = [row for row in rows if row["status"] == "ok"]
     workers = workers or decode_workers()
     max_bytes = int(max_file_mb * 2**20)
-    images = np.zeros((len(todo), size, size, 3), np.uint8)
-    keep = np.zeros(len(todo), bool)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = pool.map(lambda row: _read_and_decode(root / row["image_id"], root, size, max_bytes), todo)
-        for i, (row, (digest, image, reason)) in enumerate(
-                tqdm(zip(todo, decoded), total=len(todo), desc=f"decode {root.name}", unit="img", mininterval=2.0)):
-            row["sha256"] = digest
-            if reason is None:
-                images[i], keep[i] = image, True
-            else:
-                row.update(status="skipped", reason=reason)
+    target = np.zeros((len(todo), size, size, 3), np.uint8) if out is None else out
+    kept = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(todo), desc=f"decode {root.name}", unit="img", mininterval=2.0) as bar:
+        for start in range(0, len(todo), block):
+            chunk = todo[start:start + block]
+            for row, (digest, image, reason) in zip(
+                    chunk, pool.map(lambda r: _read_and_decode(root / r["image_id"], root, size, max_bytes), chunk)):
+                row["sha256"] = digest
+                if reason is None:
+                    target[kept] = image
+                    kept += 1
+                else:
+                    row.update(status="skipped", reason=reason)
+            bar.update(len(chunk))
     for row in rows:
         if row["status"] != "ok":
             log.warning("skipped %s: %s", root / row["image_id"], row["reason"])
-    return rows, images[keep] if not keep.all() else images
+    return rows, (kept if out is not None else target[:kept])
 
 
 MANIFEST_FIELDS = ["image_id", "class", "label", "sha256", "status", "reason"]
@@ -443,6 +449,24 @@ def split_rows(rows: list[dict], test_size: float, seed: int) -> dict[str, list[
     return {"source": sorted(train, key=key) + skipped, "target": sorted(test, key=key)}
 
 
+def _check_usable(spec: DomainSpec, ok: list[dict], classes: list[str], domain: str, manifest_path) -> None:
+    """One error line where a domain has no usable image or a source fewer than 2 classes; a warning for a
+    class with fewer than 2 images."""
+    if not ok:
+        raise ValueError(f"{spec.path}: no usable image for the {domain} domain "
+                         f"(classes {classes}); see the manifest {manifest_path}")
+    if spec.labelled:
+        counts = {c: sum(r["class"] == c for r in ok) for c in classes}
+        for cls, n in counts.items():
+            if n < 2:
+                log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
+        present = [c for c, n in counts.items() if n]
+        if domain == "source" and len(present) < 2:
+            raise ValueError(f"{spec.path}: the source has usable images of {len(present)} class(es) "
+                             f"({', '.join(present) or 'none'}); a classifier needs at least 2; see the manifest "
+                             f"{manifest_path}")
+
+
 def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, store_path,
                    keep: str = "common", split: dict | None = None, max_file_mb: float = MAX_FILE_MB,
                    memory_mb: float | None = None) -> dict:
@@ -464,29 +488,21 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
         spec = specs[domain]
         rows = scan_folder(spec, classes)
         dropped = dropped_class_rows(specs, domain, classes)
-    rows, images = build_domain(spec, classes, size, rows, workers=decode_workers(memory_mb),
-                                max_file_mb=max_file_mb)
     for row in dropped:
         log.warning("dropped class folder %s: %s", Path(spec.path) / row["image_id"], row["reason"])
-    ok = [r for r in rows if r["status"] == "ok"]
-    if not ok:
-        raise ValueError(f"{spec.path}: no usable image for the {domain} domain "
-                         f"(classes {classes}); see the manifest {manifest_path}")
-    if spec.labelled:
-        counts = {c: sum(r["class"] == c for r in ok) for c in classes}
-        for cls, n in counts.items():
-            if n < 2:
-                log.warning("%s: class %r has %d usable image(s) in the %s domain", spec.path, cls, n, domain)
-        present = [c for c, n in counts.items() if n]
-        if domain == "source" and len(present) < 2:
-            raise ValueError(f"{spec.path}: the source has usable images of {len(present)} class(es) "
-                             f"({', '.join(present) or 'none'}); a classifier needs at least 2; see the manifest "
-                             f"{manifest_path}")
-    list_hash = hashlib.sha256("\n".join(f"{r['image_id']}\t{r['label']}\t{r['sha256']}"
-                                         for r in ok).encode()).hexdigest()
+    usable = sum(r["status"] == "ok" for r in rows)
+    # decoded images go to the store as they come (a domain's images need not fit in memory); a check
+    # that fails below leaves no store, as atomic_path removes the partial file
     with atomic_path(store_path) as tmp, h5py.File(tmp, "w", **NO_CHUNK_CACHE) as f:
-        d = create_store(f, "images", images.shape, "uint8")
-        d[...] = images
+        d = create_store(f, "images", (usable, size, size, 3), "uint8")
+        rows, kept = build_domain(spec, classes, size, rows, workers=decode_workers(memory_mb),
+                                  max_file_mb=max_file_mb, out=d)
+        if kept < usable:
+            d.resize(kept, axis=0)                       # per-image chunks: those never written are not stored
+        ok = [r for r in rows if r["status"] == "ok"]
+        _check_usable(spec, ok, classes, domain, manifest_path)
+        list_hash = hashlib.sha256("\n".join(f"{r['image_id']}\t{r['label']}\t{r['sha256']}"
+                                             for r in ok).encode()).hexdigest()
         write_meta(f, [r["label"] for r in ok], [r["image_id"] for r in ok],
                    {"classes": json.dumps(classes), "image_list_sha256": list_hash,
                     "domain": domain, "root": str(spec.path), "image_size": size})

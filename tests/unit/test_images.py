@@ -201,3 +201,30 @@ def test_unlabelled_target_is_scanned_below_any_folder(tmp_path):
     assert all(r["label"] == "-1" for r in rows.values())
     assert rows[".cache/"]["reason"] == "hidden folder"
     assert rows["elsewhere/"]["reason"] == "symlinked folder (not followed)"
+
+
+def test_prepare_domain_streams_decoded_images_into_the_store(tmp_path):
+    """The store gets the decoded images block by block, as they come: the same pixels as decoding the
+    domain into one array, at a fraction of that array's memory (a 100,000-image source is 15 GB)."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from layerfuse.images import build_domain
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "src" / c).mkdir(parents=True)
+        for i in range(1000):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "src" / c / f"{i}.png")
+    domains = {"source": {"path": str(tmp_path / "src")}}
+    size = 96
+    whole = 2000 * size * size * 3
+    tracemalloc.start()
+    prepare_domain(domains, "source", size=size, manifest_path=tmp_path / "m.tsv", store_path=tmp_path / "s.h5")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.5 * whole, (peak, whole)
+    _, images = build_domain(DomainSpec(str(tmp_path / "src")), ["a", "b"], size, workers=2)
+    with h5py.File(tmp_path / "s.h5") as f:
+        np.testing.assert_array_equal(f["images"][()], images)
