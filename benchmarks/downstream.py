@@ -3,7 +3,7 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
 
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
                                     [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
-                                    [--solvers liblinear newton] [--no-criteria]
+                                    [--solvers auto liblinear newton] [--no-criteria] [--separation 34]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
@@ -33,15 +33,16 @@ SELECTION = {"criteria": ["entropy", "snd", "iwv", "dev", "circular", "mixval", 
              "seed": 0}
 
 
-def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0) -> None:
-    """A fused pair of ``n`` images: class means 3 apart in ``d`` dims, unit noise; the target scaled by 0.7,
-    its first 16 dims rotated and every dim moved by 0.5."""
+def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separation: float = 34.0) -> None:
+    """A fused pair of ``n`` images: class means about ``separation`` noise spreads apart in ``d`` dims
+    (34: every class separable from every other; 2: overlapping, as real features' classes are), unit
+    noise; the target scaled by 0.7, its first 16 dims rotated and every dim moved by 0.5."""
     import numpy as np
 
     from layerfuse.h5io import write_pair
 
     rng = np.random.default_rng(seed)
-    means = rng.normal(0, 3 / np.sqrt(d) * 8, (classes, d)).astype(np.float32)
+    means = rng.normal(0, separation / np.sqrt(2 * d), (classes, d)).astype(np.float32)
     ns = int(0.6 * n)
     ys, yt = rng.integers(0, classes, ns), rng.integers(0, classes, n - ns)
     xs = means[ys] + rng.standard_normal((ns, d), dtype=np.float32)
@@ -80,6 +81,8 @@ def main(argv=None):
     p.add_argument("--images", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--features", type=int, default=2048)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--separation", type=float, default=34.0,
+                   help="distance between class means in noise spreads (34: separable; 2: overlapping)")
     p.add_argument("--adapters", nargs="+", default=["none", "tca", "coral", "sa", "ot", "jda"])
     p.add_argument("--timeout", type=float, default=7200, help="seconds per stage")
     p.add_argument("--no-grid", action="store_true", help="fit TCA and the adapters only (no evaluate_svm)")
@@ -93,7 +96,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
-                                         timeout=args.timeout)
+                                         separation=args.separation, timeout=args.timeout)
             gb = (work / "global.h5").stat().st_size / 1e9
             stages = [(a, {}) for a in args.adapters if a != "none"]
             stages += [] if args.no_grid else [("evaluate_svm", {"solver": s, "criteria": not args.no_criteria})

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from .h5io import pair_shape, read_labels
+from .svm import SQUARED_BLOCK_ROWS
+from .tca import KERNEL_BLOCK_ROWS
 
 __all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb"]
 
 BASE_MB = 300                     # the interpreter with numpy, scipy, scikit-learn and h5py loaded
 MIN_MB = 1000                     # the other rules' 1 GB: room for a BLAS with many threads' buffers
 CRITERIA_MB = 400                 # skada and the criteria's estimators, where a job scores them
-KERNEL_BLOCK_ROWS = 8192          # rows of a kernel block in TCA's Nyström map (layerfuse.tca)
 _MB = 2 ** 20
 
 
@@ -38,7 +39,7 @@ def _classifier_bytes(ns: int, width: int, n_classes: int, solver: str) -> int:
     squares a block of rows for its preconditioner."""
     if solver == "liblinear" or (solver == "auto" and ns <= width):
         return 24 * ns * width
-    return 8 * 8 * ns * max(n_classes, 1) + 4 * min(ns, 8192) * width
+    return 8 * 8 * ns * max(n_classes, 1) + 4 * min(ns, SQUARED_BLOCK_ROWS) * width
 
 
 def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection: dict | None = None) -> int:
@@ -76,6 +77,7 @@ def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 300
 
 def fit_adapter_mb(fused_pair) -> int:
     """``fit_adapter`` (skada's CORAL, Subspace Alignment, linear OT; JDA): the stacked rows widened to
-    float64 and the adapters' own copies and ``d x d`` covariances; measured at 27-40 bytes a value."""
+    float64, the adapters' own copies and ``d x d`` covariances: 40 bytes a value, the most any of them
+    took in docs/benchmarks.md's "Downstream at size"."""
     ns, nt, width = _shape(fused_pair)
     return max(MIN_MB, BASE_MB + int((40 * (ns + nt) * width + 3 * 8 * width * width) / _MB))

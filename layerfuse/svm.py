@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["LinearSVM", "SOLVERS"]
 
 SOLVERS = ("auto", "newton", "liblinear")
+SQUARED_BLOCK_ROWS = 8192    # rows squared at a time for the preconditioner (a float32 copy of this many rows)
 
 
 class LinearSVM(LinearClassifierMixin, BaseEstimator):
@@ -176,7 +177,7 @@ def _cg(X, gw, gb, weights, s, live, max_cg, rel=0.1):
     by conjugate gradients preconditioned by the Hessian's diagonal, to ``rel`` of the gradient's norm;
     finished columns keep ``d = 0``."""
     diag_w = np.ones_like(gw)
-    chunk = min(8192, max(256, len(X) // 8))          # squares of an eighth of the rows at most
+    chunk = min(SQUARED_BLOCK_ROWS, max(256, len(X) // 8))    # squares of an eighth of the rows at most
     for start in range(0, X.shape[0], chunk):         # 1 + 2 sum_i C_i a_i x_ij^2, a block of rows at a time
         rows = X[start:start + chunk]
         diag_w += 2.0 * ((rows * rows).T @ weights[start:start + chunk].astype(np.float32))

@@ -27,6 +27,9 @@ from layerfuse._linalg import gram
 __all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains"]
 
 
+KERNEL_BLOCK_ROWS = 8192     # rows of the Nyström map built at a time (a float64 copy of this many rows)
+
+
 def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Source rows over target rows, and the ``sample_domain`` :meth:`TCA.fit` expects (0 source, -1 target)."""
     return np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
@@ -290,8 +293,8 @@ class TCA(TransformerMixin, BaseEstimator):
         lam, vec = lam[keep], vec[:, keep]
         proj = vec / np.sqrt(lam)                               # K_mm^-½ on its range
         phi = np.empty((n, proj.shape[1]))                      # N x r feature map, built in row blocks
-        for lo in range(0, n, 8192):
-            phi[lo:lo + 8192] = self._kernel(_wide(X[lo:lo + 8192]), landmarks) @ proj
+        for lo in range(0, n, KERNEL_BLOCK_ROWS):
+            phi[lo:lo + KERNEL_BLOCK_ROWS] = self._kernel(_wide(X[lo:lo + KERNEL_BLOCK_ROWS]), landmarks) @ proj
         # thin SVD of Φ through its r x r Gram matrix; U overwrites Φ block by block
         s2, V = linalg.eigh(gram(phi.T))
         keep = s2 > s2.max() * 1e-12
@@ -299,8 +302,8 @@ class TCA(TransformerMixin, BaseEstimator):
         sigma = np.sqrt(s2)
         to_u = V / sigma
         U = phi if to_u.shape[1] == phi.shape[1] else np.empty((n, to_u.shape[1]))
-        for lo in range(0, n, 8192):
-            U[lo:lo + 8192] = phi[lo:lo + 8192] @ to_u
+        for lo in range(0, n, KERNEL_BLOCK_ROWS):
+            U[lo:lo + KERNEL_BLOCK_ROWS] = phi[lo:lo + KERNEL_BLOCK_ROWS] @ to_u
         del phi
         self.n_landmarks_ = m
         return U, s2, V, sigma, proj, idx
