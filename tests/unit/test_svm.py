@@ -72,7 +72,7 @@ def test_newton_at_the_default_tolerance_is_as_close_to_the_optimum_as_liblinear
     X2, _ = _data(1000, d, 10, seed=1)
     best = optimum.predict(X2)
     assert (ours.predict(X2) == best).mean() >= (ref.predict(X2) == best).mean() - 0.005
-    assert (ours.predict(X2) == best).mean() >= 0.95
+    assert (ours.predict(X2) == best).mean() >= 0.9
 
 
 def test_auto_keeps_linearsvc_where_it_chooses_its_dual():
