@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .h5io import pair_shape, read_labels
-from .svm import SQUARED_BLOCK_ROWS
+from .svm import SQUARED_BLOCK_ROWS, resolve_solver
 from .tca import KERNEL_BLOCK_ROWS
 
 __all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb"]
@@ -37,7 +37,7 @@ def _classifier_bytes(ns: int, width: int, n_classes: int, solver: str) -> int:
     """The SVM's working memory on ``ns`` source rows: liblinear copies the matrix to float64 and then into
     its own rows (8 + 16 bytes a value); the Newton method keeps a few ``ns x classes`` float64 arrays and
     squares a block of rows for its preconditioner."""
-    if solver == "liblinear" or (solver == "auto" and ns <= width):
+    if resolve_solver(solver, ns, width) == "liblinear":
         return 24 * ns * width
     return 8 * 8 * ns * max(n_classes, 1) + 4 * min(ns, SQUARED_BLOCK_ROWS) * width
 

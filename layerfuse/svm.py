@@ -30,10 +30,18 @@ from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LinearSVM", "SOLVERS"]
+__all__ = ["LinearSVM", "SOLVERS", "resolve_solver"]
 
 SOLVERS = ("auto", "newton", "liblinear")
 SQUARED_BLOCK_ROWS = 8192    # rows squared at a time for the preconditioner (a float32 copy of this many rows)
+
+
+def resolve_solver(solver: str, n_samples: int, n_features: int) -> str:
+    """The method ``solver`` runs on an ``n_samples x n_features`` source: ``auto`` is liblinear where
+    images <= features (``LinearSVC``'s dual), the Newton method elsewhere."""
+    if solver == "liblinear" or (solver == "auto" and n_samples <= n_features):
+        return "liblinear"
+    return "newton"
 
 
 class LinearSVM(LinearClassifierMixin, BaseEstimator):
@@ -76,9 +84,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         if self.solver not in SOLVERS:
             raise ValueError(f"svm.solver: {self.solver!r} is not one of {', '.join(SOLVERS)}")
-        shape = np.shape(X)
-        self.solver_ = ("liblinear" if self.solver == "liblinear" or (self.solver == "auto" and shape[0] <= shape[1])
-                        else "newton")
+        self.solver_ = resolve_solver(self.solver, *np.shape(X))
         if self.solver_ == "liblinear":
             return self._fit_liblinear(X, y, sample_weight)
         self._liblinear = None

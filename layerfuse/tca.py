@@ -58,7 +58,7 @@ def median_gamma(x: np.ndarray, *, factor: float = 1.0, max_samples: int = 2000,
     rng = np.random.default_rng(random_state)
     if len(x) > max_samples:
         x = x[rng.choice(len(x), max_samples, replace=False)]
-    x = np.asarray(x, dtype=np.float64)
+    x = _wide(np.asarray(x))
     d = _sq_dists(x, x)[np.triu_indices(len(x), 1)]
     med = float(np.median(d)) if d.size else 0.0
     if not np.isfinite(med) or med <= 0:
