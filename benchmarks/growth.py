@@ -68,7 +68,13 @@ def _segments(workdir: Path) -> list[list[float]]:
 def run_size(workdir: Path, weights: Path, images: int, store_maps: bool | str, shard_size: int | None = None,
              until: list[str] | None = None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(weights, workdir / "resources", dirs_exist_ok=True)
+    # Copied once, stamped now: Snakemake reruns a rule whose script is newer than its outputs, so weights
+    # keeping an old mtime (or copied again on a resume) would rebuild everything after them.
+    for path in weights.rglob("*"):
+        copy = workdir / "resources" / path.relative_to(weights)
+        if path.is_file() and not copy.exists():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
     per_class = {"n_source": images * 6 // 100, "n_target": images * 4 // 100}
     config = {"experiments": {"growth": {"synthetic": {"n_classes": 10, **per_class, "seed": 0}}},
               "backbones": {"imagenet": {"weights": "keras-npm"}},
