@@ -4,13 +4,15 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
                                     [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
                                     [--solvers auto liblinear newton] [--no-criteria] [--separation 34]
+                                    [--criteria-at center both]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
 then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_tca`` with the
 schema's defaults at 256 components, ``fit_adapter`` for each configured adapter, ``evaluate_svm`` over
 every cell with the label-free criteria and the predictions store, once per ``--solvers`` entry (the
-``svm.solver`` values; the first is the baseline of the printed ratios); ``--no-grid``: the fits only;
+``svm.solver`` values; the first is the baseline of the printed ratios) and ``--criteria-at`` entry (the
+criteria at ``svm.center``'s cells, as ``selection.scope: global`` scores them, or at both centrings); ``--no-grid``: the fits only;
 ``--no-criteria``: the grid without the label-free criteria), each in a fresh process: wall
 seconds and peak RSS. Peak RSS against N says whether anything grows as N² (a 100,000 × 100,000 float64
 matrix is 80 GB); the ratio column is each stage's time over the store's size in GB, so a size whose
@@ -30,7 +32,7 @@ TCA = {"n_components": 256, "kernel": "rbf", "gamma": "median", "bandwidth_facto
        "solver": "auto", "n_landmarks": 1000, "auto_threshold": 3000}
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000, "center": "domain"}
 SELECTION = {"criteria": ["entropy", "snd", "iwv", "dev", "circular", "mixval", "source"], "validation_size": 0.2,
-             "seed": 0}
+             "seed": 0, "centerings": ["domain"]}   # scope global: the criteria at svm.center only
 
 
 def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separation: float = 34.0) -> None:
@@ -53,7 +55,8 @@ def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separati
     write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
 
 
-def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True):
+def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True,
+              criteria_at: str = "center"):
     from layerfuse import stages
 
     fused = work / "global.h5"
@@ -72,7 +75,9 @@ def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", 
             cells.append(key)
     rows = stages.evaluate_svm(features, cells, {**SVM, "solver": solver},
                                {"experiment": "x", "backbone": "b", "featureset": "global"}, work / "scores.csv",
-                               predictions=work / "scores.h5", selection=SELECTION if criteria else None)
+                               predictions=work / "scores.h5",
+                               selection=None if not criteria else SELECTION if criteria_at == "center" else
+                               {k: v for k, v in SELECTION.items() if k != "centerings"})
     return len(rows)
 
 
@@ -90,6 +95,9 @@ def main(argv=None):
     p.add_argument("--solvers", nargs="+", default=["auto"], choices=["auto", "newton", "liblinear"],
                    help="svm.solver values for the grid, each its own run")
     p.add_argument("--no-criteria", action="store_true", help="the grid without the label-free criteria")
+    p.add_argument("--criteria-at", nargs="+", default=["center"], choices=["center", "both"],
+                   help="the criteria at svm.center's cells only (as selection.scope: global scores them) "
+                        "or at both centrings; each its own run, the first the baseline of the ratios")
     args = p.parse_args(argv)
     rows = []
     for n in args.images:
@@ -99,13 +107,16 @@ def main(argv=None):
                                          separation=args.separation, timeout=args.timeout)
             gb = (work / "global.h5").stat().st_size / 1e9
             stages = [(a, {}) for a in args.adapters if a != "none"]
-            stages += [] if args.no_grid else [("evaluate_svm", {"solver": s, "criteria": not args.no_criteria})
-                                               for s in args.solvers]
+            stages += [] if args.no_grid else [("evaluate_svm", {"solver": s, "criteria": not args.no_criteria,
+                                                                 "criteria_at": c})
+                                               for s in args.solvers for c in args.criteria_at]
             for stage, grid_args in stages:
                 seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout,
                                                 **grid_args)
                 failed = isinstance(result, str)
-                name = f"{stage} ({grid_args['solver']})" if grid_args else stage
+                name = (f"{stage} ({grid_args['solver']}"
+                        + (", criteria at both centrings)" if grid_args["criteria_at"] == "both" else ")")
+                        if grid_args else stage)
                 rows.append({"images": n, "stage": name, "seconds": seconds, "peak_rss_gb": peak / 1024,
                              "s_per_store_gb": seconds / gb, "error": result if failed else ""})
                 print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"

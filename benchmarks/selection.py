@@ -39,9 +39,10 @@ SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
 
 def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: Path,
-                     scope: str = "global") -> tuple[pd.DataFrame, float]:
+                     scope: str = "global", center: str = "domain") -> tuple[pd.DataFrame, float]:
     """Every cell of one experiment and backbone, scored as the workflow does (the criteria only where
-    ``scope`` lets the selection choose: the ``global`` feature set, or ``all``); (cells, seconds)."""
+    ``scope`` lets the selection choose: the ``global`` feature set at ``center``, or ``all``); (cells,
+    seconds)."""
     frames, elapsed = [], 0.0
     for fused in sorted(exp_dir.glob(f"fused/{backbone}/*.h5")):
         featureset = fused.stem
@@ -57,8 +58,10 @@ def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: 
         meta = {"experiment": exp_dir.name, "backbone": backbone, "featureset": featureset}
         start = time.perf_counter()
         in_scope = scope == "all" or featureset == "global"
+        if selection and scope == "global":          # as the workflow: the candidates' centring only
+            selection = {**selection, "centerings": [center]}
         evaluate_svm(features, adapters, SVM, meta, tmp / f"{featureset}.csv",
-                         selection=selection if in_scope else None)
+                     selection=selection if in_scope else None)
         elapsed += time.perf_counter() - start
         frames.append(pd.read_csv(tmp / f"{featureset}.csv"))
     if not frames:

@@ -348,8 +348,9 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     and the reason in ``failed``.  ``predictions``: an HDF5 file for every cell's target predictions
     (``pred``, -1 for a failed cell) and SVM margins (``margin``), one row per cell in the CSV's order.
     ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_*_images``): each cell
-    also gets the label-free
-    criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns.  ``label_shift``: keywords of the
+    also gets the label-free criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns; with
+    ``centerings`` only the cells at those centrings do (the others' columns are empty): the criteria are
+    most of a large grid's time, and ``selection.scope: global`` picks at ``svm.center`` only.  ``label_shift``: keywords of the
     class-proportion estimate (``max_source_images``).
     """
     from .evaluate import GRID_CENTERINGS, center_domains, classify, svm_kwargs, target_metrics
@@ -363,6 +364,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     svm_args = svm_kwargs(svm)
     centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
     rows, preds, margins, priors = [], [], [], {}
+    scored = (selection or {}).get("centerings", centerings)
     for adapter in adapters:
         xs, xt, ys, yt, dims, failed = _adapter_features(pairs, adapter, features)
         # the target's class proportions: for prior centring, and for the report (global features, no adapter)
@@ -377,8 +379,9 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
             else:
                 cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter))
                 pred, margin = classify(cs, ys, ct, **svm_args)
-                metrics, crit = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1), {}
-                if selection:
+                metrics = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1)
+                crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+                if selection and center in scored:
                     crit = {f"crit_{k}": v for k, v in criteria_scores(
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
                         validation_size=selection["validation_size"], seed=selection["seed"],

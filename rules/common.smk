@@ -469,12 +469,16 @@ def score_inputs(wildcards):
 
 def score_selection(wildcards):
     """The criteria's settings for a feature set the selection chooses among (None: not scored; see
-    `selection.scope`). Both centrings are scored, so `svm.center` reruns no SVM."""
+    `selection.scope`). With scope `global` only the cells at `svm.center` are candidates, and only they
+    are scored (the criteria are most of a large grid's time): changing `svm.center` then reruns the
+    global feature set's `evaluate_svm` and no other SVM."""
     sel = config["selection"]
     if sel["scope"] == "global" and wildcards.featureset != config["global_layer"]:
         return None
-    return canonical({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
-                                         "max_source_images")})
+    keys = {k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images", "max_source_images")}
+    if sel["scope"] == "global":
+        keys["centerings"] = [config["svm"]["center"]]
+    return canonical(keys)
 
 
 def evaluate_svm_mem_mb(wildcards, input):

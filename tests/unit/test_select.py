@@ -134,3 +134,20 @@ def test_criteria_see_a_stratified_sample_of_a_large_source(rng):
     keep = np.sort(next(StratifiedShuffleSplit(1, train_size=30, random_state=0).split(xs, ys))[0])
     assert np.bincount(ys[keep]).tolist() == [10, 10, 10]
     assert sampled == criteria_scores(xs[keep], ys[keep], xt, svm=SVM, criteria=crit, validation_size=0.25, seed=0)
+
+
+def test_criteria_scored_only_at_the_given_centrings(tmp_path, rng):
+    """``centerings`` (the workflow's scope global: ``svm.center``) leaves the other centring's criteria
+    empty and scores the rest exactly as a run that scores every centring."""
+    xs, xt, ys, yt = _shifted(rng)
+    write_pair(tmp_path / "global.h5", xs, xt, ys, yt, {"local_width": 0})
+    meta = {"experiment": "e", "backbone": "b", "featureset": "global"}
+    sel = {"criteria": ["entropy", "source"], "validation_size": 0.25, "seed": 0}
+    both = evaluate_svm({"none": tmp_path / "global.h5"}, ["none"], SVM, meta, tmp_path / "both.csv", selection=sel)
+    one = evaluate_svm({"none": tmp_path / "global.h5"}, ["none"], SVM, meta, tmp_path / "one.csv",
+                       selection={**sel, "centerings": ["domain"]})
+    by = {r["center"]: r for r in one}
+    assert np.isnan(by["none"]["crit_entropy"]) and np.isnan(by["none"]["crit_source"])
+    assert [by["domain"][k] for k in ("crit_entropy", "crit_source", "accuracy")] == \
+        [next(r for r in both if r["center"] == "domain")[k] for k in ("crit_entropy", "crit_source", "accuracy")]
+    assert np.isfinite(by["domain"]["crit_entropy"]) and by["none"]["accuracy"] == next(r for r in both if r["center"] == "none")["accuracy"]

@@ -28,6 +28,9 @@ def test_full_grid(finished_run):
     assert set(df["featureset"]) == {"global", "block1-pca", "block1-flatten", "block1-pool2d"}
     assert set(df["adapter"]) == {"none", "tca-6", "tca-4"}
     assert df["accuracy"].between(0, 1).all()
+    # the label-free criteria only where the selection picks: scope global, the global feature set at svm.center
+    crit, candidates = df.filter(like="crit_"), (df["featureset"] == "global") & (df["center"] == "domain")
+    assert crit[candidates].notna().any(axis=1).all() and crit[~candidates].isna().all(axis=None)
     assert (df["n_target"] == 12).all() and (df["n_source"] == 15).all()
     tables = (workdir / "results/tiny/tables.md").read_text()
     assert "| Avg |" in tables and "block1 PCA" in tables
@@ -101,11 +104,14 @@ def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path):
     assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
 
 
-def test_changing_the_tables_centring_reruns_no_svm(finished_run, tmp_path):
-    """Both centrings are scored in every cell; ``svm.center`` only picks the tables' rows."""
+def test_changing_the_tables_centring_rescores_only_the_candidates(finished_run, tmp_path):
+    """Both centrings' SVMs are in every cell; the label-free criteria are scored only where the selection
+    picks (scope global: the global feature set at ``svm.center``), so ``svm.center`` reruns that job alone."""
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "center", **{"svm.center": "none"}))
-    assert set(jobs) == {"select_configuration", "export_model", "aggregate_scores", "report_group", "dump_config", "all"}
+    assert set(jobs) == {"evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
+                         "dump_config", "all"}
+    assert jobs["evaluate_svm"] == 2                # the global feature set, once per backbone
 
 
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
