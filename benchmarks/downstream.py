@@ -32,7 +32,8 @@ TCA = {"n_components": 256, "kernel": "rbf", "gamma": "median", "bandwidth_facto
        "solver": "auto", "n_landmarks": 1000, "auto_threshold": 3000}
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000, "center": "domain"}
 SELECTION = {"criteria": ["entropy", "snd", "iwv", "dev", "circular", "mixval", "source"], "validation_size": 0.2,
-             "seed": 0, "centerings": ["domain"]}   # scope global: the criteria at svm.center only
+             "seed": 0}
+CRITERIA_AT = {"center": {"centerings": ["domain"]}, "both": {}}   # scope global scores svm.center's cells
 
 
 def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separation: float = 34.0) -> None:
@@ -76,8 +77,7 @@ def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", 
     rows = stages.evaluate_svm(features, cells, {**SVM, "solver": solver},
                                {"experiment": "x", "backbone": "b", "featureset": "global"}, work / "scores.csv",
                                predictions=work / "scores.h5",
-                               selection=None if not criteria else SELECTION if criteria_at == "center" else
-                               {k: v for k, v in SELECTION.items() if k != "centerings"})
+                               selection={**SELECTION, **CRITERIA_AT[criteria_at]} if criteria else None)
     return len(rows)
 
 
@@ -114,9 +114,10 @@ def main(argv=None):
                 seconds, peak, result = measure(run_stage, stage, work, args.adapters, timeout=args.timeout,
                                                 **grid_args)
                 failed = isinstance(result, str)
-                name = (f"{stage} ({grid_args['solver']}"
-                        + (", criteria at both centrings)" if grid_args["criteria_at"] == "both" else ")")
-                        if grid_args else stage)
+                name = stage
+                if grid_args:
+                    both = ", criteria at both centrings" if grid_args["criteria_at"] == "both" else ""
+                    name = f"{stage} ({grid_args['solver']}{both})"
                 rows.append({"images": n, "stage": name, "seconds": seconds, "peak_rss_gb": peak / 1024,
                              "s_per_store_gb": seconds / gb, "error": result if failed else ""})
                 print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"

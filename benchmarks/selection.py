@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layerfuse.select import CRITERIA, selection_table
+from layerfuse.select import CRITERIA, scoring_settings, selection_table
 from layerfuse.stages import evaluate_svm
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
@@ -57,11 +57,9 @@ def score_experiment(exp_dir: Path, backbone: str, selection: dict | None, tmp: 
             adapters += [f"tca-{d}" for d in (256, 192, 128, 96, 64) if d <= width]
         meta = {"experiment": exp_dir.name, "backbone": backbone, "featureset": featureset}
         start = time.perf_counter()
-        in_scope = scope == "all" or featureset == "global"
-        if selection and scope == "global":          # as the workflow: the candidates' centring only
-            selection = {**selection, "centerings": [center]}
-        evaluate_svm(features, adapters, SVM, meta, tmp / f"{featureset}.csv",
-                     selection=selection if in_scope else None)
+        settings = selection and scoring_settings(selection, featureset, scope=scope, center=center,
+                                                  global_layer="global")
+        evaluate_svm(features, adapters, SVM, meta, tmp / f"{featureset}.csv", selection=settings)
         elapsed += time.perf_counter() - start
         frames.append(pd.read_csv(tmp / f"{featureset}.csv"))
     if not frames:

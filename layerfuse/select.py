@@ -22,7 +22,8 @@ import numpy as np
 
 log = logging.getLogger("layerfuse.select")
 
-__all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "selection_table"]
+__all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
+           "selection_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -144,14 +145,29 @@ def pick_cells(scores, criteria, candidates=None) -> dict[str, int]:
 SCOPES = ("global", "all")
 
 
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"selection.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+
+
 def candidate_cells(cells, scope: str, *, center: str, global_layer: str) -> np.ndarray:
     """The cells a criterion may pick: ``global``, the global feature set's adapters at the tables'
     centring ``center``; ``all``, every cell."""
-    if scope not in SCOPES:
-        raise ValueError(f"selection.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    _check_scope(scope)
     if scope == "all":
         return np.ones(len(cells), bool)
     return ((cells["featureset"] == global_layer) & (cells["center"] == center)).to_numpy()
+
+
+def scoring_settings(selection: dict, featureset: str, *, scope: str, center: str, global_layer: str):
+    """The criteria's settings for one feature set's ``evaluate_svm`` (``selection`` as given, None where
+    no cell of it is a candidate): with scope ``global``, ``centerings`` limits them to the cells
+    :func:`candidate_cells` lets the selection pick, at ``center`` (the criteria are most of a large
+    grid's time); with ``all``, every cell."""
+    _check_scope(scope)
+    if scope == "all":
+        return selection
+    return {**selection, "centerings": [center]} if featureset == global_layer else None
 
 
 def selection_table(cells, criteria, *, default: str, center: str, global_layer: str, scope: str = "global"):

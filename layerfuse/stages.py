@@ -365,6 +365,7 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
     rows, preds, margins, priors = [], [], [], {}
     scored = (selection or {}).get("centerings", centerings)
+    no_crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
     for adapter in adapters:
         xs, xt, ys, yt, dims, failed = _adapter_features(pairs, adapter, features)
         # the target's class proportions: for prior centring, and for the report (global features, no adapter)
@@ -375,12 +376,12 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                 pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
                 metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                            "n_source": len(ys), "n_target": len(yt)}
-                crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+                crit = no_crit
             else:
                 cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter))
                 pred, margin = classify(cs, ys, ct, **svm_args)
                 metrics = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1)
-                crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+                crit = no_crit
                 if selection and center in scored:
                     crit = {f"crit_{k}": v for k, v in criteria_scores(
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],

@@ -21,6 +21,7 @@ from layerfuse.config import (
     validate_config,
 )
 from layerfuse import job_memory
+from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 from layerfuse.finetune import node_is_frozen
 
@@ -473,12 +474,11 @@ def score_selection(wildcards):
     are scored (the criteria are most of a large grid's time): changing `svm.center` then reruns the
     global feature set's `evaluate_svm` and no other SVM."""
     sel = config["selection"]
-    if sel["scope"] == "global" and wildcards.featureset != config["global_layer"]:
-        return None
-    keys = {k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images", "max_source_images")}
-    if sel["scope"] == "global":
-        keys["centerings"] = [config["svm"]["center"]]
-    return canonical(keys)
+    settings = scoring_settings({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
+                                                     "max_source_images")},
+                                wildcards.featureset, scope=sel["scope"], center=config["svm"]["center"],
+                                global_layer=config["global_layer"])
+    return None if settings is None else canonical(settings)
 
 
 def evaluate_svm_mem_mb(wildcards, input):
