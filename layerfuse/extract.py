@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -301,7 +302,6 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
     import torch
-    from tqdm import tqdm
 
     reductions = reductions or {}
     unknown = [k for k in outputs if k not in layers and k not in reductions]
@@ -313,98 +313,24 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         raise ValueError("extract_features takes rows (a shard) or image_rows (a sample), not both")
     if threads:
         torch.set_num_threads(int(threads))
+    settings = _PassSettings(outputs, layers, reductions, set(own_pass), model, spec, weights_sha256, batch_size,
+                             precision, local_dtype, compression, overlap_writes, compile_model, direct_io)
     # the main pass writes every store but those of `own_pass`, each of which gets a pass of its own
     passes = [[k for k in outputs if k not in own_pass]] + [[k] for k in outputs if k in own_pass]
     passes = [keys for keys in passes if keys]
 
     with h5py.File(images_path, "r") as src:
-        images = src["images"]
-        n_all = images.shape[0]
-        start, stop, index = _pass_rows(n_all, batch_size, rows, image_rows)
-        labels = src["labels"][start:stop] if index is None else src["labels"][()][index]
-        image_ids = (src["image_ids"].asstr()[start:stop] if index is None
-                     else src["image_ids"].asstr()[()][index])
-        n = max(stop - start, 0)
-
-        def read(lo, hi):                               # images lo:hi of the pass
-            return images[start + lo:start + hi] if index is None else images[index[lo:hi]]
-
-        def one_pass(keys: list[str], files: contextlib.ExitStack) -> tuple[str, bool]:
-            """Run the network (up to the nodes ``keys`` need) over the images into ``keys``' stores, opened
-            on ``files``; (precision, compiled)."""
-            plain = [k for k in keys if k not in reductions]
-            needed = {k: reductions[k] for k in keys if k in reductions}
-            # A pass of its own runs half-batches (its rows still written a whole batch at a time): it holds a
-            # block's loadings, and half a batch of early activations and projection buffers is 0.4 GB less
-            # at 224x224. Maps and projections do not depend on the batch (tested), so neither do the stores.
-            step = max(1, batch_size // 2) if keys[0] in own_pass else batch_size
-            nodes = {layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
-            extractor, prepared, precision, device = feature_extractor(model, spec, nodes, precision_request)
-            overlap = device != "cpu" if overlap_writes == "auto" else overlap_writes
-            reduced = _InPassReductions(plain, needed, local_dtype)
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(_blosc_threads(1 if overlap else torch.get_num_threads()))
-                # probe output shapes with one image
-                with torch.inference_mode():
-                    probe = reduced(extractor(prepared(np.zeros((1,) + images.shape[1:], np.uint8))))
-                attrs = {key: feature_store_attrs(key, layers[needed[key][0] if key in needed else key], spec,
-                                                  weights_sha256, precision, src.attrs.get("image_list_sha256", ""),
-                                                  images.shape[1], batchnorm_folded=True) for key in keys}
-                stores = _Stores(files, {k: outputs[k] for k in keys},
-                                 {k: (n,) + tuple(t.shape[1:]) for k, t in probe.items()}, labels, image_ids, attrs,
-                                 local_dtype=local_dtype, compression=compression, batch_size=batch_size,
-                                 direct_io=direct_io)
-                bar = stack.enter_context(tqdm(total=n, desc="extract", unit="img", mininterval=2.0))
-
-                def write(lo, out):
-                    stores.write(lo, out)
-                    bar.update(len(next(iter(out.values()))))
-
-                use_compile = compile_model is True or (compile_model == "auto" and device == "cpu" and
-                                                        precision == "fp32" and n_all >= COMPILE_MIN_IMAGES
-                                                        and _deep(nodes))
-
-                def padded(batch):  # the compiled graph has one static batch shape
-                    x = prepared(batch)
-                    if len(batch) < step:
-                        x = torch.cat([x, x.new_zeros((step - len(batch),) + x.shape[1:])])
-                    return x.contiguous(memory_format=torch.channels_last)
-
-                run = _compiled(extractor, padded(read(0, step)), use_compile and n > 0)
-                static = run is not extractor
-                stores.mark_compiled(static)
-                writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
-                pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
-                for lo in range(0, n, batch_size):
-                    batch = read(lo, lo + batch_size)
-                    parts = []
-                    for s in range(0, len(batch), step):
-                        sub = batch[s:s + step]
-                        with torch.inference_mode():
-                            out = run(padded(sub) if static else prepared(sub))
-                        parts.append(reduced({k: t[:len(sub)] for k, t in out.items()}))
-                    out = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-                    if pending is not None:
-                        pending.result()
-                    pending = writer.submit(write, lo, out) if writer else write(lo, out)
-                if pending is not None:
-                    pending.result()
-                stores.finish()
-            for _, fn in needed.values():
-                if hasattr(fn, "release"):   # what the reduction holds (a PCA's loadings) goes before the next pass
-                    fn.release()
-            return precision, static
-
-        precision_request = precision
+        source = _ImageRows(src, batch_size, rows, image_rows)
         t0 = time.perf_counter()
         # every store is renamed into place only once every pass has written its own
         with contextlib.ExitStack() as files:
             done = []
             for keys in passes:
                 with reuse_large_allocations():      # the heap a pass grew is trimmed before the next one
-                    done.append(one_pass(keys, files))
+                    done.append(_one_pass(keys, files, source, settings))
                     gc.collect()                     # the pass's network (a graph module holds cycles)
         elapsed = time.perf_counter() - t0
+    n = source.n
     precision, static = done[0]
     facts = {"images": n, "seconds": elapsed, "images_per_s": n / elapsed if elapsed else float("nan"),
              "precision": precision, "compiled": static, "passes": len(done)}
@@ -412,6 +338,125 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     log.info("extracted %d images in %.1f s (%.1f img/s, %s, %s, %d pass%s)", n, elapsed, facts["images_per_s"],
              precision, "compiled" if static else "eager", len(done), "" if len(done) == 1 else "es")
     return facts
+
+
+@dataclass(frozen=True)
+class _PassSettings:
+    """What :func:`extract_features` was asked for, shared by its passes."""
+    outputs: dict
+    layers: dict
+    reductions: dict
+    own_pass: set
+    model: object
+    spec: BackboneSpec
+    weights_sha256: str
+    batch_size: int
+    precision: str
+    local_dtype: str
+    compression: str | None
+    overlap_writes: bool | str
+    compile_model: bool | str
+    direct_io: bool
+
+
+class _ImageRows:
+    """The rows of an open image store that a pass reads (all, one shard or a sample), with their
+    labels and ids; :meth:`read` gives images ``lo:hi`` of the pass."""
+
+    def __init__(self, src, batch_size: int, rows=None, image_rows=None):
+        self.images = src["images"]
+        self.n_all = self.images.shape[0]
+        self.image_list_sha256 = src.attrs.get("image_list_sha256", "")
+        start, stop, self.index = _pass_rows(self.n_all, batch_size, rows, image_rows)
+        self.start, self.n = start, max(stop - start, 0)
+        if self.index is None:
+            self.labels, self.image_ids = src["labels"][start:stop], src["image_ids"].asstr()[start:stop]
+        else:
+            self.labels, self.image_ids = src["labels"][()][self.index], src["image_ids"].asstr()[()][self.index]
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        if self.index is None:
+            return self.images[self.start + lo:self.start + hi]
+        return self.images[self.index[lo:hi]]
+
+
+def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, s: _PassSettings) -> tuple[str, bool]:
+    """Run the network (up to the nodes ``keys`` need) over ``source`` into ``keys``' stores, opened on
+    ``files``; (precision, compiled)."""
+    import torch
+    from tqdm import tqdm
+
+    plain = [k for k in keys if k not in s.reductions]
+    needed = {k: s.reductions[k] for k in keys if k in s.reductions}
+    # A pass of its own runs half-batches (its rows still written a whole batch at a time): it holds a
+    # block's loadings, and half a batch of early activations and projection buffers is 0.4 GB less
+    # at 224x224. Maps and projections do not depend on the batch (tested), so neither do the stores.
+    step = max(1, s.batch_size // 2) if keys[0] in s.own_pass else s.batch_size
+    nodes = {s.layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
+    extractor, prepared, precision, device = feature_extractor(s.model, s.spec, nodes, s.precision)
+    overlap = device != "cpu" if s.overlap_writes == "auto" else s.overlap_writes
+    reduced = _InPassReductions(plain, needed, s.local_dtype)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_blosc_threads(1 if overlap else torch.get_num_threads()))
+        # probe output shapes with one image
+        with torch.inference_mode():
+            probe = reduced(extractor(prepared(np.zeros((1,) + source.images.shape[1:], np.uint8))))
+        attrs = {key: feature_store_attrs(key, s.layers[needed[key][0] if key in needed else key], s.spec,
+                                          s.weights_sha256, precision, source.image_list_sha256,
+                                          source.images.shape[1], batchnorm_folded=True) for key in keys}
+        stores = _Stores(files, {k: s.outputs[k] for k in keys},
+                         {k: (source.n,) + tuple(t.shape[1:]) for k, t in probe.items()}, source.labels,
+                         source.image_ids, attrs, local_dtype=s.local_dtype, compression=s.compression,
+                         batch_size=s.batch_size, direct_io=s.direct_io)
+        bar = stack.enter_context(tqdm(total=source.n, desc="extract", unit="img", mininterval=2.0))
+
+        def write(lo, out):
+            stores.write(lo, out)
+            bar.update(len(next(iter(out.values()))))
+
+        use_compile = s.compile_model is True or (s.compile_model == "auto" and device == "cpu" and
+                                                  precision == "fp32" and source.n_all >= COMPILE_MIN_IMAGES
+                                                  and _deep(nodes))
+
+        def padded(batch):  # the compiled graph has one static batch shape
+            x = prepared(batch)
+            if len(batch) < step:
+                x = torch.cat([x, x.new_zeros((step - len(batch),) + x.shape[1:])])
+            return x.contiguous(memory_format=torch.channels_last)
+
+        run = _compiled(extractor, padded(source.read(0, step)), use_compile and source.n > 0)
+        static = run is not extractor
+        stores.mark_compiled(static)
+        writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
+        _forward_batches(source, s.batch_size, step, lambda sub: run(padded(sub) if static else prepared(sub)),
+                         reduced, write, writer)
+        stores.finish()
+    for _, fn in needed.values():
+        if hasattr(fn, "release"):   # what the reduction holds (a PCA's loadings) goes before the next pass
+            fn.release()
+    return precision, static
+
+
+def _forward_batches(source: _ImageRows, batch_size: int, step: int, forward, reduced, write, writer) -> None:
+    """Every batch of ``source`` through ``forward`` ``step`` images at a time, then ``reduced`` and
+    ``write`` (in ``writer``'s thread, if any, while the next batch runs)."""
+    import torch
+
+    pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
+    for lo in range(0, source.n, batch_size):
+        batch = source.read(lo, lo + batch_size)
+        parts = []
+        for i in range(0, len(batch), step):
+            sub = batch[i:i + step]
+            with torch.inference_mode():
+                out = forward(sub)
+            parts.append(reduced({k: t[:len(sub)] for k, t in out.items()}))
+        out = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        if pending is not None:
+            pending.result()
+        pending = writer.submit(write, lo, out) if writer else write(lo, out)
+    if pending is not None:
+        pending.result()
 
 
 def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs: dict[str, str | os.PathLike], *,
