@@ -4,7 +4,7 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
     python benchmarks/downstream.py [--images 10000 100000] [--features 2048] [--classes 10]
                                     [--adapters none tca coral sa ot jda] [--no-grid] [--out rows.csv]
                                     [--solvers auto liblinear newton] [--no-criteria] [--separation 34]
-                                    [--criteria-at center both]
+                                    [--criteria-at center both] [--local-width 7744]
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
@@ -16,7 +16,11 @@ criteria at ``svm.center``'s cells, as ``selection.scope: global`` scores them, 
 ``--no-criteria``: the grid without the label-free criteria), each in a fresh process: wall
 seconds and peak RSS. Peak RSS against N says whether anything grows as N² (a 100,000 × 100,000 float64
 matrix is 80 GB); the ratio column is each stage's time over the store's size in GB, so a size whose
-ratios stay flat scales linearly.
+ratios stay flat scales linearly.  ``--local-width W`` fuses a local block of ``W`` columns with the global
+features as the workflow stores a flatten feature set (the block's pair extends the global pair, read
+together by :func:`layerfuse.h5io.read_pair`); ``peak/pair`` is each stage's peak RSS over the fused
+pair's size in memory (float32): near 1 where the pair is held once.  Its grid is then a local feature
+set's: no class-proportion estimate (the global feature set's job makes it).
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ SELECTION = {"criteria": ["entropy", "snd", "iwv", "dev", "circular", "mixval", 
 CRITERIA_AT = {"center": {"centerings": ["domain"]}, "both": {}}   # scope global scores svm.center's cells
 
 
-def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separation: float = 34.0) -> None:
+def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separation: float = 34.0,
+               local_width: int = 0) -> None:
     """A fused pair of ``n`` images: class means about ``separation`` noise spreads apart in ``d`` dims
     (34: every class separable from every other; 2: overlapping, as real features' classes are), unit
     noise; the target scaled by 0.7, its first 16 dims rotated and every dim moved by 0.5."""
@@ -54,13 +59,20 @@ def make_store(path: Path, n: int, d: int, classes: int, seed: int = 0, separati
     xt[:, :16] = xt[:, :16] @ rot.astype(np.float32)
     xt = 0.7 * xt + 0.5
     write_pair(path, xs, xt, ys, yt, {"layer": "global", "reducer": "", "scaling": "block-rms"})
+    if local_width:                                  # a block's columns, stored apart from the global ones
+        ls = rng.standard_normal((ns, local_width), dtype=np.float32)
+        lt = rng.standard_normal((n - ns, local_width), dtype=np.float32)
+        write_pair(path.with_name("block.h5"), ls, lt, ys, yt,
+                   {"layer": "block1", "reducer": "flatten", "scaling": "block-rms", "global_pair": path.name,
+                    "local_width": local_width})
 
 
 def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", criteria: bool = True,
               criteria_at: str = "center"):
     from layerfuse import stages
 
-    fused = work / "global.h5"
+    local = (work / "block.h5").exists()
+    fused = work / "block.h5" if local else work / "global.h5"
     if name == "tca":
         return stages.fit_tca(fused, TCA, work / "tca.h5")
     if name in SPECS:
@@ -75,7 +87,8 @@ def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", 
             features[key] = work / f"{key}.h5"
             cells.append(key)
     rows = stages.evaluate_svm(features, cells, {**SVM, "solver": solver},
-                               {"experiment": "x", "backbone": "b", "featureset": "global"}, work / "scores.csv",
+                               {"experiment": "x", "backbone": "b", "featureset": "block1-flatten" if local else "global"},
+                               work / "scores.csv",
                                predictions=work / "scores.h5",
                                selection={**SELECTION, **CRITERIA_AT[criteria_at]} if criteria else None)
     return len(rows)
@@ -86,6 +99,8 @@ def main(argv=None):
     p.add_argument("--images", type=int, nargs="+", default=[10000, 100000])
     p.add_argument("--features", type=int, default=2048)
     p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--local-width", type=int, default=0,
+                   help="fuse a local block of this many columns with the global features (a flatten feature set)")
     p.add_argument("--separation", type=float, default=34.0,
                    help="distance between class means in noise spreads (34: separable; 2: overlapping)")
     p.add_argument("--adapters", nargs="+", default=["none", "tca", "coral", "sa", "ot", "jda"])
@@ -104,8 +119,10 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             seconds, peak, err = measure(make_store, work / "global.h5", n, args.features, args.classes,
-                                         separation=args.separation, timeout=args.timeout)
-            gb = (work / "global.h5").stat().st_size / 1e9
+                                         separation=args.separation, local_width=args.local_width,
+                                         timeout=args.timeout)
+            gb = sum(f.stat().st_size for f in work.glob("*.h5")) / 1e9
+            pair_gb = n * (args.features + args.local_width) * 4 / 2**30
             stages = [(a, {}) for a in args.adapters if a != "none"]
             stages += [] if args.no_grid else [("evaluate_svm", {"solver": s, "criteria": not args.no_criteria,
                                                                  "criteria_at": c})
@@ -119,8 +136,10 @@ def main(argv=None):
                     both = ", criteria at both centrings" if grid_args["criteria_at"] == "both" else ""
                     name = f"{stage} ({grid_args['solver']}{both})"
                 rows.append({"images": n, "stage": name, "seconds": seconds, "peak_rss_gb": peak / 1024,
-                             "s_per_store_gb": seconds / gb, "error": result if failed else ""})
-                print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB"
+                             "peak/pair": peak / 1024 / pair_gb, "s_per_store_gb": seconds / gb,
+                             "error": result if failed else ""})
+                print(f"{n:>7} {name:<26} {seconds:8.1f} s  peak {peak / 1024:6.2f} GB "
+                      f"({peak / 1024 / pair_gb:.2f} x the pair's {pair_gb:.2f} GB)"
                       + (f"  {result}" if failed else ""), flush=True)
             grid = [r for r in rows if r["images"] == n and r["stage"].startswith("evaluate_svm")]
             for r in grid[1:]:

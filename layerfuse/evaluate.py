@@ -14,7 +14,8 @@ CENTERINGS = ("none", "domain", "prior")
 GRID_CENTERINGS = ("none", "domain")
 
 
-def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=None) -> tuple[np.ndarray, np.ndarray]:
+def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=None,
+                   copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``domain``: each domain minus its own mean (source on the source mean, target on the target's);
     ``prior``: the same, then the target moved to where a source with the target's class proportions
     ``target_priors`` (estimated without labels, :mod:`layerfuse.label_shift`; needs the source labels ``ys``)
@@ -25,19 +26,28 @@ def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=Non
     removes it, assuming the domains share their class proportions: where the target's differ, the
     offset partly reflects them and ``domain`` centring moves predictions towards the source's
     proportions; ``prior`` puts that part back.
+
+    ``copy=False`` centres ``xs`` and ``xt`` in place (the same values): a caller done with the
+    uncentred features holds them once.
     """
     if center not in CENTERINGS:
         raise ValueError(f"svm.center must be one of {', '.join(CENTERINGS)}, got {center!r}")
     if center == "none":
         return xs, xt
-    cs, ct = xs - xs.mean(0), xt - xt.mean(0)
+    offset = None
     if center == "prior":
         from .label_shift import prior_offset
 
         if ys is None or target_priors is None:
             raise ValueError("prior centring needs the source labels and the target's estimated class proportions")
-        ct = ct + prior_offset(xs, ys, target_priors)
-    return cs, ct
+        offset = prior_offset(xs, ys, target_priors)      # of the uncentred source, before any change in place
+    if copy:
+        cs, ct = xs - xs.mean(0), xt - xt.mean(0)
+    else:
+        xs -= xs.mean(0)
+        xt -= xt.mean(0)
+        cs, ct = xs, xt
+    return cs, ct if offset is None else ct + offset
 
 
 # the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)

@@ -42,37 +42,39 @@ def _classifier_bytes(ns: int, width: int, n_classes: int, solver: str) -> int:
     return 8 * 8 * ns * max(n_classes, 1) + 4 * min(ns, SQUARED_BLOCK_ROWS) * width
 
 
-def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection: dict | None = None) -> int:
+def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection: dict | None = None,
+                    center: str = "domain") -> int:
     """``evaluate_svm``: every store it scores held at once (the fused pair ``none_pair``, None where
-    ``none`` is not scored, and the ``adapted`` stores), plus the larger of the fused pair's join while it
-    is read (the global columns, the block's and both joined) and one cell's work: a centred copy of the
-    widest store, the classifier, and where the job scores the label-free criteria (``selection``) their
-    copies of the capped samples (float64, held out and refitted: six copies)."""
+    ``none`` is not scored, and the ``adapted`` stores; each read in place, :func:`layerfuse.h5io.read_stacked_pair`)
+    plus one cell's work: a centred copy (TCA's cells, column slices of one embedding, and with ``prior``
+    centring the widest store: its ``domain`` cell comes before the last use, which centres in place),
+    the classifier, and where the job scores the label-free criteria (``selection``) their copies of the
+    capped samples (float64, held out and refitted: six copies)."""
     paths = ([none_pair] if none_pair else []) + list(adapted.values())
     shapes = [_shape(p) for p in paths]
     n_classes = len(np.unique(read_labels(paths[0], "source_labels")))
     held = sum(4 * (ns + nt) * w for ns, nt, w in shapes)
     ns, nt, width = max(shapes, key=lambda shape: shape[2])
-    work = 4 * (ns + nt) * width + max(_classifier_bytes(s[0], s[2], n_classes, solver) for s in shapes)
+    copied = [s for p, s in zip(paths, shapes) if center == "prior" or p == adapted.get("tca")]
+    work = max((4 * (s[0] + s[1]) * s[2] for s in copied), default=0)
+    work += max(_classifier_bytes(s[0], s[2], n_classes, solver) for s in shapes)
     if selection:
         work += CRITERIA_MB * _MB + 6 * 8 * width * (min(ns, selection.get("max_source_images", ns))
                                  + min(nt, selection.get("max_target_images", nt)))
-    join = 4 * (shapes[0][0] + shapes[0][1]) * shapes[0][2] if none_pair else 0
-    return max(MIN_MB, BASE_MB + int((held + max(join, work)) / _MB))
+    return max(MIN_MB, BASE_MB + int((held + work) / _MB))
 
 
 def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 3000, solver: str = "auto") -> int:
-    """``fit_tca``: the pair as read (two copies while the global columns are joined), then the stacked
-    rows, a kernel block widened to float64, and the Nyström map and its basis (``n x landmarks`` float64,
-    twice); the exact solvers' ``n x n`` kernel and Gram matrices instead where they run."""
+    """``fit_tca``: the stacked rows as read (in place, :func:`layerfuse.h5io.read_stacked_pair`), a kernel
+    block widened to float64, and the Nyström map and its basis (``n x landmarks`` float64, twice); the
+    exact solvers' ``n x n`` kernel and Gram matrices instead where they run."""
     ns, nt, width = _shape(fused_pair)
     n = ns + nt
-    read = 2 * 4 * n * width
     if solver == "exact" or solver == "dense" or (solver == "auto" and n <= auto_threshold):
         work = 3 * 8 * n * n
     else:
         work = 8 * min(KERNEL_BLOCK_ROWS, n) * width + 2 * 8 * n * min(n_landmarks, n)
-    return max(MIN_MB, BASE_MB + int(max(read, 4 * n * width + work) / _MB))
+    return max(MIN_MB, BASE_MB + int((4 * n * width + work) / _MB))
 
 
 def fit_adapter_mb(fused_pair) -> int:

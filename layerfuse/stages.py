@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .h5io import atomic_path, open_feature_store, read_labels, read_pair, write_meta, write_pair, write_text_atomic
+from .h5io import (atomic_path, open_feature_store, read_labels, read_pair, read_stacked_pair, write_meta, write_pair,
+                   write_text_atomic)
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "manifest_rows", "reduce_layer",
@@ -282,17 +283,14 @@ def fuse_features(global_source, global_target, local_pair, scaling: str, out, s
 
 def fit_tca(fused, params: dict, out) -> None:
     """Fit TCA at the largest requested dimension (components are nested) and store the embedding."""
-    from .tca import TCA, stack_domains
+    from .tca import TCA, domain_labels
 
-    xs, xt, ys, yt, _ = read_pair(fused)
-    k = min(int(params["n_components"]), len(xs) + len(xt))
+    X, ns, ys, yt, _ = read_stacked_pair(fused)        # the stack TCA fits on, read in place: no copy
+    k = min(int(params["n_components"]), len(X))
     tca = TCA(k, kernel=params["kernel"], gamma=params["gamma"], bandwidth_factor=params["bandwidth_factor"],
               mu=params["mu"], solver=params["solver"], n_landmarks=params["n_landmarks"],
               auto_threshold=params["auto_threshold"])
-    X, domain = stack_domains(xs, xt)
-    del xs, xt                                          # the stack alone: a copy fewer of the largest array
-    z = tca.fit_transform(X, sample_domain=domain)
-    ns = len(ys)
+    z = tca.fit_transform(X, sample_domain=domain_labels(ns, len(yt)))
     # coef and basis_rows (rows of the fused source-over-target stack): the out-of-sample map of a saved model
     write_pair(out, z[:ns], z[ns:], ys, yt,
                {"tca": json.dumps(params), "gamma_": tca.gamma_, "n_components_": k, "solver_": tca.solver_},
@@ -378,7 +376,10 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                            "n_source": len(ys), "n_target": len(yt)}
                 crit = no_crit
             else:
-                cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter))
+                # the last centring of stored features needs them no more: centred in place, held once
+                # (TCA's cells are column slices of one embedding that the next cell reads again)
+                last_use = center == centerings[-1] and not adapter.startswith("tca-")
+                cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter), copy=not last_use)
                 pred, margin = classify(cs, ys, ct, **svm_args)
                 metrics = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1)
                 crit = no_crit

@@ -24,15 +24,20 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerfuse._linalg import gram
 
-__all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains"]
+__all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains", "domain_labels"]
 
 
 KERNEL_BLOCK_ROWS = 8192     # rows of the Nyström map built at a time (a float64 copy of this many rows)
 
 
 def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source rows over target rows, and the ``sample_domain`` :meth:`TCA.fit` expects (0 source, -1 target)."""
-    return np.vstack([xs, xt]), np.r_[np.zeros(len(xs)), -np.ones(len(xt))]
+    """Source rows over target rows, and the ``sample_domain`` :meth:`TCA.fit` expects (:func:`domain_labels`)."""
+    return np.vstack([xs, xt]), domain_labels(len(xs), len(xt))
+
+
+def domain_labels(n_source: int, n_target: int) -> np.ndarray:
+    """``sample_domain`` of source rows over target rows: 0 for the source, -1 for the (unlabelled) target."""
+    return np.r_[np.zeros(n_source), -np.ones(n_target)]
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -486,7 +486,7 @@ def evaluate_svm_mem_mb(wildcards, input):
     they exist)."""
     adapted = {k: v for k, v in input.items() if k not in ("none", "global_pair")}
     return job_memory.evaluate_svm_mb(input.get("none"), adapted, solver=config["svm"]["solver"],
-                                      selection=score_selection(wildcards))
+                                      selection=score_selection(wildcards), center=config["svm"]["center"])
 
 
 def fit_tca_mem_mb(wildcards, input):

@@ -87,7 +87,7 @@ def test_a_fused_block_stores_its_own_columns_and_reads_back_after_the_global_on
     block's scaled columns, and read_pair returns exactly what fusing both blocks in memory gives."""
     import h5py
 
-    from layerfuse.h5io import read_pair, write_arrays
+    from layerfuse.h5io import read_pair, read_stacked_pair, write_arrays
     from layerfuse.stages import fuse_features
 
     rng = np.random.default_rng(0)
@@ -110,6 +110,9 @@ def test_a_fused_block_stores_its_own_columns_and_reads_back_after_the_global_on
     want_s, want_t = fuse([(gs, gt), (ls, lt)], scaling)
     assert xs.dtype == np.float32 and np.array_equal(xs, want_s) and np.array_equal(xt, want_t)
     assert np.array_equal(rys, ys) and np.array_equal(ryt, yt) and attrs["local_width"] == 4
+    # both domains are rows of one array, each stored part read into its place (TCA fits on the stack)
+    stacked, n_source, *_ = read_stacked_pair(fused / "block1-flatten.h5")
+    assert n_source == 12 and np.array_equal(stacked, np.vstack([want_s, want_t])) and xs.base is not None
     # a global pair rewritten with other rows is caught, naming both files
     write_arrays(fused / "global.h5", {"source": gs[:11], "target": gt, "source_labels": ys[:11], "target_labels": yt},
                  {"scaling": scaling, "blocks": 1})

@@ -19,8 +19,8 @@ TCA = {"n_components": 64, "kernel": "rbf", "gamma": "median", "bandwidth_factor
 def _pair(path, ns, nt, d, seed=0, extends=None):
     """Ten well-separated Gaussian classes."""
     rng = np.random.default_rng(seed)
+    ys, yt = rng.integers(0, 10, ns), rng.integers(0, 10, nt)      # first: a block extending a pair shares its rows
     means = rng.normal(0, 4 / np.sqrt(2), (10, d)).astype(np.float32) / np.sqrt(d) * np.sqrt(2)
-    ys, yt = rng.integers(0, 10, ns), rng.integers(0, 10, nt)
     attrs = {"layer": "x", "reducer": "", "scaling": "block-rms", **({"global_pair": extends} if extends else {})}
     write_pair(path, means[ys] + rng.standard_normal((ns, d), dtype=np.float32) / np.sqrt(d),
                means[yt] + rng.standard_normal((nt, d), dtype=np.float32) / np.sqrt(d), ys, yt, attrs)
@@ -42,11 +42,20 @@ def test_pair_shape_counts_the_global_columns_a_block_extends(tmp_path):
     assert pair_shape(tmp_path / "block.h5") == (30, 20, 13)
 
 
+def _fused(tmp_path, ns, nt, d, layout):
+    """A fused pair of ``d`` columns: whole (the global feature set's), or a block's ``d // 3`` columns
+    extending a global pair of the rest (a local feature set's, read together by ``read_pair``)."""
+    if layout == "whole":
+        return _pair(tmp_path / "fused.h5", ns, nt, d)
+    _pair(tmp_path / "global.h5", ns, nt, d - d // 3)
+    return _pair(tmp_path / "block.h5", ns, nt, d // 3, extends="global.h5")
+
+
 @needs_proc
-@pytest.mark.parametrize("solver", ["liblinear", "newton"])
-def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, solver):
+@pytest.mark.parametrize("solver, layout", [("liblinear", "whole"), ("newton", "whole"), ("newton", "extends")])
+def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, solver, layout):
     monkeypatch.setattr(job_memory, "MIN_MB", 0)         # the estimate itself, not the 1 GB floor
-    fused = _pair(tmp_path / "fused.h5", 4000, 2500, 1000)
+    fused = _fused(tmp_path, 4000, 2500, 1000, layout)
     tca = _pair(tmp_path / "tca.h5", 4000, 2500, 64, seed=1)
     svm = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000, "solver": solver}
     peak = _peak_mb(f"from layerfuse.stages import evaluate_svm\n"
@@ -57,9 +66,10 @@ def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, s
 
 
 @needs_proc
-def test_fit_tca_estimate_covers_the_measured_peak(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["whole", "extends"])
+def test_fit_tca_estimate_covers_the_measured_peak(tmp_path, monkeypatch, layout):
     monkeypatch.setattr(job_memory, "MIN_MB", 0)
-    fused = _pair(tmp_path / "fused.h5", 6000, 4000, 1500)
+    fused = _fused(tmp_path, 6000, 4000, 1500, layout)
     peak = _peak_mb(f"from layerfuse.stages import fit_tca\n"
                     f"fit_tca({str(fused)!r}, {json.dumps(TCA)}, {str(tmp_path / 'tca.h5')!r})")
     estimate = job_memory.fit_tca_mb(fused, n_landmarks=TCA["n_landmarks"])

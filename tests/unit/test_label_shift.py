@@ -83,3 +83,15 @@ def test_prior_centring_needs_labels_and_proportions(rng):
     np.testing.assert_allclose(cs.mean(0), 0, atol=1e-12)
     pred, _ = classify(cs, np.arange(10) % 2, ct)
     assert pred.shape == (5,)
+
+
+@pytest.mark.parametrize("center", ["none", "domain", "prior"])
+def test_centring_in_place_gives_the_copy_s_values(rng, center):
+    """copy=False (evaluate_svm's last use of stored features) centres the caller's arrays to the same bits."""
+    xs, xt = rng.normal(2, 1, (40, 5)).astype(np.float32), rng.normal(-1, 1, (30, 5)).astype(np.float32)
+    ys, priors = np.arange(40) % 3, [0.2, 0.3, 0.5]
+    want_s, want_t = center_domains(xs, xt, center, ys=ys, target_priors=priors)
+    ins, int_ = xs.copy(), xt.copy()
+    got_s, got_t = center_domains(ins, int_, center, ys=ys, target_priors=priors, copy=False)
+    assert np.array_equal(got_s, want_s) and np.array_equal(got_t, want_t) and got_t.dtype == want_t.dtype
+    assert got_s is ins and np.array_equal(ins, xs if center == "none" else want_s)   # the caller's array
