@@ -324,9 +324,6 @@ def write_pair(path, source, target, source_labels, target_labels, attrs: dict |
                  vectors=("source", "target"))
 
 
-PAIR_ARRAYS = ["source", "target", "source_labels", "target_labels"]
-
-
 def read_pair(path):
     """(source, target, source_labels, target_labels, attrs) from a pair file: float32 rows of one
     array (:func:`read_stacked_pair`).

@@ -377,8 +377,8 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
                 crit = no_crit
             else:
                 # the last centring of stored features needs them no more: centred in place, held once
-                # (TCA's cells are column slices of one embedding that the next cell reads again)
-                last_use = center == centerings[-1] and not adapter.startswith("tca-")
+                # (TCA's cells, those with dims, are column slices of one embedding that the next cell reads)
+                last_use = center == centerings[-1] and dims is None
                 cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter), copy=not last_use)
                 pred, margin = classify(cs, ys, ct, **svm_args)
                 metrics = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1)
