@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -70,7 +71,21 @@ def summary(results_dir, tables: bool = False) -> list[str]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            code = _run(build_parser().parse_args(argv))
+        except SystemExit as exc:                         # --help, --version, usage errors: printed, then exit
+            code = exc.code
+        sys.stdout.flush()                                # a closed pipe surfaces here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader stopped early (``| head``): end quietly as cat does; stdout goes to /dev/null so that
+        # Python's flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13                                   # what a shell reports for a process ended by SIGPIPE
+
+
+def _run(args) -> int:
     if args.command == "list-layers":
         from pathlib import Path
 

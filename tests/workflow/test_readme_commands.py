@@ -3,6 +3,7 @@
 README cannot drift from the workflow."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -87,3 +88,15 @@ def test_layerfuse_command_parses(command):
     if parsed.command == "list-layers":
         proc = subprocess.run([sys.executable, "-m", "layerfuse", *args], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "layer1.0" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args", [["list-layers"], ["--help"]])
+def test_layerfuse_output_piped_into_head_ends_quietly(args):
+    # `python -m layerfuse list-layers | head` is how a user skims the node names; the early close must
+    # not print a BrokenPipeError traceback
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}      # a pipe's block buffering
+    proc = subprocess.Popen([sys.executable, "-m", "layerfuse", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()                                   # the reader is gone before the first write
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
