@@ -70,6 +70,38 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     return lines
 
 
+def layer_shapes(architecture: str, maxpool_pad: bool, image_size: int) -> list[tuple[str, tuple]]:
+    """:func:`layerfuse.backbones.list_layers`' answer, kept in ``$LAYERFUSE_CACHE/layers`` per torch and
+    torchvision version and per version of the code that lists them: building the network, even on meta
+    tensors, imports torchvision, which is most of a 3 s call; a cached answer takes no torch at all."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from .weights import _cache_dir
+
+    code = hashlib.sha256(Path(__file__).with_name("backbones.py").read_bytes()).hexdigest()[:16]
+    key = (f"{architecture}-maxpool{'pad' if maxpool_pad else 'nopad'}-{image_size}-torch{version('torch')}-"
+           f"torchvision{version('torchvision')}-{code}")
+    path = _cache_dir() / "layers" / f"{key}.json"
+    try:
+        return [(node, tuple(shape)) for node, shape in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):         # not cached yet, or unreadable: listed afresh
+        pass
+    from .backbones import BackboneSpec, list_layers
+
+    shapes = list_layers(BackboneSpec(architecture, "caffe", maxpool_pad), image_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.part")
+        partial.write_text(json.dumps(shapes))
+        partial.replace(path)
+    except OSError:                                  # a read-only cache costs the next call its time only
+        pass
+    return shapes
+
+
 def main(argv=None) -> int:
     try:
         try:
@@ -91,14 +123,12 @@ def _run(args) -> int:
 
         import yaml
 
-        from .backbones import BackboneSpec, list_layers
-
         configured = {}
         if Path(args.configfile).is_file():
             layers = (yaml.safe_load(Path(args.configfile).read_text()) or {}).get("layers") or {}
             configured = {node: key for key, node in layers.items()}
         print(f"{'node':<12} {'output shape':<16} configured as")
-        for node, shape in list_layers(BackboneSpec(args.architecture, "caffe", args.maxpool_pad), args.image_size):
+        for node, shape in layer_shapes(args.architecture, args.maxpool_pad, args.image_size):
             print(f"{node:<12} {' x '.join(map(str, shape)):<16} {configured.get(node, '')}".rstrip())
         print("(a block's output is its last ReLU; any deeper torchvision node name also works)")
         return 0

@@ -100,3 +100,23 @@ def test_layerfuse_output_piped_into_head_ends_quietly(args):
     proc.stdout.close()                                   # the reader is gone before the first write
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_list_layers_answers_from_its_cache_without_torch(tmp_path):
+    """The first call builds the network on meta tensors and keeps the answer in $LAYERFUSE_CACHE; the next
+    imports no torch and prints the same; an unreadable cache file is listed afresh."""
+    env = {**os.environ, "LAYERFUSE_CACHE": str(tmp_path)}
+    code = ("import sys; from layerfuse.__main__ import main; main(['list-layers']); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+
+    def call():
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout, proc.stderr.strip().splitlines()[-1]
+
+    first, second = call(), call()
+    assert first[1] == "torch imported" and second[1] == "no torch", (first[1], second[1])
+    assert first[0] == second[0] and "layer1.0" in first[0] and "256 x 55 x 55" in first[0]
+    (cached,) = (tmp_path / "layers").glob("*.json")
+    cached.write_text("{not json")
+    assert call() == first
