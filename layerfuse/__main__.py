@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(its sha256 must match)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int)
-    p = sub.add_parser("summary", help="a few lines per finished experiment: the pick, its accuracy with and "
-                                       "without adaptation, where the predictions and model are")
+    p = sub.add_parser("summary", help="a few lines per finished experiment: the pick, its accuracy and the "
+                                       "source-only classifier's, where the predictions and model are")
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results/<experiment> of a finished run")
     p.add_argument("--tables", action="store_true", help="print the experiment's tables.md as well")
     return parser
@@ -53,13 +53,17 @@ def summary(results_dir, tables: bool = False) -> list[str]:
         t = pd.read_csv(path)
         pick = t[t["default"].astype(bool)].iloc[0]
         base = t[t["kind"] == "baseline"]
+        source_only = t[t["kind"] == "source_only"]
         oracle = t[t["kind"] == "oracle"]
         cell = f"{pick['featureset']} / {pick['adapter']} / {pick['center']}"
         line = f"  {path.stem}: picked {cell} (by {pick['criterion']}, no target labels)"
         if not pd.isna(pick["accuracy"]):
             line += f": accuracy {pct(pick['accuracy'])}, balanced {pct(pick['balanced_accuracy'])}"
-            if len(base):
-                line += f"; no adaptation (Global) {pct(base['accuracy'].iloc[0])}"
+            if len(source_only):
+                line += f"; source only (Global, no adaptation) {pct(source_only['accuracy'].iloc[0])}"
+            cell_of = lambda r: (r["featureset"], r["adapter"], r["center"])  # noqa: E731
+            if len(base) and cell_of(base.iloc[0]) != cell_of(pick):
+                line += f"; Global, no adapter, {base['center'].iloc[0]} centring {pct(base['accuracy'].iloc[0])}"
             if len(oracle):
                 line += f"; best cell {pct(oracle['accuracy'].iloc[0])}"
         lines.append(line)

@@ -172,9 +172,12 @@ def scoring_settings(selection: dict, featureset: str, *, scope: str, center: st
 
 def selection_table(cells, criteria, *, default: str, center: str, global_layer: str, scope: str = "global"):
     """A row per criterion's pick (among :func:`candidate_cells`), the oracle (best target accuracy over
-    every cell, where the target is labelled) and the no-adaptation Global cell at the tables' ``center``:
-    ``kind``, ``criterion``, ``default``, ``row`` (index into ``cells``), the cell, ``score``, ``accuracy``,
-    ``balanced_accuracy`` and the regrets against the oracle (fractions)."""
+    every cell, where the target is labelled), the Global cell without an adapter at the tables' ``center``
+    (kind ``baseline``: what a user gets where the default criterion scores nothing) and the source-only
+    Global cell (kind ``source_only``: no adapter and no centring, a classifier that never saw the target;
+    centring each domain on its own mean already adapts to the target, as adaptive batch normalisation
+    does): ``kind``, ``criterion``, ``default``, ``row`` (index into ``cells``), the cell, ``score``,
+    ``accuracy``, ``balanced_accuracy`` and the regrets against the oracle (fractions)."""
     import pandas as pd
 
     cells = cells.reset_index(drop=True)
@@ -192,16 +195,20 @@ def selection_table(cells, criteria, *, default: str, center: str, global_layer:
         add("criterion", name, i, cells[f"crit_{name}"].iloc[i])
     if labelled:
         add("oracle", "oracle (target labels)", int(np.nanargmax(cells["accuracy"].to_numpy(dtype=float))))
-    base = cells.index[(cells["featureset"] == global_layer) & (cells["adapter"] == "none")
-                       & (cells["center"] == center)]
+    no_adapter = (cells["featureset"] == global_layer) & (cells["adapter"] == "none")
+    base = cells.index[no_adapter & (cells["center"] == center)]
     if len(base):
-        add("baseline", "no adaptation, Global", int(base[0]))
+        add("baseline", "no adapter, Global", int(base[0]))
+    source_only = cells.index[no_adapter & (cells["center"] == "none")]
+    if len(source_only):
+        add("source_only", "source only, Global (target unseen)", int(source_only[0]))
     out = pd.DataFrame(rows)
     if not (out["kind"].eq("criterion") & out["default"]).any() and len(base):
         # the default criterion failed on every candidate (too few images for its own classifiers):
-        # the no-adaptation Global cell is what the user gets, and the table says so
-        log.warning("selection.default %r scored no candidate cell; using the no-adaptation Global cell", default)
-        out.loc[out["kind"] == "baseline", ["default", "criterion"]] = [True, f"no adaptation, Global ({default} "
+        # the Global cell without an adapter is what the user gets, and the table says so
+        log.warning("selection.default %r scored no candidate cell; using the Global cell without an adapter",
+                    default)
+        out.loc[out["kind"] == "baseline", ["default", "criterion"]] = [True, f"no adapter, Global ({default} "
                                                                               "scored no cell)"]
     out["regret"] = cells["accuracy"].max() - out["accuracy"] if labelled else np.nan
     out["regret_balanced"] = cells["balanced_accuracy"].max() - out["balanced_accuracy"] if labelled else np.nan

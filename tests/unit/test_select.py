@@ -77,8 +77,8 @@ def test_permuting_target_labels_leaves_every_pick_unchanged(tmp_path):
         assert runs["true"][1]["predicted"].tolist() == runs[other][1]["predicted"].tolist()
     first, third = runs["true"][0], runs["absent"][0]
     assert "true" in runs["true"][1] and "true" not in runs["absent"][1]   # unlabelled: no truth column
-    assert set(first["kind"]) == {"criterion", "oracle", "baseline"}
-    assert set(third["kind"]) == {"criterion", "baseline"}
+    assert set(first["kind"]) == {"criterion", "oracle", "baseline", "source_only"}
+    assert set(third["kind"]) == {"criterion", "baseline", "source_only"}
     assert first.loc[first["kind"] == "oracle", "regret"].iloc[0] == 0
 
 
@@ -95,6 +95,9 @@ def test_scope_global_picks_only_the_global_adapters_at_the_tables_centring():
     t = selection_table(cells, ["snd"], default="snd", center="domain", global_layer="global", scope="global")
     pick = t[t["kind"] == "criterion"].iloc[0]
     assert (pick["featureset"], pick["adapter"], pick["center"]) == ("global", "tca-8", "domain")
+    # beside the picks: Global without an adapter at the tables' centring, and source only (not even centred)
+    assert t.loc[t["kind"] == "baseline", ["adapter", "center", "accuracy"]].values.tolist() == [["none", "domain", 0.6]]
+    assert t.loc[t["kind"] == "source_only", ["adapter", "center", "accuracy"]].values.tolist() == [["none", "none", 0.5]]
     assert t.loc[t["kind"] == "oracle", "featureset"].item() == "block1-pca"   # the oracle sees every cell
     t = selection_table(cells, ["snd"], default="snd", center="domain", global_layer="global", scope="all")
     assert t.loc[t["kind"] == "criterion", "row"].item() == 4

@@ -195,7 +195,8 @@ def test_bad_config_stops_before_any_job(tmp_path, change, message):
 
 def test_summary_is_a_few_lines(finished_run):
     """``python -m layerfuse summary`` (what ``make run`` ends with): the pick per backbone with its accuracy
-    and the no-adaptation Global's, where predictions and models are; at most 10 lines."""
+    and the source-only classifier's (Global, no adapter, no centring), where predictions and models are; at
+    most 10 lines."""
     import subprocess
     import sys
 
@@ -204,5 +205,5 @@ def test_summary_is_a_few_lines(finished_run):
                           capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and len(lines) <= 10, proc.stdout + proc.stderr
-    assert sum("picked" in line and "no adaptation (Global)" in line for line in lines) == 2
+    assert sum("picked" in line and "source only (Global, no adaptation)" in line for line in lines) == 2
     assert "model/<backbone>" in lines[-1]
