@@ -11,7 +11,7 @@ holds) x centring, is scored exactly as the workflow's ``evaluate_svm`` does
 without target labels; the target labels only measure the pick:
 
 - regret: the oracle cell's accuracy minus the pick's (points), also for balanced accuracy;
-- below Global: the no-adaptation Global cell (tables' centring) minus the pick, where positive;
+- below Global: the Global cell without an adapter (tables' centring) minus the pick, where positive;
 - cost: scoring time with the criteria over scoring time without them, in the same run, and the
   criteria's time over the experiment's whole workflow time (from its ``benchmarks/`` TSVs).
 
@@ -79,7 +79,7 @@ def workflow_seconds(exp_dir: Path) -> float:
 def picks_table(cells: pd.DataFrame, criteria, center: str = "domain", global_layer: str = "global",
                 scope: str = "global") -> pd.DataFrame:
     """The workflow's selection table (:func:`layerfuse.select.selection_table`) in points, with how far each
-    pick falls below the no-adaptation Global cell."""
+    pick falls below the Global cell without an adapter (at the tables' centring)."""
     t = selection_table(cells, criteria, default=criteria[0], center=center, global_layer=global_layer, scope=scope)
     base = t.loc[t["kind"] == "baseline", "accuracy"]
     out = pd.DataFrame({"criterion": t["criterion"], "cell": t["featureset"] + "/" + t["adapter"] + "/" + t["center"]})
