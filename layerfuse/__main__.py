@@ -83,12 +83,12 @@ def layer_shapes(architecture: str, maxpool_pad: bool, image_size: int) -> list[
     from importlib.metadata import version
     from pathlib import Path
 
-    from .weights import _cache_dir
+    from .weights import cache_dir
 
     code = hashlib.sha256(Path(__file__).with_name("backbones.py").read_bytes()).hexdigest()[:16]
     key = (f"{architecture}-maxpool{'pad' if maxpool_pad else 'nopad'}-{image_size}-torch{version('torch')}-"
            f"torchvision{version('torchvision')}-{code}")
-    path = _cache_dir() / "layers" / f"{key}.json"
+    path = cache_dir() / "layers" / f"{key}.json"
     try:
         return [(node, tuple(shape)) for node, shape in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):         # not cached yet, or unreadable: listed afresh

