@@ -214,6 +214,38 @@ def selection_markdown(picks: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
+    """The report's landing summary, reStructuredText: a row per experiment and backbone with the cell the
+    default criterion picked and its accuracy (balanced), the source-only classifier's (no adapter, no
+    centring), the best cell's, and the paper's Global average with TCA where the experiment reproduces one of
+    its tables.  ``selections``: ``{(experiment, backbone): selection table}`` (:func:`layerfuse.select.
+    selection_table`'s rows); ``paper_tables``: ``{experiment: table id or None}``."""
+    paper = load_paper_tables()
+    pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"  # noqa: E731
+    rows = [["experiment", "backbone", "picked without target labels", "accuracy (balanced)", "source only",
+             "best cell", "paper, Global with TCA (Avg)"]]
+    for (experiment, backbone), t in sorted(selections.items()):
+        pick = t[t["default"].astype(bool)].iloc[0]
+        source_only = t.loc[t["kind"] == "source_only", "accuracy"]
+        oracle = t.loc[t["kind"] == "oracle", "accuracy"]
+        table_id = paper_tables.get(experiment)
+        paper_backbone = "finetuned" if backbone in finetuned else "imagenet"
+        ref = paper.loc[(paper["table"] == table_id) & (paper["backbone"] == paper_backbone)
+                        & (paper["row"] == "Avg") & (paper["featureset"] == "global"), "accuracy"]
+        accuracy = pct(pick["accuracy"])
+        if not pd.isna(pick["accuracy"]):
+            accuracy += f" ({pct(pick['balanced_accuracy'])})"
+        rows.append([experiment, backbone,
+                     f"{pick['featureset']} / {pick['adapter']} / {pick['center']} ({pick['criterion']})", accuracy,
+                     pct(source_only.iloc[0]) if len(source_only) else "–",
+                     pct(oracle.iloc[0]) if len(oracle) else "–",
+                     f"{ref.iloc[0]:.1f} (Table {table_id})" if len(ref) else "–"])
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in rows:
+        lines += [f"   * - {row[0]}"] + [f"     - {cell}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
 def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
     """Counts of true (rows) by predicted (columns) classes, annotated."""
     import matplotlib

@@ -550,8 +550,8 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     is labelled, its accuracy, balanced accuracy and regret against the oracle; plus the oracle, the Global
     cell without an adapter and the source-only Global cell), ``outputs.predictions`` (a row per target
     image: ``image`` relative to the target folder, ``predicted``, ``confidence`` = the SVM margin,
-    ``cell``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` / ``outputs.figure`` (true classes by predicted; one
-    row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
+    ``cell``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` /
+    ``outputs.figure`` (true classes by predicted; one row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
     (thumbnails from the image store ``target_images``).
     """
     import pandas as pd
@@ -658,6 +658,30 @@ def cell_predictions(stores, featureset: str, adapter: str, center: str):
     with h5py.File(store_of(stores, featureset), "r") as f:
         k = json.loads(f.attrs["cells"]).index([adapter, center])
         return f["pred"][k], f["margin"][k], f["labels"][()]
+
+
+# the line of report/workflow.rst the landing table replaces (a Jinja comment: nothing where it stays)
+LANDING_MARK = "{# at a glance: rule report_landing puts each experiment's results here #}"
+
+
+def report_landing(intro, selection_csvs, params: dict, out) -> None:
+    """The Snakemake report's landing page: ``intro`` (``report/workflow.rst``) and a table of every
+    experiment's pick beside its source-only classifier, best cell and the paper's number
+    (:func:`layerfuse.report.landing_rst`).  ``selection_csvs``: every ``results/<experiment>/selection/
+    <backbone>.csv``; ``params``: ``paper_tables`` (``{experiment: table id or None}``) and ``finetuned``
+    (backbone keys)."""
+    import pandas as pd
+
+    from .report import landing_rst
+
+    selections = {(Path(path).parents[1].name, Path(path).stem): pd.read_csv(path) for path in selection_csvs}
+    glance = ("At a glance: accuracy (%) on each target of the cell picked without its labels, beside the "
+              "classifier that never saw the target (no adapter, no centring), the best cell of the grid and the "
+              "paper's number.\n\n" + landing_rst(selections, params["paper_tables"], params.get("finetuned", ())))
+    text = Path(intro).read_text()
+    if LANDING_MARK not in text:
+        raise ValueError(f"{intro}: no line {LANDING_MARK!r} to put the results at")
+    write_text_atomic(out, text.replace(LANDING_MARK, glance.rstrip("\n")))
 
 
 def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png, out_html=None) -> str:

@@ -180,7 +180,7 @@ def get_final_outputs():
         + expand("results/{experiment}/model/{backbone}", experiment=EXPERIMENTS, backbone=BACKBONES)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)
-        + ["results/report/config.yaml"]
+        + ["results/report/config.yaml", LANDING_PAGE]
     )
 
 

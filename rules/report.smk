@@ -63,3 +63,22 @@ rule dump_config:
         "../envs/layerfuse.yaml"
     script:
         "../workflow_scripts/dump_config.py"
+
+
+# The report's landing page (the Snakefile's `report:` once it exists): report/workflow.rst and a table of each
+# experiment's pick beside the source-only classifier and the paper's number.
+rule report_landing:
+    input:
+        intro=str(Path(workflow.basedir) / "report" / "workflow.rst"),
+        selections=expand("results/{experiment}/selection/{backbone}.csv", experiment=EXPERIMENTS, backbone=BACKBONES),
+    output:
+        LANDING_PAGE,
+    params:
+        report=canonical({"paper_tables": {e: config["experiments"][e].get("paper_table") for e in EXPERIMENTS},
+                          "finetuned": FINETUNED}),
+    log:
+        "logs/report/report_landing.log",
+    conda:
+        "../envs/layerfuse.yaml"
+    script:
+        "../workflow_scripts/report_landing.py"

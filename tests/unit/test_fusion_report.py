@@ -118,3 +118,44 @@ def test_a_fused_block_stores_its_own_columns_and_reads_back_after_the_global_on
                  {"scaling": scaling, "blocks": 1})
     with pytest.raises(ValueError, match=r"block1-flatten\.h5: its rows do not match .*global\.h5"):
         read_pair(fused / "block1-flatten.h5")
+
+
+def test_report_landing_puts_each_experiments_pick_beside_source_only_and_the_paper(tmp_path):
+    """The report's landing page: report/workflow.rst with, at its marked line, a row per experiment and
+    backbone (the pick, source only, the best cell, the paper's Global average where it has a table); the
+    page renders as reStructuredText with the table in it."""
+    from pathlib import Path
+
+    from docutils.core import publish_parts
+
+    from layerfuse.select import selection_table
+    from layerfuse.stages import LANDING_MARK, report_landing
+
+    cells = pd.DataFrame({"featureset": ["global"] * 4, "adapter": ["none", "none", "tca-8", "tca-8"],
+                          "center": ["none", "domain"] * 2, "accuracy": [0.912, 0.936, 0.90, 0.956],
+                          "balanced_accuracy": [0.92, 0.94, 0.90, 0.959], "crit_dev": [0.0, 0.1, 0.2, 0.9]})
+    paths = []
+    for experiment, backbone in (("officeaw", "imagenet"), ("officeaw", "finetuned"), ("mine", "imagenet")):
+        path = tmp_path / "results" / experiment / "selection" / f"{backbone}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = selection_table(cells, ["dev"], default="dev", center="domain", global_layer="global")
+        if experiment == "mine":                           # an unlabelled target: no accuracy, no oracle
+            table = table[table["kind"] != "oracle"].assign(accuracy=np.nan, balanced_accuracy=np.nan)
+        table.to_csv(path, index=False)
+        paths.append(str(path))
+    intro = Path(__file__).parents[2] / "report" / "workflow.rst"
+    assert LANDING_MARK in intro.read_text()
+    out = tmp_path / "landing.rst"
+    report_landing(intro, paths, {"paper_tables": {"officeaw": "II", "mine": None}, "finetuned": ["finetuned"]}, out)
+    text = out.read_text()
+    assert LANDING_MARK not in text and text.startswith(intro.read_text().split(LANDING_MARK)[0])
+    rows = text.split("   * - ")[1:]
+    assert len(rows) == 4 and rows[0].startswith("experiment")
+    assert rows[1].split() == ["mine", "-", "imagenet", "-", "global", "/", "tca-8", "/", "domain", "(dev)",
+                               "-", "–", "-", "–", "-", "–", "-", "–"]
+    assert ("global / tca-8 / domain (dev)\n     - 95.6 (95.9)\n     - 91.2\n     - 95.6\n     - 50.4 (Table II)"
+            in rows[2])
+    assert "51.2 (Table II)" in rows[3]                 # the paper's ImageNet Global average with TCA
+    html = publish_parts(text.replace('{{ snakemake.config["experiments"] | join(", ") }}', "mine, officeaw"),
+                         writer="html")["html_body"]
+    assert "<table" in html and "95.6 (95.9)" in html and "Where to look" in html

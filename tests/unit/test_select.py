@@ -96,8 +96,8 @@ def test_scope_global_picks_only_the_global_adapters_at_the_tables_centring():
     pick = t[t["kind"] == "criterion"].iloc[0]
     assert (pick["featureset"], pick["adapter"], pick["center"]) == ("global", "tca-8", "domain")
     # beside the picks: Global without an adapter at the tables' centring, and source only (not even centred)
-    assert t.loc[t["kind"] == "baseline", ["adapter", "center", "accuracy"]].values.tolist() == [["none", "domain", 0.6]]
-    assert t.loc[t["kind"] == "source_only", ["adapter", "center", "accuracy"]].values.tolist() == [["none", "none", 0.5]]
+    shown = lambda kind: t.loc[t["kind"] == kind, ["adapter", "center", "accuracy"]].values.tolist()  # noqa: E731
+    assert shown("baseline") == [["none", "domain", 0.6]] and shown("source_only") == [["none", "none", 0.5]]
     assert t.loc[t["kind"] == "oracle", "featureset"].item() == "block1-pca"   # the oracle sees every cell
     t = selection_table(cells, ["snd"], default="snd", center="domain", global_layer="global", scope="all")
     assert t.loc[t["kind"] == "criterion", "row"].item() == 4

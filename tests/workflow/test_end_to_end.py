@@ -64,7 +64,7 @@ def test_finetuned_backbone(finished_run):
 
 
 def test_html_report(finished_run, tmp_path):
-    """`snakemake --report` renders the tables, figures and config of a finished run."""
+    """`snakemake --report` renders the landing summary, tables, figures and config of a finished run."""
     workdir, _ = finished_run
     out = tmp_path / "report.html"
     snakemake(workdir, "--report", str(out))
@@ -73,6 +73,8 @@ def test_html_report(finished_run, tmp_path):
     for name in ("tiny_fusion_vs_global.png", "tiny_accuracy_vs_dims.png", "config.yaml", "imagenet.html", "tiny.html",
                  "finetuned_confusion.png"):
         assert name in html
+    # the landing page leads with each experiment's pick beside the source-only classifier (rule report_landing)
+    assert "At a glance" in html and "source only" in html and "rule report_landing" not in html
 
 
 def test_feature_store_attributes(finished_run):
@@ -99,8 +101,8 @@ def test_reordered_config_reruns_nothing(finished_run, tmp_path):
 def test_changing_svm_params_reruns_only_classification(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "svm", **{"svm.C": 2.0}))
-    assert set(jobs) == {"evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group", "dump_config",
-                         "all"}
+    assert set(jobs) == {"evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
+                         "report_landing", "dump_config", "all"}
     assert jobs["evaluate_svm"] == 8                # one per feature set and backbone, every adapter
 
 
@@ -110,7 +112,7 @@ def test_changing_the_tables_centring_rescores_only_the_candidates(finished_run,
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "center", **{"svm.center": "none"}))
     assert set(jobs) == {"evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
-                         "dump_config", "all"}
+                         "report_landing", "dump_config", "all"}
     assert jobs["evaluate_svm"] == 2                # the global feature set, once per backbone
 
 
@@ -118,7 +120,7 @@ def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
     assert set(jobs) == {"fit_tca", "evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
-                         "dump_config", "all"}
+                         "report_landing", "dump_config", "all"}
 
 
 def test_unrelated_change_does_not_extract(finished_run, tmp_path):
