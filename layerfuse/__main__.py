@@ -43,6 +43,8 @@ def summary(results_dir, tables: bool = False) -> list[str]:
 
     import pandas as pd
 
+    from .select import selection_headline
+
     root = Path(results_dir)
     selections = sorted((root / "selection").glob("*.csv"))
     if not selections:
@@ -50,22 +52,17 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}%"  # noqa: E731
     lines = [f"{root.name}:"]
     for path in selections:
-        t = pd.read_csv(path)
-        pick = t[t["default"].astype(bool)].iloc[0]
-        base = t[t["kind"] == "baseline"]
-        source_only = t[t["kind"] == "source_only"]
-        oracle = t[t["kind"] == "oracle"]
-        cell = f"{pick['featureset']} / {pick['adapter']} / {pick['center']}"
-        line = f"  {path.stem}: picked {cell} (by {pick['criterion']}, no target labels)"
+        head = selection_headline(pd.read_csv(path))
+        pick, base = head["pick"], head["baseline"]
+        line = f"  {path.stem}: picked {head['cell']} (by {pick['criterion']}, no target labels)"
         if not pd.isna(pick["accuracy"]):
             line += f": accuracy {pct(pick['accuracy'])}, balanced {pct(pick['balanced_accuracy'])}"
-            if len(source_only):
-                line += f"; source only (Global, no adaptation) {pct(source_only['accuracy'].iloc[0])}"
-            cell_of = lambda r: (r["featureset"], r["adapter"], r["center"])  # noqa: E731
-            if len(base) and cell_of(base.iloc[0]) != cell_of(pick):
-                line += f"; Global, no adapter, {base['center'].iloc[0]} centring {pct(base['accuracy'].iloc[0])}"
-            if len(oracle):
-                line += f"; best cell {pct(oracle['accuracy'].iloc[0])}"
+            if not pd.isna(head["source_only"]):
+                line += f"; source only (Global, no adaptation) {pct(head['source_only'])}"
+            if base is not None:
+                line += f"; Global, no adapter, {base['center']} centring {pct(base['accuracy'])}"
+            if not pd.isna(head["best"]):
+                line += f"; best cell {pct(head['best'])}"
         lines.append(line)
     lines.append(f"  predictions: {root}/predictions/<backbone>.csv; models: {root}/model/<backbone> "
                  "(python -m layerfuse predict)")

@@ -109,6 +109,12 @@ def group_table(df: pd.DataFrame, metric: str = "accuracy",
     return mean, std
 
 
+def paper_backbone(backbone: str, finetuned=()) -> str:
+    """The paper's backbone a backbone key is compared with: ``finetuned`` for any key with a ``finetune:``
+    block (``finetuned``: those keys), else ``imagenet``."""
+    return "finetuned" if backbone in finetuned else "imagenet"
+
+
 def paper_comparison(ours: pd.DataFrame, table_id: str, backbone: str) -> pd.DataFrame:
     """Long table: ours, the paper's and the difference for every cell the paper reports."""
     paper = load_paper_tables()
@@ -220,25 +226,23 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
     centring), the best cell's, and the paper's Global average with TCA where the experiment reproduces one of
     its tables.  ``selections``: ``{(experiment, backbone): selection table}`` (:func:`layerfuse.select.
     selection_table`'s rows); ``paper_tables``: ``{experiment: table id or None}``."""
+    from .select import selection_headline
+
     paper = load_paper_tables()
     pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"  # noqa: E731
     rows = [["experiment", "backbone", "picked without target labels", "accuracy (balanced)", "source only",
              "best cell", "paper, Global with TCA (Avg)"]]
     for (experiment, backbone), t in sorted(selections.items()):
-        pick = t[t["default"].astype(bool)].iloc[0]
-        source_only = t.loc[t["kind"] == "source_only", "accuracy"]
-        oracle = t.loc[t["kind"] == "oracle", "accuracy"]
+        head = selection_headline(t)
+        pick = head["pick"]
         table_id = paper_tables.get(experiment)
-        paper_backbone = "finetuned" if backbone in finetuned else "imagenet"
-        ref = paper.loc[(paper["table"] == table_id) & (paper["backbone"] == paper_backbone)
+        ref = paper.loc[(paper["table"] == table_id) & (paper["backbone"] == paper_backbone(backbone, finetuned))
                         & (paper["row"] == "Avg") & (paper["featureset"] == "global"), "accuracy"]
         accuracy = pct(pick["accuracy"])
         if not pd.isna(pick["accuracy"]):
             accuracy += f" ({pct(pick['balanced_accuracy'])})"
-        rows.append([experiment, backbone,
-                     f"{pick['featureset']} / {pick['adapter']} / {pick['center']} ({pick['criterion']})", accuracy,
-                     pct(source_only.iloc[0]) if len(source_only) else "–",
-                     pct(oracle.iloc[0]) if len(oracle) else "–",
+        rows.append([experiment, backbone, f"{head['cell']} ({pick['criterion']})", accuracy,
+                     pct(head["source_only"]), pct(head["best"]),
                      f"{ref.iloc[0]:.1f} (Table {table_id})" if len(ref) else "–"])
     lines = [".. list-table::", "   :header-rows: 1", ""]
     for row in rows:

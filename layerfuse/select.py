@@ -23,7 +23,7 @@ import numpy as np
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table"]
+           "selection_table", "selection_headline"]
 
 
 def _scorers(seed: int) -> dict:
@@ -213,3 +213,22 @@ def selection_table(cells, criteria, *, default: str, center: str, global_layer:
     out["regret"] = cells["accuracy"].max() - out["accuracy"] if labelled else np.nan
     out["regret_balanced"] = cells["balanced_accuracy"].max() - out["balanced_accuracy"] if labelled else np.nan
     return out
+
+
+def selection_headline(table) -> dict:
+    """What a summary of one backbone's :func:`selection_table` (as written to ``selection/<backbone>.csv``)
+    shows: ``pick`` (the default criterion's row), ``cell`` (its "feature set / adapter / centring"),
+    ``baseline`` (the Global row without an adapter at the tables' centring, or None where the pick is that
+    cell or it is absent), and the accuracies ``source_only`` and ``best`` (NaN where absent or unlabelled)."""
+    def cell_of(row):
+        return f"{row['featureset']} / {row['adapter']} / {row['center']}"
+
+    def accuracy(kind):
+        rows = table.loc[table["kind"] == kind, "accuracy"]
+        return rows.iloc[0] if len(rows) else float("nan")
+
+    pick = table[table["default"].astype(bool)].iloc[0]
+    base = table[table["kind"] == "baseline"]
+    return {"pick": pick, "cell": cell_of(pick),
+            "baseline": base.iloc[0] if len(base) and cell_of(base.iloc[0]) != cell_of(pick) else None,
+            "source_only": accuracy("source_only"), "best": accuracy("oracle")}

@@ -551,8 +551,8 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     cell without an adapter and the source-only Global cell), ``outputs.predictions`` (a row per target
     image: ``image`` relative to the target folder, ``predicted``, ``confidence`` = the SVM margin,
     ``cell``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` /
-    ``outputs.figure`` (true classes by predicted; one row ``unlabelled`` for an unlabelled target); with ``outputs.summary``, the report's Predictions page
-    (thumbnails from the image store ``target_images``).
+    ``outputs.figure`` (true classes by predicted; one row ``unlabelled`` for an unlabelled target); with
+    ``outputs.summary``, the report's Predictions page (thumbnails from the image store ``target_images``).
     """
     import pandas as pd
 
@@ -688,8 +688,8 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
     """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures."""
     import pandas as pd
 
-    from .report import (comparison_markdown, group_table, markdown_html, paper_comparison, plot_accuracy_vs_dims,
-                         plot_fusion_vs_global, plot_message, table_markdown)
+    from .report import (comparison_markdown, group_table, markdown_html, paper_backbone, paper_comparison,
+                         plot_accuracy_vs_dims, plot_fusion_vs_global, plot_message, table_markdown)
 
     df = pd.concat([pd.read_csv(p) for p in accuracy_csvs], ignore_index=True)
     df = df[df["center"] == params.get("center", "domain")]
@@ -708,9 +708,7 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
             if n > 1:
                 parts.append(table_markdown(std, f"{backbone}: {metric} standard deviation (points)"))
             if metric == "accuracy" and table_id:
-                # the paper's two backbones: fine-tuned (any backbone with a finetune: block) or ImageNet
-                paper_backbone = "finetuned" if backbone in params.get("finetuned", ()) else "imagenet"
-                comp = paper_comparison(mean, table_id, paper_backbone)
+                comp = paper_comparison(mean, table_id, paper_backbone(backbone, params.get("finetuned", ())))
                 parts.append(comparison_markdown(comp, f"{backbone}: ours / paper Table {table_id} (difference)"))
             if metric == "accuracy":
                 accuracy_tables[backbone] = mean
