@@ -1,11 +1,12 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create .venv if missing, then run the demo workflow
-#   make test   create .venv if missing, then run the test suite
+#   make test   create .venv if missing, then run the test suite (what CI runs)
+#   make test-fast   the unit tests and the small workflow tests (under 2 minutes)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: run test lint venv
+.PHONY: run test test-fast lint venv
 
 venv: $(VENV)/.installed
 
@@ -22,6 +23,9 @@ run: venv
 
 test: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -rs
+
+test-fast: venv
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -rs -m "not slow"
 
 lint: venv
 	$(VENV)/bin/snakemake --lint

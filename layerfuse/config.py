@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from .adapt import check_adapter, grid_cells
+
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys"]
 
@@ -120,11 +122,8 @@ def featuresets(config: dict) -> list[str]:
 
 
 def adapters(config: dict) -> list[str]:
-    """The grid's adapter cells: ``none`` (no adaptation, if ``tca.baseline``), ``tca-<dims>`` for each TCA
-    dimension, and each key of ``adapters`` (:mod:`layerfuse.adapt`)."""
-    tca = config["tca"]
-    return ((["none"] if tca["baseline"] else []) + [f"tca-{d}" for d in sorted(tca["dims"], reverse=True)]
-            + list(config.get("adapters", {})))
+    """The grid's adapter cells (:func:`layerfuse.adapt.grid_cells`)."""
+    return grid_cells(config["tca"], config.get("adapters", {}))
 
 
 def backbone_spec(backbone: dict) -> dict:
@@ -190,8 +189,6 @@ def check_config(config: dict) -> None:
         if split:
             raise ConfigError(f"extract.store_maps: false is not available for experiments that split one dataset "
                               f"({', '.join(split)}): set store_maps: true")
-    from .adapt import check_adapter
-
     for key, spec in config.get("adapters", {}).items():
         try:
             check_adapter(key, spec)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from .svm import LinearSVM
+from . import adapt
+from .label_shift import estimate_target_priors, prior_offset
+from .select import criteria_scores
+from .svm import decide, fit_svm, svm_kwargs
 
-__all__ = ["CENTERINGS", "GRID_CENTERINGS", "SVM_KEYS", "center_domains", "make_svm", "svm_kwargs", "fit_svm", "decide",
-           "classify", "target_metrics", "evaluate_svm"]
+__all__ = ["CENTERINGS", "GRID_CENTERINGS", "center_domains", "classify", "target_metrics", "evaluate_svm", "score_grid"]
 
 CENTERINGS = ("none", "domain", "prior")
 # the centrings every grid cell is scored at; ``prior`` is added where it is the tables' centring
@@ -36,8 +38,6 @@ def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=Non
         return xs, xt
     offset = None
     if center == "prior":
-        from .label_shift import prior_offset
-
         if ys is None or target_priors is None:
             raise ValueError("prior centring needs the source labels and the target's estimated class proportions")
         offset = prior_offset(xs, ys, target_priors)      # of the uncentred source, before any change in place
@@ -48,36 +48,6 @@ def center_domains(xs, xt, center: str = "domain", *, ys=None, target_priors=Non
         xt -= xt.mean(0)
         cs, ct = xs, xt
     return cs, ct if offset is None else ct + offset
-
-
-# the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)
-SVM_KEYS = ("C", "class_weight", "tol", "max_iter", "solver")
-
-
-def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", tol: float = 1e-4, max_iter: int = 20000,
-             solver: str = "auto", random_state: int = 0) -> LinearSVM:
-    """The workflow's linear SVM, unfitted: ``LinearSVC``'s problem (:mod:`layerfuse.svm`)."""
-    return LinearSVM(C=C, class_weight=class_weight, tol=tol, max_iter=max_iter, solver=solver,
-                     random_state=random_state)
-
-
-def svm_kwargs(svm: dict) -> dict:
-    """The classifier's keys of an ``svm`` config slice (those absent take :func:`make_svm`'s defaults)."""
-    return {k: svm[k] for k in SVM_KEYS if k in svm}
-
-
-def fit_svm(xs, ys, **svm) -> LinearSVM:
-    """:func:`make_svm`'s SVM fitted on the source ``(xs, ys)``."""
-    if len(np.unique(ys)) < 2:
-        raise ValueError(f"the source has {len(np.unique(ys))} class(es); a classifier needs at least 2")
-    return make_svm(**svm).fit(xs, ys)
-
-
-def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted labels and margins from a linear SVM's decision values (see :func:`classify`)."""
-    if decision.ndim == 1:
-        return classes[(decision > 0).astype(int)], np.abs(decision).astype(np.float32)
-    return classes[decision.argmax(axis=1)], decision.max(axis=1).astype(np.float32)
 
 
 def classify(xs, ys, xt, **svm) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +63,6 @@ def classify(xs, ys, xt, **svm) -> tuple[np.ndarray, np.ndarray]:
 def target_metrics(yt, pred, n_source: int, n_classes: int | None = None) -> dict:
     """Accuracy, balanced accuracy and macro-F1 on the target (NaN when it is unlabelled: labels -1), and
     ``recall``: each class's recall (label order, ``;``-separated; ``n_classes`` of them where given)."""
-    from sklearn.metrics import recall_score
-
     yt = np.asarray(yt)
     labelled = len(yt) > 0 and bool((yt >= 0).all())
     nan = float("nan")
@@ -121,10 +89,72 @@ def evaluate_svm(xs, ys, xt, yt, *, center: str = "domain", **svm) -> tuple[dict
     """
     priors = None
     if center == "prior":
-        from .label_shift import estimate_target_priors
-
         priors = estimate_target_priors(xs, ys, xt, svm=svm, seed=svm.get("random_state", 0))
     xs, xt = center_domains(xs, xt, center, ys=ys, target_priors=priors)
     pred, _ = classify(xs, ys, xt, **svm)
     return target_metrics(yt, pred, len(ys)), pred
 
+
+def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selection: dict | None = None,
+               label_shift: dict | None = None) -> tuple[list[dict], list, list, dict]:
+    """Score every cell of one feature set: adapter (raw features ``none``, the first ``d`` TCA components
+    ``tca-d``, or a configured adapter's features, named by its ``adapters`` key) x centring (each of
+    :data:`layerfuse.evaluate.GRID_CENTERINGS`, and ``prior`` where ``svm["center"]`` is ``prior``), one
+    linear SVM each.  ``target_priors``: the target's class proportions estimated
+    without labels (:mod:`layerfuse.label_shift`), for prior centring and for the global feature set
+    without adaptation (the report's Class proportions).
+
+    ``pairs``: :func:`layerfuse.h5io.read_pair`'s tuples by store key: ``"none"`` the fused pair, ``"tca"``
+    the TCA embedding (fitted once at the largest ``d``; components are nested), each ``adapters`` key its
+    store, as far as the cells ``adapters`` need them.  An adapter that failed on the feature set gives rows
+    with no scores and the reason in ``failed``; one whose target map no saved model can apply
+    (``map_error``) gets no criteria, so the label-free pick never takes it.
+
+    ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_*_images``): each cell
+    also gets the label-free criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns; with
+    ``centerings`` only the cells at those centrings do (the others' columns are empty): the criteria are
+    most of a large grid's time, and ``selection.scope: global`` picks at ``svm.center`` only.
+    ``label_shift``: keywords of the class-proportion estimate (``max_source_images``).
+
+    Returns ``(rows, predictions, margins, target_priors)``: a score row, the target's predicted labels
+    (-1 for a failed cell) and margins per cell, and the estimated proportions by adapter cell.
+    """
+    layer, _, reducer = meta["featureset"].partition("-")
+    local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
+    svm_args = svm_kwargs(svm)
+    centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
+    rows, preds, margins, priors = [], [], [], {}
+    scored = (selection or {}).get("centerings", centerings)
+    no_crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+    for adapter in adapters:
+        xs, xt, ys, yt, dims, failed, map_error = adapt.cell_features(pairs, adapter)
+        # the target's class proportions: for prior centring, and for the report (global features, no adapter)
+        if not failed and ("prior" in centerings or (adapter == "none" and not reducer)):
+            priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args, **(label_shift or {})).tolist()
+        for center in centerings:
+            if failed:
+                pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
+                metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+                           "n_source": len(ys), "n_target": len(yt)}
+                crit = no_crit
+            else:
+                # the last centring of stored features needs them no more: centred in place, held once
+                # (TCA's cells, those with dims, are column slices of one embedding that the next cell reads)
+                last_use = center == centerings[-1] and dims is None
+                cs, ct = center_domains(xs, xt, center, ys=ys, target_priors=priors.get(adapter), copy=not last_use)
+                pred, margin = classify(cs, ys, ct, **svm_args)
+                metrics = target_metrics(yt, pred, len(ys), n_classes=int(ys.max()) + 1)
+                crit = no_crit
+                if selection and center in scored and not map_error:
+                    crit = {f"crit_{k}": v for k, v in criteria_scores(
+                        cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
+                        validation_size=selection["validation_size"], seed=selection["seed"],
+                        **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
+            preds.append(pred)
+            margins.append(margin)
+            rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,
+                         "n_components": dims if dims is not None else "",
+                         "n_components_used": xs.shape[1] if dims is not None else "",
+                         "local_width": local_width, **metrics, **crit, "failed": failed,
+                         "target_priors": ";".join(f"{p:.4f}" for p in priors.get(adapter, []))})
+    return rows, preds, margins, priors

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapt import NESTED_KEY
 from .h5io import pair_shape, read_labels
 from .svm import SQUARED_BLOCK_ROWS, resolve_solver
 from .tca import KERNEL_BLOCK_ROWS
@@ -55,7 +56,7 @@ def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection
     n_classes = len(np.unique(read_labels(paths[0], "source_labels")))
     held = sum(4 * (ns + nt) * w for ns, nt, w in shapes)
     ns, nt, width = max(shapes, key=lambda shape: shape[2])
-    copied = [s for p, s in zip(paths, shapes) if center == "prior" or p == adapted.get("tca")]
+    copied = [s for p, s in zip(paths, shapes) if center == "prior" or p == adapted.get(NESTED_KEY)]
     work = max((4 * (s[0] + s[1]) * s[2] for s in copied), default=0)
     work += max(_classifier_bytes(s[0], s[2], n_classes, solver) for s in shapes)
     if selection:
@@ -77,9 +78,12 @@ def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 300
     return max(MIN_MB, BASE_MB + int((4 * n * width + work) / _MB))
 
 
-def fit_adapter_mb(fused_pair) -> int:
-    """``fit_adapter`` (skada's CORAL, Subspace Alignment, linear OT; JDA): the stacked rows widened to
+def fit_adapter_mb(fused_pair, spec: dict | None = None) -> int:
+    """``fit_adapter`` of ``spec`` (an :func:`layerfuse.adapt.adapter_specs` entry): TCA's by
+    :func:`fit_tca_mb`; skada's CORAL, Subspace Alignment, linear OT and JDA: the stacked rows widened to
     float64, the adapters' own copies and ``d x d`` covariances: 40 bytes a value, the most any of them
     took in docs/benchmarks.md's "Downstream at size"."""
+    if spec is not None and spec.get("method") == "tca":
+        return fit_tca_mb(fused_pair, **{k: spec[k] for k in ("n_landmarks", "auto_threshold", "solver") if k in spec})
     ns, nt, width = _shape(fused_pair)
     return max(MIN_MB, BASE_MB + int((40 * (ns + nt) * width + 3 * 8 * width * width) / _MB))

@@ -19,7 +19,11 @@ default.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from .svm import make_calibrated_svm, source_sample
 
 __all__ = ["em_priors", "prior_offset", "estimate_target_priors"]
 
@@ -56,30 +60,22 @@ def estimate_target_priors(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, sv
                            max_source_images: int = 10000) -> np.ndarray:
     """The target's class proportions (``np.unique(ys)`` order), estimated without target labels.
 
-    The workflow's linear SVM (:func:`layerfuse.evaluate.make_svm`) with sigmoid-calibrated probabilities (``CalibratedClassifierCV``,
+    The workflow's linear SVM (:func:`layerfuse.svm.make_svm`) with sigmoid-calibrated probabilities (``CalibratedClassifierCV``,
     ``folds`` folds) is fitted once on the centred source; each round (one by default: see the module's
     note) places the centred target by the current estimate (:func:`prior_offset`) and reruns :func:`em_priors` on its posteriors, shrunk towards
     the source's proportions by ``pseudo_count`` images (a fixed count: it fades as the target grows).
     Where the source has more than ``max_source_images`` rows the classifier is fitted on a seeded
-    stratified sample of that many (:func:`layerfuse.select.source_sample`, the criteria's sample);
+    stratified sample of that many (:func:`layerfuse.svm.source_sample`, the criteria's sample);
     the centring and the class means use every row.
     """
-    import warnings
-
-    from sklearn.calibration import CalibratedClassifierCV
-
-    from .evaluate import make_svm, svm_kwargs
-    from .select import source_sample
-
     classes, counts = np.unique(ys, return_counts=True)
     source_priors = counts / counts.sum()
     keep = source_sample(ys, max_source_images, seed)
     fit_x, fit_y = (xs, ys) if keep is None else (xs[keep], ys[keep])
     folds = int(max(2, min(folds, np.unique(fit_y, return_counts=True)[1].min())))
-    svc = make_svm(**svm_kwargs(svm), random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # convergence notes: the scoring SVM reports its own
-        clf = CalibratedClassifierCV(svc, method="sigmoid", cv=folds).fit(fit_x - xs.mean(0), fit_y)
+        clf = make_calibrated_svm(svm, seed, folds).fit(fit_x - xs.mean(0), fit_y)
     centred_t = xt - xt.mean(0)
     priors = source_priors
     for _ in range(rounds):

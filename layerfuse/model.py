@@ -28,12 +28,23 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, adapt
+from .backbones import BackboneSpec
+from .evaluate import center_domains
+from .extract import feature_extractor, load_backbone
+from .fusion import apply_scale
+from .h5io import atomic_path, read_arrays, read_pair
+from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
+from .layout import cell_predictions, rows_in, store_of
+from .reduce import pca_loadings, reduce_maps
+from .svm import decide, fit_svm, svm_kwargs
+from .weights import sha256_file
 
 __all__ = ["MODEL_FORMAT", "export_model", "load_model", "predict"]
 
@@ -68,9 +79,6 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     precision used).  ``params``: ``layers``, ``global_layer``, ``image_size``, ``max_file_mb``,
     ``extract``, ``reducers``, ``fusion``, ``svm``, ``tca``.  Returns the model's JSON record.
     """
-    from .evaluate import center_domains, decide, fit_svm, svm_kwargs
-    from .h5io import read_pair
-    from .stages import store_of
 
     pick = _pick_row(inputs["selection"], cell)
     featureset, adapter, center = pick["featureset"], pick["adapter"], pick["center"]
@@ -81,7 +89,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     reducer_params = params["reducers"][reducer] if reducer else None
     if reducer_params and reducer_params["method"] == "pca":
         arrays.update(_pca_arrays(inputs, featureset))
-    (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, params, featureset, adapter, xs, xt)
+    (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, featureset, adapter, xs, xt)
     arrays.update(adapter_arrays)
     priors = _cell_priors(inputs["predictions"], featureset, adapter) if center == "prior" else None
     cs, ct = center_domains(zs, zt, center, ys=ys, target_priors=priors)
@@ -101,9 +109,6 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 def _pca_arrays(inputs: dict, featureset: str) -> dict:
     """The PCA reducer's mean and loadings: over the layer's source maps (the rows the workflow fitted on), or
     as fitted on the source's sample where the maps were reduced in the extraction pass."""
-    from .h5io import read_arrays
-    from .reduce import pca_loadings
-    from .stages import _rows_in, store_of
 
     layer = featureset.partition("-")[0]
     if inputs.get("pca"):                         # maps not stored: the loadings the extraction projected onto
@@ -113,49 +118,28 @@ def _pca_arrays(inputs: dict, featureset: str) -> dict:
     maps = {Path(p).stem: p for p in inputs["maps"]}[layer]
     with h5py.File(maps, "r") as f:
         ids = {"image_ids": f["image_ids"].asstr()[()], "labels": f["labels"][()]}
-        rows = _rows_in(ids, maps, inputs["source_manifest"])
+        rows = rows_in(ids, maps, inputs["source_manifest"])
         mean, loadings = pca_loadings(f["features"], coef, rows)
     return {"reducer/mean": mean.astype(np.float32), "reducer/loadings": loadings.astype(np.float32)}
 
 
-def _adapter_arrays(inputs: dict, params: dict, featureset: str, adapter: str, xs, xt):
-    """``((zs, zt), record, arrays)``: the cell's adapted features and what maps a new target image:
-    nothing (``none``), the kernel basis and coefficients of TCA (``tca-<dims>``) or JDA, or a skada
-    adapter's affine target map ``x W + b``."""
-    from .h5io import read_arrays
-    from .stages import store_of
-
-    if adapter == "none":
-        return (xs, xt), {"name": adapter}, {}
-    if adapter.startswith("tca-"):
-        dims = int(adapter.split("-", 1)[1])
-        a, attrs = read_arrays(store_of(inputs["adapted"], featureset, "tca"), ["source", "target", "coef",
-                                                                               "basis_rows"])
-        zs, zt = a["source"][:, :dims], a["target"][:, :dims]
-        arrays = {"adapter/basis": np.vstack([xs, xt])[a["basis_rows"]], "adapter/coef": a["coef"][:, :dims]}
-        return (zs, zt), {"name": adapter, "kernel": params["tca"]["kernel"], "gamma": float(attrs["gamma_"]),
-                          "dims": int(zs.shape[1]), "solver": str(attrs["solver_"])}, arrays
-    path = store_of(inputs["adapted"], featureset, adapter)
-    _, attrs = read_arrays(path, [])
-    if attrs.get("failed"):
-        raise ValueError(f"{path}: adapter {adapter} failed on {featureset} ({attrs['failed']}): no model")
-    method = json.loads(attrs["adapter"])["method"]
-    if "kernel" in attrs:                               # JDA: a kernel expansion like TCA's
-        a, _ = read_arrays(path, ["source", "target", "coef", "basis_rows"])
-        return ((a["source"], a["target"]),
-                {"name": adapter, "method": method, "kernel": str(attrs["kernel"]), "gamma": float(attrs["gamma_"]),
-                 "dims": int(a["source"].shape[1]), "solver": str(attrs["solver_"])},
-                {"adapter/basis": np.vstack([xs, xt])[a["basis_rows"]], "adapter/coef": a["coef"]})
-    a, _ = read_arrays(path, ["source", "target", "target_weight", "target_bias"])
-    return ((a["source"], a["target"]), {"name": adapter, "method": method},
-            {"adapter/weight": a["target_weight"], "adapter/bias": a["target_bias"]})
+def _adapter_arrays(inputs: dict, featureset: str, adapter: str, xs, xt):
+    """``((zs, zt), record, arrays)``: the cell's adapted features and what maps a new target image
+    (:func:`layerfuse.adapt.saved_map`)."""
+    if adapter == adapt.NO_ADAPTER:
+        return adapt.saved_map(adapter, {}, {}, xs, xt)
+    key, _ = adapt.parse_cell(adapter)
+    path = store_of(inputs["adapted"], featureset, key)
+    store, attrs = read_arrays(path, adapt.stored_arrays(read_arrays(path, [])[1]))
+    try:
+        return adapt.saved_map(adapter, store, attrs, xs, xt)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer_params, fused_attrs: dict,
                   adapter_record: dict) -> dict:
     """``model.json``'s content (without the SHA-256 of ``model.h5``)."""
-    from .images import manifest_classes
-
     featureset = pick["featureset"]
     layer, _, reducer = featureset.partition("-")
     with h5py.File(inputs["global_store"], "r") as f:
@@ -184,16 +168,12 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
 
 def _cell_priors(prediction_stores, featureset: str, adapter: str) -> list:
     """The target's class proportions the workflow estimated for a cell's ``prior`` centring."""
-    from .stages import store_of
-
     with h5py.File(store_of(prediction_stores, featureset), "r") as f:
         return json.loads(f.attrs["target_priors"])[adapter]
 
 
 def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
     """The exported SVM must give the workflow's predictions for the cell (same data, same seed)."""
-    from .stages import cell_predictions
-
     expected = cell_predictions(prediction_stores, featureset, adapter, center)[0]
     if not np.array_equal(expected, pred):
         raise ValueError(f"{featureset}: the refitted SVM disagrees with the workflow's predictions on "
@@ -202,8 +182,6 @@ def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> N
 
 def _write_model_dir(out_dir: Path, record: dict, arrays: dict) -> None:
     """Both files in a sibling temporary folder, then one rename: the model appears whole or not at all."""
-    from .weights import sha256_file
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -229,8 +207,6 @@ def _json_default(value):
 def load_model(model_dir) -> tuple[dict, dict]:
     """``(record, arrays)`` of a saved model, checked: a missing, tampered or incompatible model is one
     ``ValueError`` naming the file."""
-    from .weights import sha256_file
-
     model_dir = Path(model_dir)
     json_path, h5_path = model_dir / "model.json", model_dir / "model.h5"
     for path in (json_path, h5_path):
@@ -259,12 +235,8 @@ class _Pipeline:
     def __init__(self, record: dict, arrays: dict):
         self.record, self.arrays = record, arrays
         self.scales = [None if np.isnan(s) else float(s) for s in arrays["fusion/scales"]]
-        self.basis = arrays["adapter/basis"].astype(np.float64) if "adapter/basis" in arrays else None
 
     def features(self, global_vec: np.ndarray, local_maps: np.ndarray | None) -> np.ndarray:
-        from .fusion import apply_scale
-        from .reduce import reduce_maps
-
         rec, a = self.record, self.arrays
         scaling = rec["fusion"]["scaling"]
         blocks = [global_vec]
@@ -277,15 +249,8 @@ class _Pipeline:
         return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, self.scales)], axis=1)
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        from .tca import rbf_kernel
-
-        rec, a = self.record, self.arrays
-        if "adapter/weight" in a:                       # a skada adapter's affine target map
-            x = (x.astype(np.float64) @ a["adapter/weight"] + a["adapter/bias"]).astype(np.float32)
-        elif self.basis is not None:                    # TCA, JDA: kernel against the basis rows
-            xd, basis = x.astype(np.float64), self.basis
-            k = rbf_kernel(xd, basis, rec["adapter"]["gamma"]) if rec["adapter"]["kernel"] == "rbf" else xd @ basis.T
-            x = (k @ a["adapter/coef"]).astype(np.float32)
+        a = self.arrays
+        x = adapt.apply_saved_map(x, self.record["adapter"], a)
         if "center/target_mean" in a:
             x = x - a["center/target_mean"]
         d = x @ a["svm/coef"].T + a["svm/intercept"]
@@ -294,8 +259,6 @@ class _Pipeline:
 
 def _scan_paths(paths) -> list[tuple[Path, Path, str, dict]]:
     """``(root, file, shown name, manifest row)`` for every file named or found below a named folder."""
-    from .images import _file_row, _scan_unlabelled
-
     found = []
     for arg in paths:
         p = Path(arg)
@@ -316,17 +279,9 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``status`` (``ok`` or
     ``skipped``) and ``reason``; written atomically to ``out_csv`` when given.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pandas as pd
+    import pandas as pd  # heavy: pandas, torch and tqdm load only when images are classified
     import torch
     from tqdm import tqdm
-
-    from .backbones import BackboneSpec
-    from .evaluate import decide
-    from .extract import feature_extractor, load_backbone
-    from .h5io import atomic_path
-    from .images import _read_and_decode, decode_workers
 
     record, arrays = load_model(model_dir)
     bb = record["backbone"]

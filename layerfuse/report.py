@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown"]
+from .adapt import is_nested
+from .h5io import atomic_path
+from .images import manifest_classes, manifest_summary, read_manifest
+
+__all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown", "table_metrics",
+           "tables_markdown", "group_markdown", "data_section", "proportions_section"]
 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked);
@@ -21,8 +26,6 @@ REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 def write_score_rows(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write grid cells (one feature set's) as CSV rows (atomically)."""
-    from .h5io import atomic_path
-
     with atomic_path(path) as tmp:
         criteria = sorted({k for r in rows for k in r if k.startswith("crit_")})
         pd.DataFrame(rows).reindex(columns=SCORE_COLUMNS + criteria).to_csv(tmp, index=False, float_format="%.6f")
@@ -49,7 +52,7 @@ def paper_table(df: pd.DataFrame, metric: str = "accuracy", global_layer: str = 
     Values are percentages; a cell that failed (``failed`` in ``accuracy.csv``) is NaN.
     """
     d = df.copy()
-    tca = d["adapter"].str.startswith("tca-")
+    tca = d["adapter"].map(is_nested).astype(bool)
     d["row"] = np.where(d["adapter"] == "none", "no TCA",
                         np.where(tca, d["n_components"].astype("Int64").astype(str), d["adapter"]))
     d["col"] = d["featureset"].map(lambda f: _column_label(f, global_layer))
@@ -389,3 +392,142 @@ def markdown_html(text: str, title: str = "") -> str:
     flush()
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body style='font-family:sans-serif'>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def table_metrics(cells) -> tuple[str, ...]:
+    """The metrics worth a table: balanced accuracy only where it differs from accuracy somewhere (with
+    every target class the same size they are equal, and a second table would repeat the first)."""
+    same = np.allclose(cells["accuracy"], cells["balanced_accuracy"], atol=5e-7, equal_nan=True)
+    return ("accuracy",) if same else ("accuracy", "balanced_accuracy")
+
+
+def data_section(manifests: dict, max_listed: int = 50) -> str:
+    """Markdown: images kept per domain, skipped files with reasons, source/target duplicates."""
+    s = manifest_summary(manifests)
+    lines = ["### Data", "", "Images used: " + ", ".join(f"{d} {n}" for d, n in s["kept"].items())
+             + f"; skipped: {len(s['skipped'])}.", ""]
+    if s["duplicates"]:
+        lines += [f"**Warning:** {len(s['duplicates'])} target image(s) are byte-identical to source images, "
+                  "so the target leaks into training:", ""]
+        lines += [f"- source `{a}` = target `{b}`" for a, b in s["duplicates"][:max_listed]] + [""]
+    if s["dropped"]:
+        lines += [f"Class folders not used ({len(s['dropped'])}):", ""]
+        lines += [f"- {d} `{f}`: {r}" for d, f, r in s["dropped"][:max_listed]] + [""]
+    if s["few"]:
+        lines += ["**Warning:** classes with fewer than 2 usable images: "
+                  + ", ".join(f"{d} `{c}` ({n})" for d, c, n in s["few"][:max_listed]) + ".", ""]
+    if s["skipped"]:
+        lines += ["| domain | file | reason |", "|---|---|---|"]
+        lines += [f"| {d} | `{f}` | {r} |" for d, f, r in s["skipped"][:max_listed]]
+        if len(s["skipped"]) > max_listed:
+            lines.append(f"| … | {len(s['skipped']) - max_listed} more | see the manifests |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def proportions_section(cells, manifests: dict, global_layer: str = "global", picks=None, max_classes: int = 30) -> str:
+    """Markdown: each class's share of the source, the target's share estimated without labels (EM, the
+    ``prior`` centring of the global features without adaptation) beside the true share where the target
+    is labelled, and each class's recall at the default criterion's pick (a row of ``picks``), per backbone."""
+    names = manifest_classes(manifests["source"], manifests["target"])
+    if not names or len(names) > max_classes or "target_priors" not in cells:
+        return ""
+
+    def shares(path):
+        labels = [int(r["label"]) for r in read_manifest(path) if r["status"] == "ok" and int(r["label"]) >= 0]
+        return np.bincount(labels, minlength=len(names)) / max(len(labels), 1) if labels else None
+
+    source, target = shares(manifests["source"]), shares(manifests["target"])
+    lines = ["### Class proportions", "", "The target's share of each class estimated without its labels (EM on "
+             "calibrated source-classifier probabilities, global features, no adaptation; what `prior` centring "
+             "uses; a test of whether the classes' shares moved), the truth where the target is labelled, and each class's recall at the default pick.", "",
+             "| backbone | class | source | target, estimated | target, true | recall at the pick |",
+             "|---|---|---|---|---|---|"]
+    for backbone, group in cells.groupby("backbone", sort=True):
+        est = group[(group["featureset"] == global_layer) & (group["adapter"] == "none")]
+        est = [float(v) for v in str(est["target_priors"].iloc[0]).split(";")] if len(est) and \
+            not pd.isna(est["target_priors"].iloc[0]) else None
+        pick = group.iloc[:0]
+        if picks is not None:
+            for r in picks[(picks["backbone"] == backbone) & picks["default"].astype(bool)].itertuples():
+                pick = group[(group["featureset"] == r.featureset) & (group["adapter"] == r.adapter)
+                             & (group["center"] == r.center)]
+        recall = str(pick["recall"].iloc[0]).split(";") if len(pick) and not pd.isna(pick["recall"].iloc[0]) else None
+        for i, name in enumerate(names):
+            pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+            lines.append(f"| {backbone} | {name} | {pct(source[i] if source is not None else None)} | "
+                         f"{pct(est[i] if est and i < len(est) else None)} | "
+                         f"{pct(target[i] if target is not None else None)} | "
+                         f"{pct(float(recall[i]) if recall and i < len(recall) else None)} |")
+    return "\n".join(lines) + "\n"
+
+
+def tables_markdown(df: pd.DataFrame, picks: pd.DataFrame | None, *, center: str = "domain",
+                    global_layer: str = "global", pca_fits: dict | None = None, manifests: dict | None = None) -> str:
+    """``tables.md``: the paper's layout of every cell (``df``, ``accuracy.csv``) at the tables' centring
+    ``center``, the label-free selection (``picks``: the selection tables), PCA's fitting sample
+    (``pca_fits``: ``{PCA model path: its attributes}`` where maps are not stored), the class proportions and
+    the Data section (``manifests``: ``source``/``target`` manifest paths)."""
+    parts = []
+    tables = df[df["center"] == center]
+    for (exp, backbone), group in tables.groupby(["experiment", "backbone"], sort=True):
+        if group["accuracy"].isna().all():
+            parts.append(f"### {exp} / {backbone}\n\nThe target is unlabelled: no accuracy; see the selection "
+                         "and `predictions/`.\n")
+            continue
+        for metric in table_metrics(group):
+            parts.append(table_markdown(paper_table(group, metric, global_layer), f"{exp} / {backbone} / {metric} (%)"))
+    parts.append(f"Tables: SVM centring `{center}` (`svm.center`); every cell is also scored with the other "
+                 "centring in `accuracy.csv` (column `center`). **Bold**: a fusion above Global in the same row. "
+                 "Balanced accuracy gets its own table where it differs from accuracy (an unbalanced target).\n")
+    if picks is not None:
+        parts.append(selection_markdown(picks))
+    capped = df[df["n_components_used"].notna() & (df["n_components_used"] < df["n_components"])]
+    if len(capped):
+        parts.append("**TCA dims capped** (fewer usable images than components): "
+                     + ", ".join(sorted({f"{r.backbone} {r.featureset} {r.adapter} used {int(r.n_components_used)}"
+                                         for r in capped.itertuples()})) + ".\n")
+    if pca_fits:
+        fits = {}
+        for path, attrs in pca_fits.items():
+            fits.setdefault((int(attrs["n_sample"]), int(attrs["n_source"])), []).append(
+                f"{Path(path).parent.parent.name} {Path(path).parent.name}")
+        parts.append("**PCA fitted on** (maps not stored, `extract.pca_sample`): " + "; ".join(
+            f"{n} of {total} source images ({', '.join(sorted(where))})" for (n, total), where in sorted(fits.items()))
+            + ".\n")
+    if manifests:
+        parts.append(proportions_section(df, manifests, global_layer, picks))
+    failed = df[df["failed"].astype("string").fillna("") != ""] if "failed" in df else df.iloc[:0]
+    if len(failed):
+        parts.append("**Adapter cells not scored** (`failed` in `accuracy.csv`): " + "; ".join(sorted(
+            {f"{r.backbone} {r.featureset} {r.adapter}: {r.failed}" for r in failed.itertuples()})) + ".\n")
+    if manifests:
+        parts.append(data_section(manifests))
+    return "\n".join(parts)
+
+
+def group_markdown(df: pd.DataFrame, params: dict) -> tuple[str, dict]:
+    """A group's page (``results/report/<group>.md``) from its experiments' ``accuracy.csv`` rows ``df``:
+    tables at ``params["center"]``, mean ± std over the experiments, the paper's Table ``paper_table``
+    beside ours; returns the Markdown and the accuracy tables by backbone (for the figures)."""
+    df = df[df["center"] == params.get("center", "domain")]
+    group, table_id = params["group"], params.get("paper_table")
+    n = df["experiment"].nunique()
+    parts = [f"# {group}", "", f"{n} experiment(s): {', '.join(sorted(df['experiment'].unique()))}.", ""]
+    accuracy_tables = {}
+    for backbone, bdf in df.groupby("backbone", sort=True):
+        if bdf["accuracy"].isna().all():
+            parts.append(f"{backbone}: the target is unlabelled, no accuracy (predictions in "
+                         "`results/<experiment>/predictions/`).\n")
+            continue
+        for metric in table_metrics(bdf):
+            mean, std = group_table(bdf, metric, params.get("global_layer", "global"))
+            parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
+            if n > 1:
+                parts.append(table_markdown(std, f"{backbone}: {metric} standard deviation (points)"))
+            if metric == "accuracy" and table_id:
+                comp = paper_comparison(mean, table_id, paper_backbone(backbone, params.get("finetuned", ())))
+                parts.append(comparison_markdown(comp, f"{backbone}: ours / paper Table {table_id} (difference)"))
+            if metric == "accuracy":
+                accuracy_tables[backbone] = mean
+    return "\n".join(parts), accuracy_tables

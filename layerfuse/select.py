@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from .svm import make_calibrated_svm, source_sample
+
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
@@ -46,25 +48,9 @@ CRITERIA = ("entropy", "snd", "iwv", "dev", "circular", "mixval", "source")
 
 
 def _classifier(svm: dict, seed: int, folds: int = 3):
-    from sklearn.calibration import CalibratedClassifierCV
-
-    from .evaluate import make_svm, svm_kwargs
-
-    svc = make_svm(**svm_kwargs(svm), random_state=seed)
-    clf = CalibratedClassifierCV(svc, method="sigmoid", cv=folds)
+    clf = make_calibrated_svm(svm, seed, folds)
     clf.set_score_request(sample_weight=True)            # ImportanceWeightedScorer weights the source's score
     return clf
-
-
-def source_sample(ys: np.ndarray, max_images: int, seed: int) -> np.ndarray | None:
-    """Sorted row indices of a seeded stratified sample of ``max_images`` source rows, or None where the
-    source has no more than that (the label-free estimates' cap: their cost grows faster than the rows)."""
-    from sklearn.model_selection import StratifiedShuffleSplit
-
-    if len(ys) <= max_images:
-        return None
-    keep, _ = next(StratifiedShuffleSplit(1, train_size=max_images, random_state=seed).split(np.zeros(len(ys)), ys))
-    return np.sort(keep)
 
 
 def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict, criteria=CRITERIA,

@@ -27,10 +27,12 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LinearSVM", "SOLVERS", "resolve_solver"]
+__all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide",
+           "make_calibrated_svm", "source_sample"]
 
 SOLVERS = ("auto", "newton", "liblinear")
 SQUARED_BLOCK_ROWS = 8192    # rows squared at a time for the preconditioner (a float32 copy of this many rows)
@@ -42,6 +44,54 @@ def resolve_solver(solver: str, n_samples: int, n_features: int) -> str:
     if solver == "liblinear" or (solver == "auto" and n_samples <= n_features):
         return "liblinear"
     return "newton"
+
+
+# the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)
+SVM_KEYS = ("C", "class_weight", "tol", "max_iter", "solver")
+
+
+def make_svm(*, C: float = 1.0, class_weight: str | None = "balanced", tol: float = 1e-4, max_iter: int = 20000,
+             solver: str = "auto", random_state: int = 0) -> "LinearSVM":
+    """The workflow's linear SVM, unfitted: ``LinearSVC``'s problem (:class:`LinearSVM`)."""
+    return LinearSVM(C=C, class_weight=class_weight, tol=tol, max_iter=max_iter, solver=solver,
+                     random_state=random_state)
+
+
+def svm_kwargs(svm: dict) -> dict:
+    """The classifier's keys of an ``svm`` config slice (those absent take :func:`make_svm`'s defaults)."""
+    return {k: svm[k] for k in SVM_KEYS if k in svm}
+
+
+def fit_svm(xs, ys, **svm) -> "LinearSVM":
+    """:func:`make_svm`'s SVM fitted on the source ``(xs, ys)``."""
+    if len(np.unique(ys)) < 2:
+        raise ValueError(f"the source has {len(np.unique(ys))} class(es); a classifier needs at least 2")
+    return make_svm(**svm).fit(xs, ys)
+
+
+def make_calibrated_svm(svm: dict, seed: int, folds: int = 3):
+    """:func:`make_svm`'s SVM (keys of the ``svm`` slice) with sigmoid-calibrated probabilities over
+    ``folds`` folds: the label-free criteria's and the class-proportion estimate's classifier."""
+    from sklearn.calibration import CalibratedClassifierCV  # scikit-learn's calibration pulls in more than the SVM needs
+
+    return CalibratedClassifierCV(make_svm(**svm_kwargs(svm), random_state=seed), method="sigmoid", cv=folds)
+
+
+def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted labels and margins from a linear SVM's decision values: the decision value of the
+    predicted class (one-vs-rest; for two classes the absolute decision value)."""
+    if decision.ndim == 1:
+        return classes[(decision > 0).astype(int)], np.abs(decision).astype(np.float32)
+    return classes[decision.argmax(axis=1)], decision.max(axis=1).astype(np.float32)
+
+
+def source_sample(ys: np.ndarray, max_images: int, seed: int) -> np.ndarray | None:
+    """Sorted row indices of a seeded stratified sample of ``max_images`` source rows, or None where the
+    source has no more than that (the label-free estimates' cap: their cost grows faster than the rows)."""
+    if len(ys) <= max_images:
+        return None
+    keep, _ = next(StratifiedShuffleSplit(1, train_size=max_images, random_state=seed).split(np.zeros(len(ys)), ys))
+    return np.sort(keep)
 
 
 class LinearSVM(LinearClassifierMixin, BaseEstimator):

@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerfuse._linalg import gram
+from layerfuse.svm import make_svm
 
 __all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains", "domain_labels"]
 
@@ -532,8 +533,6 @@ class JDA(TCA):
         return self
 
     def _fit_jda(self, X, y, sample_domain):
-        from .evaluate import make_svm
-
         basis = self._fit(X, sample_domain)                  # TCA: gamma_, solver_, the first embedding
         source = np.asarray(sample_domain).ravel() >= 0
         ys = np.asarray(y).ravel()[source].astype(int)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sys
 
+from layerfuse.adapt import adapter_specs
 from layerfuse.config import (
     adapters,
     backbone_spec,
@@ -102,8 +103,9 @@ PASS_OUTPUTS = PASS_LAYERS if STORE_MAPS else sorted([config["global_layer"], *L
 ONE_PASS_BACKBONES = PRETRAINED if config["extract"]["one_pass"] else []
 FEATURESETS = featuresets(config)
 ADAPTERS = adapters(config)
-# the `adapters` keys (skada's, JDA): one fit_adapter job per feature set each
-CONFIG_ADAPTERS = list(config["adapters"])
+# {store key: spec}: TCA (`tca`, where any dimension is scored) and each `adapters` entry: one fit_adapter job
+# per feature set each
+ADAPTER_SPECS = adapter_specs(config["tca"], config["adapters"])
 DOMAINS = ["source", "target"]
 
 
@@ -169,7 +171,7 @@ wildcard_constraints:
     reducer=_one_of(config["reducers"]) if config["reducers"] else "(?!)",
     featureset=_one_of(FEATURESETS),
     domain="source|target",
-    adapter=_one_of(CONFIG_ADAPTERS) or "(?!)",
+    adapter=_one_of(ADAPTER_SPECS) or "(?!)",
     group=_one_of(GROUPS) if GROUPS else "(?!)",
 
 
@@ -434,29 +436,14 @@ def fuse_input(wildcards):
     return inputs
 
 
-def tca_params(wildcards):
-    tca = config["tca"]
-    return canonical({
-        "n_components": max(tca["dims"]),
-        "kernel": tca["kernel"],
-        "gamma": tca["gamma"],
-        "bandwidth_factor": tca["bandwidth_factor"],
-        "mu": tca["mu"],
-        "solver": tca["solver"],
-        "n_landmarks": tca["n_landmarks"],
-        "auto_threshold": tca["auto_threshold"],
-    })
-
-
 def adapter_params(wildcards):
-    return canonical(config["adapters"][wildcards.adapter])
+    return canonical(ADAPTER_SPECS[wildcards.adapter])
 
 
 def adapted_stores(wildcards, featureset):
-    """{``tca`` (if any TCA dimension is scored) and each `adapters` key: adapted store of ``featureset``}."""
+    """{store key of each fitted adapter (`ADAPTER_SPECS`): its adapted store of ``featureset``}."""
     base = f"results/{wildcards.experiment}/adapted/{wildcards.backbone}/{featureset}"
-    keys = (["tca"] if any(a.startswith("tca-") for a in ADAPTERS) else []) + CONFIG_ADAPTERS
-    return {k: f"{base}/{k}.h5" for k in keys}
+    return {k: f"{base}/{k}.h5" for k in ADAPTER_SPECS}
 
 
 def score_inputs(wildcards):
@@ -489,14 +476,8 @@ def evaluate_svm_mem_mb(wildcards, input):
                                       selection=score_selection(wildcards), center=config["svm"]["center"])
 
 
-def fit_tca_mem_mb(wildcards, input):
-    tca = config["tca"]
-    return job_memory.fit_tca_mb(input.fused, n_landmarks=tca["n_landmarks"], auto_threshold=tca["auto_threshold"],
-                                 solver=tca["solver"])
-
-
 def fit_adapter_mem_mb(wildcards, input):
-    return job_memory.fit_adapter_mb(input.fused)
+    return job_memory.fit_adapter_mb(input.fused, ADAPTER_SPECS[wildcards.adapter])
 
 
 def label_shift_params(wildcards):
@@ -590,5 +571,4 @@ def model_params(wildcards):
         "reducers": config["reducers"],
         "fusion": config["fusion"],
         "svm": SVM_PARAMS,
-        "tca": tca_params(wildcards),
     })

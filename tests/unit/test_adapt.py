@@ -1,17 +1,21 @@
 """Adapters in the grid (skada's, JDA): fitted on a feature set, their target map read off, failures recorded."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from layerfuse.adapt import ADAPTER_METHODS, KERNEL_METHODS, AdapterFailure, check_adapter, fit_adapter, make_adapter
+from layerfuse import adapt
+from layerfuse.adapt import METHODS, AdapterFailure, check_adapter, make_adapter
 from layerfuse.h5io import read_arrays, write_pair
 
 SPECS = {"coral": {"method": "coral"}, "subspace_alignment": {"method": "subspace_alignment", "n_components": 5},
          "linear_ot": {"method": "linear_ot"}}
+
+
+def fit_adapter(xs, ys, xt, spec):
+    """:func:`layerfuse.adapt.fit_adapter` on the two domains stacked, as the workflow reads them."""
+    return adapt.fit_adapter(np.vstack([xs, xt]), len(xs), ys, spec)
 
 
 def _shifted_pair(rng, n=60, d=12, classes=3):
@@ -25,13 +29,13 @@ def _shifted_pair(rng, n=60, d=12, classes=3):
     return xs, ys, xt, yt
 
 
-@pytest.mark.parametrize("method", [m for m in ADAPTER_METHODS if m not in KERNEL_METHODS])
+@pytest.mark.parametrize("method", [m for m, v in METHODS.items() if v.target_map == "affine"])
 def test_target_map_is_skadas_transform(rng, method):
     """The stored affine map gives skada's own transform of new target rows (what a saved model applies)."""
     xs, ys, xt, _ = _shifted_pair(rng)
     fitted = fit_adapter(xs, ys, xt, SPECS[method])
     assert fitted["source"].shape[0] == len(xs) and fitted["target"].shape == (len(xt), fitted["source"].shape[1])
-    assert fitted["info"]["method"] == method
+    assert fitted["attrs"]["method"] == method
     adapter = make_adapter(SPECS[method], n_source=len(xs), n_target=len(xt))
     X = np.vstack([xs, xt])
     adapter.fit_transform(X, np.r_[ys, -np.ones(len(xt), int)], sample_domain=np.r_[np.ones(len(xs)), -np.ones(len(xt))])
@@ -56,7 +60,7 @@ def test_jda_cell_is_the_estimator_and_its_kernel_map_reproduces_the_target(rng,
                                                  sample_domain=np.r_[np.ones(len(xs)), -np.ones(len(xt))])
     np.testing.assert_allclose(np.vstack([fitted["source"], fitted["target"]]), ref.embedding_, atol=1e-8)
     assert len(ref.history_) > 1                             # pseudo-labels were used: it is not TCA
-    a, info = fitted["arrays"], fitted["info"]
+    a, info = fitted["arrays"], fitted["attrs"]
     mapped = rbf_kernel(xt, X[a["basis_rows"]], info["gamma_"]) @ a["coef"]
     np.testing.assert_allclose(mapped, fitted["target"], atol=1e-6 * np.abs(fitted["target"]).max())
 
@@ -117,7 +121,42 @@ def test_failed_adapter_cells_are_recorded_and_the_grid_goes_on(rng, tmp_path):
     assert list(table.index) == ["no TCA", "sa", "coral"] and np.isnan(table.loc["coral", "Global"])
     assert "| coral | – |" in table_markdown(table) and "**Adapter cells not scored**" in md
     assert "imagenet global coral: skipped: 20 features > max_features 10" in md
-    with pytest.raises(ValueError, match=r"adapter coral failed on global \(skipped"):
+    with pytest.raises(ValueError, match=r"global/coral.h5: adapter coral failed on this feature set \(skipped"):
         from layerfuse.model import _adapter_arrays
 
-        _adapter_arrays({"adapted": list(adapted.values())}, {}, "global", "coral", xs, xt)
+        _adapter_arrays({"adapted": list(adapted.values())}, "global", "coral", xs, xt)
+
+
+def test_an_adapter_whose_map_is_not_affine_is_scored_but_never_picked_or_exported(rng, tmp_path):
+    """A registered method whose target map is not affine: its cells get accuracies but no criteria (the
+    label-free pick cannot take them), and exporting one is refused in one line."""
+    from layerfuse.model import _adapter_arrays
+    from layerfuse.stages import evaluate_svm, fit_adapter as fit_stage
+
+    adapt.register_method("square", "tests.support.mean_match:SquareAdapter", "affine")
+    try:
+        xs, ys, xt, yt = _shifted_pair(rng)
+        fused, store = tmp_path / "fused/b/global.h5", tmp_path / "adapted/b/global/sq.h5"
+        write_pair(fused, xs, xt, ys, yt, {"local_width": 0})
+        fit_stage(fused, {"method": "square"}, store)
+        assert "not affine" in read_arrays(store, [])[1]["map_error"]
+        rows = evaluate_svm({"none": fused, "sq": store}, ["none", "sq"], {"C": 1.0, "max_iter": 2000},
+                            {"experiment": "x", "backbone": "b", "featureset": "global"}, tmp_path / "s.csv",
+                            selection={"criteria": ["entropy"], "validation_size": 0.2, "seed": 0})
+        sq = [r for r in rows if r["adapter"] == "sq"]
+        assert all(0 <= r["accuracy"] <= 1 and np.isnan(r["crit_entropy"]) for r in sq)
+        assert all(np.isfinite(r["crit_entropy"]) for r in rows if r["adapter"] == "none")
+        with pytest.raises(ValueError, match=r"sq.h5: adapter sq: its target transform is not affine"):
+            _adapter_arrays({"adapted": [store]}, "global", "sq", xs, xt)
+    finally:
+        del adapt.METHODS["square"]
+
+
+def test_cell_names_are_read_in_one_place():
+    """``tca-<d>`` is TCA's nested cell; every other name is its own store key."""
+    assert adapt.parse_cell("tca-64") == ("tca", 64)
+    assert adapt.parse_cell("none") == ("none", None)
+    assert adapt.parse_cell("tca-x") == ("tca-x", None) and adapt.parse_cell("sa") == ("sa", None)
+    assert adapt.grid_cells({"baseline": True, "dims": [64, 128]}, {"sa": {}}) == ["none", "tca-128", "tca-64", "sa"]
+    specs = adapt.adapter_specs({"dims": [64, 128], "baseline": True, "kernel": "rbf"}, {"sa": {"method": "x"}})
+    assert specs == {"tca": {"method": "tca", "n_components": 128, "kernel": "rbf"}, "sa": {"method": "x"}}

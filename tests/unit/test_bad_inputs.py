@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from layerfuse.images import manifest_summary, prepare_domain, read_manifest, split_rows
-from layerfuse.stages import data_section
+from layerfuse.report import data_section
 
 
 def _png(mode="RGB", size=(40, 30), fmt="PNG", colour=None, **kw) -> bytes:
@@ -162,7 +162,7 @@ def test_manifest_rows_select_and_check_the_store(tmp_path):
 
     from layerfuse.h5io import write_meta
     from layerfuse.images import write_manifest
-    from layerfuse.stages import manifest_rows
+    from layerfuse.layout import manifest_rows
 
     store = tmp_path / "pool.h5"
     with h5py.File(store, "w") as f:

@@ -141,6 +141,7 @@ _keys = st.sampled_from(["experiments", "image_size", "backbones", "layers", "gl
                          "experiments.x.split", "nonsense"])
 
 
+@pytest.mark.slow                      # 300 generated configs: the full suite's
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(_keys, _json), min_size=1, max_size=4))
 def test_random_configs_never_traceback(edits):
@@ -186,7 +187,8 @@ def test_schema_defaults_are_the_librarys():
     gets the workflow's results."""
     import inspect
 
-    from layerfuse.evaluate import evaluate_svm, make_svm
+    from layerfuse.evaluate import evaluate_svm
+    from layerfuse.svm import make_svm
     from layerfuse.extract import extract_features
     from layerfuse.fusion import fuse
     from layerfuse.label_shift import estimate_target_priors

@@ -73,12 +73,12 @@ def test_domain_centering_removes_a_domain_offset(rng):
 def test_balanced_accuracy_table_only_where_it_differs():
     import pandas as pd
 
-    from layerfuse.stages import _table_metrics
+    from layerfuse.report import table_metrics
 
     same = pd.DataFrame({"accuracy": [0.5, 0.75], "balanced_accuracy": [0.5, 0.75]})
-    assert _table_metrics(same) == ("accuracy",)
+    assert table_metrics(same) == ("accuracy",)
     differs = pd.DataFrame({"accuracy": [0.5, 0.75], "balanced_accuracy": [0.5, 0.7]})
-    assert _table_metrics(differs) == ("accuracy", "balanced_accuracy")
+    assert table_metrics(differs) == ("accuracy", "balanced_accuracy")
 
 
 @pytest.mark.parametrize("scaling", ["block-rms", "l2"])

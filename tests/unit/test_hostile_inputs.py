@@ -18,7 +18,7 @@ from PIL import Image
 from layerfuse.config import ConfigError, check_config, check_duplicate_keys
 from layerfuse.images import (DECODE_PEAK_BYTES, decode_image, decode_workers, prepare_domain, read_image_bytes,
                               read_manifest)
-from layerfuse.stages import data_section
+from layerfuse.report import data_section
 
 PICKLE_BOMB = textwrap.dedent("""
     import os, pickle, sys

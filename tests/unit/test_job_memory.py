@@ -52,6 +52,7 @@ def _fused(tmp_path, ns, nt, d, layout):
 
 
 @needs_proc
+@pytest.mark.slow                                  # child processes measured: the full suite's
 @pytest.mark.parametrize("solver, layout", [("liblinear", "whole"), ("newton", "whole"), ("newton", "extends")])
 def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, solver, layout):
     monkeypatch.setattr(job_memory, "MIN_MB", 0)         # the estimate itself, not the 1 GB floor
@@ -66,13 +67,15 @@ def test_evaluate_svm_estimate_covers_the_measured_peak(tmp_path, monkeypatch, s
 
 
 @needs_proc
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["whole", "extends"])
 def test_fit_tca_estimate_covers_the_measured_peak(tmp_path, monkeypatch, layout):
     monkeypatch.setattr(job_memory, "MIN_MB", 0)
     fused = _fused(tmp_path, 6000, 4000, 1500, layout)
-    peak = _peak_mb(f"from layerfuse.stages import fit_tca\n"
-                    f"fit_tca({str(fused)!r}, {json.dumps(TCA)}, {str(tmp_path / 'tca.h5')!r})")
-    estimate = job_memory.fit_tca_mb(fused, n_landmarks=TCA["n_landmarks"])
+    spec = {"method": "tca", **TCA}
+    peak = _peak_mb(f"from layerfuse.stages import fit_adapter\n"
+                    f"fit_adapter({str(fused)!r}, {json.dumps(spec)}, {str(tmp_path / 'tca.h5')!r})")
+    estimate = job_memory.fit_adapter_mb(fused, spec)
     assert peak <= estimate <= 2 * peak, (peak, estimate)
 
 

@@ -31,10 +31,10 @@ CONFIG = {
 }
 # What a change of one domain's folder reruns: that domain's preparation and extraction, then every
 # step that reads both domains; the other domain's images and features stay.
-TARGET_CHAIN = {"prepare_images": 1, "extract_features": 1, "reduce_layer": 1, "fuse_features": 2, "fit_tca": 2,
+TARGET_CHAIN = {"prepare_images": 1, "extract_features": 1, "reduce_layer": 1, "fuse_features": 2, "fit_adapter": 2,
                 "evaluate_svm": 2, "select_configuration": 1, "export_model": 1, "aggregate_scores": 1, "report_group": 1,
                 "report_landing": 1, "all": 1}
-WEIGHTS_CHAIN = {"prepare_weights": 1, "extract_features": 2, "reduce_layer": 1, "fuse_features": 2, "fit_tca": 2,
+WEIGHTS_CHAIN = {"prepare_weights": 1, "extract_features": 2, "reduce_layer": 1, "fuse_features": 2, "fit_adapter": 2,
                  "evaluate_svm": 2, "select_configuration": 1, "export_model": 1, "aggregate_scores": 1, "report_group": 1,
                 "report_landing": 1, "all": 1}
 

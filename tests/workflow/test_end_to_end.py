@@ -119,7 +119,7 @@ def test_changing_the_tables_centring_rescores_only_the_candidates(finished_run,
 def test_changing_tca_dims_reruns_only_tca_and_later(finished_run, tmp_path):
     workdir, _ = finished_run
     jobs = planned_jobs(workdir, variant(tmp_path, "dims", **{"tca.dims": [7, 4]}))
-    assert set(jobs) == {"fit_tca", "evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
+    assert set(jobs) == {"fit_adapter", "evaluate_svm", "select_configuration", "export_model", "aggregate_scores", "report_group",
                          "report_landing", "dump_config", "all"}
 
 
@@ -172,7 +172,7 @@ def test_per_layer_jobs_give_the_one_pass_results_and_add_layers_alone(tmp_path,
     jobs = planned_jobs(workdir, config)
     assert jobs["extract_layer"] == 2               # block2, source and target
     assert "extract_features" not in jobs
-    assert jobs["reduce_layer"] == 1 and jobs["fuse_features"] == 1 and jobs["fit_tca"] == 1  # block2-pca
+    assert jobs["reduce_layer"] == 1 and jobs["fuse_features"] == 1 and jobs["fit_adapter"] == 1  # block2-pca
 
 
 def test_lint_is_clean():

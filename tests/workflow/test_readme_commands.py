@@ -1,6 +1,6 @@
-"""Every command in the README's code blocks runs: Snakemake commands as dry runs from the repository
-(as a user types them), ``python -m layerfuse`` commands parsed by its own argument parser, so the
-README cannot drift from the workflow."""
+"""Every command in the README's code blocks runs: Snakemake commands as dry runs in a scratch copy of
+the checkout's layout (as a user types them, without writing into the checkout), ``python -m layerfuse``
+commands parsed by its own argument parser, so the README cannot drift from the workflow."""
 from __future__ import annotations
 
 import os
@@ -62,15 +62,31 @@ def own_images(tmp_path_factory):
     return root / "my.yaml"
 
 
+@pytest.fixture(scope="module")
+def scratch_checkout(tmp_path_factory):
+    """A folder laid out as the checkout (its files linked, not copied) beside a link to ``../shared``: a dry
+    run there fingerprints its inputs and locks ``.snakemake`` in the scratch folder, not in the checkout."""
+    root = tmp_path_factory.mktemp("checkout")
+    work = root / "layerfuse"
+    work.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in (".git", ".snakemake", "results", "logs", "resources", "benchmarks", ".pytest_cache"):
+            (work / entry.name).symlink_to(entry)
+    (work / "benchmarks").mkdir()
+    if (REPO.parent / "shared").exists():
+        (root / "shared").symlink_to(REPO.parent / "shared")
+    return work
+
+
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/snakemake")])
-def test_snakemake_command_dry_runs(command, own_images):
+def test_snakemake_command_dry_runs(command, own_images, scratch_checkout):
     args = shlex.split(command)[1:]
     if "--report" in args:
         pytest.skip("the report needs a finished run: tests/workflow/test_end_to_end.py builds one")
     args = [str(own_images) if a == "my.yaml" else a for a in args]
     preset = next((a for a in args if a.startswith("config/presets/")), None)
-    proc = subprocess.run([SNAKEMAKE, *args, "--dry-run", "--quiet", "rules"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([SNAKEMAKE, *args, "--dry-run", "--quiet", "rules"], cwd=scratch_checkout,
+                          capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     missing = re.search(r"(?:dataset folder not found: |folder )(\S+)(?: not found)?", out)
     if preset and proc.returncode and "not found" in out and missing:
@@ -102,6 +118,7 @@ def test_layerfuse_output_piped_into_head_ends_quietly(args):
     assert proc.wait(timeout=300) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+@pytest.mark.slow                                  # builds the network once: the full suite's
 def test_list_layers_answers_from_its_cache_without_torch(tmp_path):
     """The first call builds the network on meta tensors and keeps the answer in $LAYERFUSE_CACHE; the next
     imports no torch and prints the same; an unreadable cache file is listed afresh."""

@@ -26,7 +26,7 @@ import pytest
 from .conftest import FAULTS_CONFIG, seeded_workdir
 from .helpers import REPO, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# written by layerfuse tests/workflow/test_slurm.py"
@@ -104,6 +104,8 @@ def _pid(path: Path, timeout: float = 30) -> int:
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """A running single-node SLURM; yields the node's CPU count."""
+    if os.environ.get("LAYERFUSE_SYSTEM_TESTS") != "1":
+        pytest.skip("installs slurm-wlm and munge and writes /etc/slurm: set LAYERFUSE_SYSTEM_TESTS=1 (.ci/run does)")
     if os.geteuid() != 0:
         pytest.skip("starting slurmctld/slurmd needs root")
     if SLURM_CONF.exists() and MARKER not in SLURM_CONF.read_text(errors="replace"):

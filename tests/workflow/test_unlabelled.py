@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -149,8 +150,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
               "global_layer": "global", "image_size": 64, "max_file_mb": 64,
               "extract": {"batch_size": 4, "local_dtype": "float16"},
               "reducers": {"flatten": {"method": "flatten", "segment": 100}, "pca": {"method": "pca", "n_components": 8}},
-              "fusion": {"scaling": "block-rms"}, "svm": {"C": 1.0, "class_weight": "balanced", "max_iter": 20000},
-              "tca": {"kernel": "rbf"}}
+              "fusion": {"scaling": "block-rms"}, "svm": {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}}
     with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
         cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
     images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
@@ -159,7 +159,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
     if featureset == "global":
         cases.append(("coral", "none"))
     else:                                   # CORAL skipped these (wider than max_features): no model
-        with pytest.raises(ValueError, match=r"adapter coral failed on block1-.* \(skipped: \d+ features"):
+        with pytest.raises(ValueError, match=r"block1-.*/coral.h5: adapter coral failed on this feature set \(skipped: \d+ "):
             export_model(inputs, params, tmp_path / "coral", cell={"featureset": featureset, "adapter": "coral",
                                                                     "center": "none"})
     for adapter, center in cases:
@@ -224,3 +224,58 @@ def test_unlabelled_target_without_images_is_refused_in_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in out
     assert "config error: experiments.x: 6 source and 0 target images found" in out
     assert "the target anywhere below its folder" in out
+
+
+def test_a_new_adapter_is_a_module_and_a_schema_entry(unlabelled_run, tmp_path):
+    """A contributor's adapter (``tests/support/mean_match.py``), registered and named in a copy of the schema,
+    is checked like the built-in ones and goes through fitting, scoring with the label-free criteria, the
+    selection, the model export and ``predict``, whose predictions are the scored cell's."""
+    from types import SimpleNamespace
+
+    from layerfuse import adapt
+    from layerfuse.config import check_config, validate_config
+    from layerfuse.model import predict
+    from layerfuse.stages import evaluate_svm, export_model, fit_adapter, select_configuration
+
+    work, _, _ = unlabelled_run
+    res = work / "results/field"
+    schema = yaml.safe_load((Path(__file__).parents[2] / "schemas/config.schema.yaml").read_text())
+    schema["properties"]["adapters"]["additionalProperties"]["properties"]["method"]["enum"].append("mean_match")
+    schema["properties"]["adapters"]["additionalProperties"]["properties"]["scale"] = {"type": "boolean"}
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema))
+    adapt.register_method("mean_match", "tests.support.mean_match:MeanMatchAdapter", "affine")
+    try:
+        cfg = {"experiments": {"x": {"synthetic": {}}}, "adapters": {"mm": {"method": "mean_match", "scale": True}}}
+        check_config(validate_config(cfg, tmp_path / "schema.yaml"))
+        fused = res / "fused/imagenet/global.h5"
+        store = tmp_path / "adapted/imagenet/global/mm.h5"
+        fit_adapter(fused, cfg["adapters"]["mm"], store)
+        scores, preds = tmp_path / "scores/imagenet/global.csv", tmp_path / "scores/imagenet/global.h5"
+        selection = {"criteria": ["dev", "source"], "default": "dev", "validation_size": 0.2, "seed": 0,
+                     "scope": "all"}
+        evaluate_svm({"none": fused, "mm": store}, ["none", "mm"], {"C": 1.0, "class_weight": "balanced",
+                     "max_iter": 20000}, {"experiment": "field", "backbone": "imagenet", "featureset": "global"},
+                     scores, predictions=preds, selection=selection)
+        outputs = SimpleNamespace(**{k: tmp_path / f"out_{k}.csv" for k in ("selection", "predictions", "confusion")},
+                                  figure=tmp_path / "confusion.png")
+        picks = select_configuration([scores], [preds], res / "manifest/source.tsv", res / "manifest/target.tsv",
+                                     {"selection": selection, "center": "domain", "global_layer": "global"}, outputs)
+        assert {"none", "mm"} >= set(picks.loc[picks["kind"] == "criterion", "adapter"])
+        inputs = {"selection": outputs.selection, "predictions": [preds], "fused": [fused], "adapted": [store],
+                  "reduced": [], "maps": [], "global_store": res / "features/imagenet/target/global.h5",
+                  "source_manifest": res / "manifest/source.tsv", "target_manifest": res / "manifest/target.tsv",
+                  "weights": work / "resources/weights/imagenet.pth", "record": work / "resources/weights/imagenet.json"}
+        params = {"classes": ["circle", "square", "triangle"], "layers": {"global": "flatten"},
+                  "global_layer": "global", "image_size": 64, "max_file_mb": 64,
+                  "extract": {"batch_size": 4, "local_dtype": "float16"}, "reducers": {},
+                  "fusion": {"scaling": "block-rms"}, "svm": {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}}
+        model = tmp_path / "model"
+        record = export_model(inputs, params, model, cell={"featureset": "global", "adapter": "mm", "center": "domain"})
+        assert record["adapter"] == {"name": "mm", "method": "mean_match"}
+        with h5py.File(preds) as f:
+            expected = f["pred"][json.loads(f.attrs["cells"]).index(["mm", "domain"])]
+        images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
+        table = predict(model, [work / "data/target"], batch_size=3).set_index("image")
+        assert table.loc[images, "predicted"].tolist() == [params["classes"][i] for i in expected]
+    finally:
+        del adapt.METHODS["mean_match"]

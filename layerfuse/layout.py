@@ -1,0 +1,88 @@
+"""Where the workflow's stores are and which rows of them an experiment reads.
+
+A store's path says which feature set (and adapter) it holds: ``fused/<bb>/<fs>.h5``,
+``scores/<bb>/<fs>.h5``, ``adapted/<bb>/<fs>/<adapter>.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``,
+``pca/<bb>/<layer>/<reducer>.h5``; an experiment that splits one dataset reads its rows of the
+dataset's shared store, listed in its manifests.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .h5io import read_arrays
+from .images import read_manifest
+
+__all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions"]
+
+
+def manifest_rows(store, manifest) -> np.ndarray | None:
+    """Rows of ``store`` holding the images kept in ``manifest``, in the manifest's order (None: all rows).
+
+    This is how an experiment that splits one dataset reads its source or
+    target from the dataset's shared store (extracted once for every seed).
+    """
+    if manifest is None:
+        return None
+    arrays, _ = read_arrays(store, ["image_ids", "labels"])
+    return rows_in(arrays, store, manifest)
+
+
+def rows_in(arrays: dict, store, manifest) -> np.ndarray | None:
+    """:func:`manifest_rows` on a store's ``image_ids`` and ``labels`` already read."""
+    if manifest is None:
+        return None
+    kept = [r for r in read_manifest(manifest) if r["status"] == "ok"]
+    index = {image_id: i for i, image_id in enumerate(arrays["image_ids"])}
+    missing = [r["image_id"] for r in kept if r["image_id"] not in index]
+    if missing:
+        raise ValueError(f"{store} has no row for {missing[0]!r} listed in {manifest} "
+                         f"({len(missing)} missing): rebuild the store")
+    rows = np.array([index[r["image_id"]] for r in kept], dtype=np.int64)
+    if not np.array_equal(arrays["labels"][rows], np.array([int(r["label"]) for r in kept], dtype=np.int64)):
+        raise ValueError(f"labels in {store} differ from {manifest}: rebuild the store")
+    return rows
+
+
+def rows_of(array: np.ndarray, rows):
+    return array if rows is None else array[rows]
+
+
+def store_pair(source_store, target_store, source_manifest=None, target_manifest=None):
+    """(features, labels) of both domains; one store for both (a pool) is read once."""
+    names = ["features", "labels", "image_ids"]
+    s, _ = read_arrays(source_store, names)
+    t = s if Path(source_store).resolve() == Path(target_store).resolve() else read_arrays(target_store, names)[0]
+    rs, rt = rows_in(s, source_store, source_manifest), rows_in(t, target_store, target_manifest)
+    return (rows_of(s["features"], rs), rows_of(t["features"], rt), rows_of(s["labels"], rs),
+            rows_of(t["labels"], rt))
+
+
+def featureset_of(path) -> str:
+    """The feature set a store belongs to: ``fused/<bb>/<fs>.h5``, ``scores/<bb>/<fs>.h5``,
+    ``adapted/<bb>/<fs>/<adapter>.h5``, ``reduced/<bb>/<layer>/<reducer>.h5``, ``pca/<bb>/<layer>/<reducer>.h5``."""
+    p = Path(path)
+    kind = p.parents[2].name
+    if kind == "adapted":
+        return p.parent.name
+    if kind in ("reduced", "pca"):
+        return f"{p.parent.name}-{p.stem}"
+    return p.stem
+
+
+def store_of(stores, featureset: str, adapter: str | None = None) -> str:
+    """The store of ``featureset`` among a backbone's stores of one kind (of ``adapter``: ``adapted/``)."""
+    for path in stores:
+        if featureset_of(path) == featureset and adapter in (None, Path(path).stem):
+            return str(path)
+    raise ValueError(f"no store of feature set {featureset!r} among {list(stores)[:3]}…")
+
+
+def cell_predictions(stores, featureset: str, adapter: str, center: str):
+    """``(pred, margin, labels)`` of one cell from its feature set's predictions store."""
+    with h5py.File(store_of(stores, featureset), "r") as f:
+        k = json.loads(f.attrs["cells"]).index([adapter, center])
+        return f["pred"][k], f["margin"][k], f["labels"][()]
