@@ -426,7 +426,7 @@ def manifest_summary(manifests: dict) -> dict:
     return out
 
 
-def split_rows(rows: list[dict], test_size: float, seed: int) -> dict[str, list[dict]]:
+def split_rows(rows: list[dict], test_size: float = 0.2, seed: int = 0) -> dict[str, list[dict]]:
     """Stratified, seeded split of scanned rows into ``source`` (train) and ``target`` (test)."""
     from sklearn.model_selection import train_test_split
 

@@ -22,6 +22,9 @@ from layerfuse.h5io import MAP_CHUNK_CHANNELS
 __all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
            "pca_sample_rows", "fit_pca_sample", "StoredProjection"]
 
+# PCA's components where a reducer entry names none (the schema's `reducers.pca.n_components`)
+PCA_COMPONENTS = 256
+
 log = logging.getLogger("layerfuse.reduce")
 
 
@@ -89,7 +92,7 @@ class GramPCA:
         bounds the peak memory together with the ``n x n`` Gram matrices.
     """
 
-    def __init__(self, n_components: int = 256, *, block_memory_mb: float = 1024):
+    def __init__(self, n_components: int = PCA_COMPONENTS, *, block_memory_mb: float = 1024):
         self.n_components = n_components
         self.block_memory_mb = block_memory_mb
 
@@ -198,12 +201,18 @@ def _map_blocks(dset, fn, memory_mb=256):
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def _given(params: dict, *keys: str) -> dict:
+    """The reducer entry's values for ``keys`` that it sets: the others take the library's defaults (the
+    schema's, one source)."""
+    return {k: params[k] for k in keys if k in params}
+
+
 def reduce_maps(maps: np.ndarray, method: str, params: dict) -> np.ndarray:
     """A per-image reducer (``flatten`` or ``pool2d``) on a batch of maps."""
     if method == "flatten":
-        return flatten_pool(maps, params.get("segment", 100))
+        return flatten_pool(maps, **_given(params, "segment"))
     if method == "pool2d":
-        return pool2d(maps, params.get("region"))
+        return pool2d(maps, **_given(params, "region"))
     raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
 
 
@@ -248,7 +257,7 @@ def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(keep)
 
 
-def fit_pca_sample(store, n_components: int, block_memory_mb: float = 1024) -> dict:
+def fit_pca_sample(store, n_components: int = PCA_COMPONENTS, block_memory_mb: float = 1024) -> dict:
     """PCA fitted on every row of a map store (the source's fitting sample): ``mean`` and ``loadings``
     (``d x k`` float32) for :func:`project_maps`, and the ``explained_variance``.  On the whole source
     this is the PCA :func:`reduce_store_pair` fits, up to rounding."""
@@ -278,8 +287,7 @@ def reduce_store_pair(source_path, target_path, method: str, params: dict,
             raise ValueError(f"{source_path} and {target_path} have different feature shapes "
                              f"{xs.shape[1:]} vs {xt.shape[1:]}")
         if method == "pca":
-            res = GramPCA(params.get("n_components", 256), block_memory_mb=params.get("block_memory_mb", 1024)
-                          ).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
+            res = GramPCA(**_given(params, "n_components", "block_memory_mb")).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
             return {"source": res.source, "target": res.target, "pca_coef": res.source_coef}
         fn = lambda a: reduce_maps(a, method, params)  # noqa: E731
         reduced_source = _map_blocks(xs, fn)                    # per-image reducers: every stored row once

@@ -510,7 +510,7 @@ def group_markdown(df: pd.DataFrame, params: dict) -> tuple[str, dict]:
     """A group's page (``results/report/<group>.md``) from its experiments' ``accuracy.csv`` rows ``df``:
     tables at ``params["center"]``, mean ± std over the experiments, the paper's Table ``paper_table``
     beside ours; returns the Markdown and the accuracy tables by backbone (for the figures)."""
-    df = df[df["center"] == params.get("center", "domain")]
+    df = df[df["center"] == params["center"]]
     group, table_id = params["group"], params.get("paper_table")
     n = df["experiment"].nunique()
     parts = [f"# {group}", "", f"{n} experiment(s): {', '.join(sorted(df['experiment'].unique()))}.", ""]
@@ -521,7 +521,7 @@ def group_markdown(df: pd.DataFrame, params: dict) -> tuple[str, dict]:
                          "`results/<experiment>/predictions/`).\n")
             continue
         for metric in table_metrics(bdf):
-            mean, std = group_table(bdf, metric, params.get("global_layer", "global"))
+            mean, std = group_table(bdf, metric, params["global_layer"])
             parts.append(table_markdown(mean, f"{backbone}: {metric} (%), mean over {n} run(s)"))
             if n > 1:
                 parts.append(table_markdown(std, f"{backbone}: {metric} standard deviation (points)"))

@@ -156,7 +156,7 @@ def scoring_settings(selection: dict, featureset: str, *, scope: str, center: st
     return {**selection, "centerings": [center]} if featureset == global_layer else None
 
 
-def selection_table(cells, criteria, *, default: str, center: str, global_layer: str, scope: str = "global"):
+def selection_table(cells, criteria, *, default: str = "dev", center: str, global_layer: str, scope: str = "global"):
     """A row per criterion's pick (among :func:`candidate_cells`), the oracle (best target accuracy over
     every cell, where the target is labelled), the Global cell without an adapter at the tables' ``center``
     (kind ``baseline``: what a user gets where the default criterion scores nothing) and the source-only

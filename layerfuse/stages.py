@@ -133,7 +133,7 @@ def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict
 def fit_pca(sample, images, reducer: dict, out) -> None:
     """PCA's mean and loadings from the sample's maps, with the sample's size and the source's in the
     attributes (``n_sample``, ``n_source``): projected onto in every image's extraction pass."""
-    fitted = fit_pca_sample(sample, reducer.get("n_components", 256), reducer.get("block_memory_mb", 1024))
+    fitted = fit_pca_sample(sample, **{k: reducer[k] for k in ("n_components", "block_memory_mb") if k in reducer})
     n_sample, n_source = len(read_labels(sample)), len(read_labels(images))
     write_arrays(out, fitted, {"reducer": json.dumps(reducer), "n_sample": n_sample, "n_source": n_source,
                                "layerfuse_version": __version__})
@@ -275,7 +275,7 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     labelled = not df["accuracy"].isna().all()
     names = manifest_classes(source_manifest, target_manifest)
     out = selection_table(df, sel["criteria"], default=sel["default"], center=params["center"],
-                          global_layer=params["global_layer"], scope=sel.get("scope", "global"))
+                          global_layer=params["global_layer"], scope=sel["scope"])
     out.insert(0, "backbone", df["backbone"].iloc[0])
     out.insert(0, "experiment", df["experiment"].iloc[0])
     with atomic_path(outputs.selection) as tmp:

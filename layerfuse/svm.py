@@ -99,11 +99,13 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    C, class_weight, intercept_scaling : as :class:`sklearn.svm.LinearSVC`.
+    C, intercept_scaling : as :class:`sklearn.svm.LinearSVC`.
+    class_weight : dict, "balanced" or None, default="balanced"
+        As ``LinearSVC``'s; the workflow's default (``svm.class_weight``), where ``LinearSVC``'s is None.
     tol : float
         liblinear's stopping rule on the gradient's norm, for both methods (``LinearSVC``'s default).
-    max_iter : int
-        Newton steps at most (``LinearSVC``'s iterations on the liblinear path); a
+    max_iter : int, default=20000
+        The workflow's default (``svm.max_iter``; ``LinearSVC``'s is 1000).  Newton steps at most (``LinearSVC``'s iterations on the liblinear path); a
         :class:`~sklearn.exceptions.ConvergenceWarning` where a class's problem has not met ``tol`` by then.
     solver : {"auto", "newton", "liblinear"}
         See the module's docstring.
@@ -121,7 +123,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         The solver that ran: ``"newton"`` or ``"liblinear"``.
     """
 
-    def __init__(self, C: float = 1.0, *, class_weight=None, tol: float = 1e-4, max_iter: int = 1000,
+    def __init__(self, C: float = 1.0, *, class_weight="balanced", tol: float = 1e-4, max_iter: int = 20000,
                  intercept_scaling: float = 1.0, solver: str = "auto", random_state=None):
         self.C = C
         self.class_weight = class_weight

@@ -520,6 +520,8 @@ class JDA(TCA):
         self.C = C
 
     def fit(self, X, y=None, *, sample_domain=None):
+        # scikit-learn's own messages for empty, sparse, complex or non-finite input come first
+        validate_data(self, X, dtype=(np.float64, np.float32), ensure_min_samples=2)
         if sample_domain is None or y is None:
             raise ValueError("JDA needs sample_domain (>= 0 source, < 0 target) and the source's labels y")
         if self.balance is not None and not 0 <= self.balance <= 1:

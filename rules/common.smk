@@ -22,6 +22,7 @@ from layerfuse.config import (
     validate_config,
 )
 from layerfuse import job_memory
+from layerfuse.reduce import PCA_COMPONENTS
 from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 from layerfuse.finetune import node_is_frozen
@@ -315,7 +316,7 @@ def pass_mem_mb(wildcards):
     without stored maps (256 x (image_size / 4)² float32 values per component and block): one block's
     at a time, or every block's with `extract.pca_in_pass`."""
     values = 256 * (config["image_size"] // 4) ** 2
-    components = [config["reducers"][r].get("n_components", 256) for r in PCA_REDUCERS]
+    components = [config["reducers"][r].get("n_components", PCA_COMPONENTS) for r in PCA_REDUCERS]
     if STORE_MAPS or not components:
         return 3000
     held = sum(components) * len(config["local_layers"]) if config["extract"]["pca_in_pass"] else max(components)
