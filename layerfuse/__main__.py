@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
 
 from . import __version__
+from .weights import cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summary(results_dir, tables: bool = False) -> list[str]:
     """The summary lines of one finished experiment (its selection CSVs, per backbone)."""
-    from pathlib import Path
+    import pandas as pd  # pandas and scikit-learn load for the summary only: the other commands start faster
 
-    import pandas as pd
-
-    from .select import selection_headline
+    from .select import selection_headline  # scikit-learn: the summary only
 
     root = Path(results_dir)
     selections = sorted((root / "selection").glob("*.csv"))
@@ -75,13 +80,6 @@ def layer_shapes(architecture: str, maxpool_pad: bool, image_size: int) -> list[
     """:func:`layerfuse.backbones.list_layers`' answer, kept in ``$LAYERFUSE_CACHE/layers`` per torch and
     torchvision version and per version of the code that lists them: building the network, even on meta
     tensors, imports torchvision, which is most of a 3 s call; a cached answer takes no torch at all."""
-    import hashlib
-    import json
-    from importlib.metadata import version
-    from pathlib import Path
-
-    from .weights import cache_dir
-
     code = hashlib.sha256(Path(__file__).with_name("backbones.py").read_bytes()).hexdigest()[:16]
     key = (f"{architecture}-maxpool{'pad' if maxpool_pad else 'nopad'}-{image_size}-torch{version('torch')}-"
            f"torchvision{version('torchvision')}-{code}")
@@ -90,7 +88,7 @@ def layer_shapes(architecture: str, maxpool_pad: bool, image_size: int) -> list[
         return [(node, tuple(shape)) for node, shape in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):         # not cached yet, or unreadable: listed afresh
         pass
-    from .backbones import BackboneSpec, list_layers
+    from .backbones import BackboneSpec, list_layers  # torch: only where the answer is not cached
 
     shapes = list_layers(BackboneSpec(architecture, "caffe", maxpool_pad), image_size)
     try:
@@ -120,10 +118,6 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "list-layers":
-        from pathlib import Path
-
-        import yaml
-
         configured = {}
         if Path(args.configfile).is_file():
             layers = (yaml.safe_load(Path(args.configfile).read_text()) or {}).get("layers") or {}
@@ -143,7 +137,7 @@ def _run(args) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        from .model import predict
+        from .model import predict  # torch: classifying images needs the network
 
         table = predict(args.model, args.paths, args.output, weights=args.weights, batch_size=args.batch_size,
                         threads=args.threads)

@@ -8,6 +8,7 @@ instead of starting the same jobs again beside them.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,8 +24,6 @@ JOB_LOCKS = Path(".snakemake") / "layerfuse-jobs"
 
 def _hold_job_lock(log_path: str):
     """Take this job's lock (kept open, so held until the process exits); None where locks are unsupported."""
-    import fcntl
-
     try:
         JOB_LOCKS.mkdir(parents=True, exist_ok=True)
         path = JOB_LOCKS / f"{hashlib.sha256(log_path.encode()).hexdigest()[:16]}.lock"
@@ -41,8 +40,6 @@ def _hold_job_lock(log_path: str):
 
 def live_jobs(workdir: str | os.PathLike = ".") -> list[dict]:
     """``[{"pid", "log"}]`` of layerfuse jobs still running in ``workdir``; stale lock files are removed."""
-    import fcntl
-
     live = []
     folder = Path(workdir) / JOB_LOCKS
     for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tca import rbf_kernel
+
 __all__ = ["METHODS", "NO_ADAPTER", "NESTED_KEY", "AdapterMethod", "AdapterFailure", "register_method",
            "adapter_parameters", "check_adapter", "make_adapter", "grid_cells", "parse_cell", "adapter_specs",
            "is_nested", "fit_adapter", "cell_features", "stored_arrays", "saved_map", "apply_saved_map"]
@@ -282,8 +284,6 @@ def apply_saved_map(x: np.ndarray, record: dict, arrays: dict) -> np.ndarray:
     if "adapter/weight" in arrays:                      # affine
         return (x.astype(np.float64) @ arrays["adapter/weight"] + arrays["adapter/bias"]).astype(np.float32)
     if "adapter/basis" in arrays:                       # kernel: against the basis rows
-        from .tca import rbf_kernel  # the kernel of the estimator that made the map, lazily: predict needs no TCA otherwise
-
         xd, basis = x.astype(np.float64), arrays["adapter/basis"].astype(np.float64)
         k = rbf_kernel(xd, basis, record["gamma"]) if record["kernel"] == "rbf" else xd @ basis.T
         return (k @ arrays["adapter/coef"]).astype(np.float32)

@@ -6,10 +6,13 @@ node names never appear in file paths.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torchvision.models import resnet50
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -64,8 +67,6 @@ class BackboneSpec:
 
 def build_resnet50(spec: BackboneSpec, state_dict: dict | None = None, num_classes: int = 1000):
     """A torchvision ``resnet50`` in eval mode, adjusted to ``spec``, with ``state_dict`` loaded."""
-    from torchvision.models import resnet50
-
     model = resnet50(weights=None, num_classes=num_classes)
     if spec.architecture == "keras":
         for stage in (model.layer2, model.layer3, model.layer4):
@@ -85,8 +86,6 @@ def build_resnet50(spec: BackboneSpec, state_dict: dict | None = None, num_class
 
 def preprocess(images_uint8, spec: BackboneSpec):
     """NHWC uint8 RGB images (numpy or tensor) to the NCHW float tensor the weights expect."""
-    import torch
-
     x = torch.as_tensor(images_uint8).permute(0, 3, 1, 2).float()
     if spec.preprocessing == "caffe":
         x = x.flip(1) - torch.from_numpy(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
@@ -103,8 +102,6 @@ def native_bf16(device: str = "cpu") -> bool:
     ``avx512_bf16`` flag in ``/proc/cpuinfo`` (Linux; elsewhere assumed absent).
     """
     if device.startswith("cuda"):
-        import torch
-
         return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
@@ -132,10 +129,6 @@ def fold_batchnorm(model, keep=()):
     ``keep``) stays unfolded, since folding changes what that node returns; the BatchNorm
     node's output is what the folded conv computes, so BatchNorm names may be requested.
     """
-    import copy
-
-    import torch
-
     model = copy.deepcopy(model).eval()
     pairs = [("", "conv1", "bn1")]
     for stage in ("layer1", "layer2", "layer3", "layer4"):
@@ -166,8 +159,6 @@ def list_layers(spec: BackboneSpec | None = None, image_size: int = 224) -> list
     """``(node, output shape)`` for the nodes ``layers:`` can name, in graph order: the stem, every stage
     and residual block (``layer1`` … ``layer4.2``; a block's output is its last ReLU), the pooled
     ``flatten`` vector and ``fc``.  Built on the meta device: no weights, no arithmetic."""
-    import torch
-
     with torch.device("meta"):
         model = build_resnet50(spec or BackboneSpec())
         shapes = {}

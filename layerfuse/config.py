@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import copy
+import math
+import os
 from pathlib import Path
 
+import jsonschema
+import yaml
+from jsonschema.exceptions import best_match
+
 from .adapt import check_adapter, grid_cells
+from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
 
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys"]
@@ -49,8 +56,6 @@ def coerce_strings(value, schema: dict, root: dict):
     """Values of ``--config`` overrides that Snakemake passes as strings inside mappings
     (``svm='{C: 0.1}'`` gives ``C: '0.1'``) parsed as YAML where the schema wants a non-string there.
     Mappings and lists are coerced in place; returns the (possibly new) value."""
-    import yaml
-
     branches = _branches(schema, root)
     if isinstance(value, str):
         allowed = {t for b in branches for t in ([b["type"]] if isinstance(b.get("type"), str) else b.get("type", []))}
@@ -84,10 +89,6 @@ def validate_config(config: dict, schema_path) -> dict:
     Raises :class:`ConfigError` with one line ``<dotted.key>: <problem>``, the
     most relevant of all violations (``jsonschema.exceptions.best_match``).
     """
-    import jsonschema
-    import yaml
-    from jsonschema.exceptions import best_match
-
     schema = yaml.safe_load(Path(schema_path).read_text())
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
@@ -228,8 +229,6 @@ def resolve_store_maps(config: dict) -> bool:
 def _image_count(spec, classes: list[str], manifest: Path | None = None) -> int:
     """Images a domain will have at most: the usable count of an earlier run's ``manifest`` where it still
     lists exactly the files there now, else the files that pass the scan (image extension, not hidden)."""
-    from .images import read_manifest, scan_folder
-
     rows = scan_folder(spec, classes)
     if manifest is not None and Path(manifest).is_file():
         listed = [r for r in read_manifest(manifest) if r["status"] != "dropped"]
@@ -239,15 +238,11 @@ def _image_count(spec, classes: list[str], manifest: Path | None = None) -> int:
 
 
 def _domain_specs(exp: dict):
-    from .images import DomainSpec
-
     return DomainSpec.from_config(exp["source"]), DomainSpec.from_config(exp["target"]) if "target" in exp else None
 
 
 def experiment_classes(exp: dict) -> list[str] | None:
     """The classes an experiment uses, from its folders (None for the generated demo, known only after its rule)."""
-    from .images import resolve_classes
-
     if "synthetic" in exp:
         return None
     return resolve_classes(*_domain_specs(exp), exp.get("classes", "common"))
@@ -259,8 +254,6 @@ def experiment_sizes(exp: dict, manifests: dict | None = None) -> tuple[int, int
     ``manifests`` ({domain: path}) of an earlier run give usable-image counts
     instead of file counts where they still list the folder's files.
     """
-    import math
-
     if "synthetic" in exp:
         syn = exp["synthetic"]
         return syn["n_classes"] * syn["n_source"], syn["n_classes"] * syn["n_target"]
@@ -312,8 +305,6 @@ def check_data_sizes(config: dict, results: str | Path = "results") -> None:
 
 def check_output_folders(folders=("results", "logs", "benchmarks", "resources"), root=".") -> None:
     """Raise ``ConfigError`` when an output folder is a file or cannot be written (before Snakemake scans it)."""
-    import os
-
     root = Path(root)
     for name in folders:
         path = root / name
@@ -329,8 +320,6 @@ def check_duplicate_keys(paths) -> None:
 
     PyYAML (and so Snakemake) silently keeps the last of duplicate keys.
     """
-    import yaml
-
     class StrictLoader(yaml.SafeLoader):
         pass
 

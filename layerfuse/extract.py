@@ -13,11 +13,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
+from torchvision.models.feature_extraction import create_feature_extractor
+from tqdm import tqdm
 
 from . import __version__
 from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess, resolve_precision
 from .h5io import RowWriter, atomic_path, open_feature_store, write_meta, writes_rows
 from .memory import reuse_large_allocations
+from .weights import load_state_dict
 
 __all__ = ["check_free_space", "extract_features", "feature_extractor", "feature_store_attrs", "gather_features",
            "load_backbone"]
@@ -39,8 +43,6 @@ def _deep(nodes) -> bool:
 
 def _compiled(extractor, example, enabled: bool):
     """``torch.compile`` d ``extractor`` checked on ``example``, or ``extractor`` when disabled or failing."""
-    import torch
-
     if not enabled:
         return extractor
     try:
@@ -74,8 +76,6 @@ def _blosc_threads(n: int):
 
 def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_sha256: str | None = None):
     """Build the ResNet-50 of ``spec`` with the (hash-checked) weights at ``weights_path``."""
-    from .weights import load_state_dict
-
     sd = load_state_dict(weights_path, weights_sha256)
     num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 1000
     return build_resnet50(spec, sd, num_classes=num_classes)
@@ -97,9 +97,6 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     BatchNorm is folded into the convs; bf16 runs the folded network in bf16 throughout (weights cast
     once), which on 2 AVX512-BF16 cores ran 1.25x the images/s of fp32 weights under autocast.
     """
-    import torch
-    from torchvision.models.feature_extraction import create_feature_extractor
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(precision, device)
     compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -167,8 +164,6 @@ class _Stores:
 
     def write(self, lo: int, out: dict) -> None:
         """Rows ``lo ..`` of every store from ``out`` ({key: tensor}, any dtype and memory layout)."""
-        import torch
-
         for key, t in out.items():
             # The store wants C order and its dtype: one copy_ into a C-order buffer converts
             # and transposes the channels_last maps in a single pass (0.8 ms per image and map
@@ -214,8 +209,6 @@ class _InPassReductions:
         self.buffers = {}                               # per layer: the stored dtype, then float32, C order
 
     def _as_stored(self, layer: str, t):
-        import torch
-
         if layer not in self.buffers or self.buffers[layer][0].shape != t.shape:
             self.buffers[layer] = (torch.empty(t.shape, dtype=getattr(torch, self.local_dtype)),
                                    torch.empty(t.shape, dtype=torch.float32))
@@ -224,8 +217,6 @@ class _InPassReductions:
         return wide.copy_(stored.copy_(t)).numpy()
 
     def __call__(self, out: dict) -> dict:
-        import torch
-
         vals = {k: out[k] for k in self.plain}
         as_stored = {}
         for key, (lk, fn) in self.reductions.items():
@@ -301,8 +292,6 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
 
     Returns a dict of timing facts (images/s, bytes per image per layer).
     """
-    import torch
-
     reductions = reductions or {}
     unknown = [k for k in outputs if k not in layers and k not in reductions]
     unknown += [lk for lk, _ in reductions.values() if lk not in layers]
@@ -383,9 +372,6 @@ class _ImageRows:
 def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, s: _PassSettings) -> tuple[str, bool]:
     """Run the network (up to the nodes ``keys`` need) over ``source`` into ``keys``' stores, opened on
     ``files``; (precision, compiled)."""
-    import torch
-    from tqdm import tqdm
-
     plain = [k for k in keys if k not in s.reductions]
     needed = {k: s.reductions[k] for k in keys if k in s.reductions}
     # A pass of its own runs half-batches (its rows still written a whole batch at a time): it holds a
@@ -440,8 +426,6 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
 def _forward_batches(source: _ImageRows, batch_size: int, step: int, forward, reduced, write, writer) -> None:
     """Every batch of ``source`` through ``forward`` ``step`` images at a time, then ``reduced`` and
     ``write`` (in ``writer``'s thread, if any, while the next batch runs)."""
-    import torch
-
     pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
     for lo in range(0, source.n, batch_size):
         batch = source.read(lo, lo + batch_size)
@@ -469,8 +453,6 @@ def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs:
     ``attrs`` ({layer key: attributes}) are what the unsharded pass would record
     (:func:`feature_store_attrs`); the shards must agree on the precision and compilation they ran with.
     """
-    import torch
-
     with h5py.File(images_path, "r") as src:
         labels = src["labels"][()]
         image_ids = src["image_ids"].asstr()[()]

@@ -21,13 +21,21 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+from tqdm import tqdm
 
+from .backbones import preprocess, resolve_precision
+from .h5io import atomic_path
 from .memory import reuse_large_allocations
+from .report import pyplot
 
 __all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
            "merge_tail", "tail_features", "finetune_tail", "finetune", "node_is_frozen"]
@@ -94,8 +102,6 @@ def _bn_momentum(bn) -> float:
 @functools.cache
 def _bn_add_relu_mean_function():
     """The autograd Function, built on first use (importing this module must not import torch)."""
-    import torch
-
     class BnAddReluMean(torch.autograd.Function):
         @staticmethod
         def forward(ctx, z, identity, weight, bias, running_mean, running_var, batch_stats, momentum, eps,
@@ -125,9 +131,6 @@ def _bn_add_relu_mean_function():
 
 def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
     """A trainable copy of the model's tail with a fresh ``num_classes`` prediction layer."""
-    import torch
-    from torch import nn
-
     torch.manual_seed(seed)
     fc = nn.Linear(model.fc.in_features, num_classes)
     if trainable == "fc":
@@ -203,12 +206,6 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
     """Outputs of the frozen part for every image: the tail's inputs (float32 arrays; for ``conv3``
     position-major, ``(n, h*w, channels)``).  ``precision="bf16"`` runs the pass under bf16
     autocast (as extraction does where the CPU computes bf16 natively)."""
-    import torch
-    from torchvision.models.feature_extraction import create_feature_extractor
-    from tqdm import tqdm
-
-    from .backbones import preprocess
-
     nodes = TRAINABLE[trainable][0]
     model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)   # as extraction runs it
     fx = create_feature_extractor(model, return_nodes={n: n for n in nodes})
@@ -230,8 +227,6 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
 
 def _train_modes(root, trainable_modules, bn: str):
     """A callable putting ``root`` in eval and the trainable modules in train mode (BN per ``bn``)."""
-    from torch import nn
-
     def set_modes():
         root.eval()
         for m in trainable_modules():
@@ -250,11 +245,6 @@ def _lr_at(cfg: FinetuneConfig, epoch: int) -> float:
 
 def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, progress: bool = True):
     """The loop shared by the cached and the naive path: seeded shuffles, SGD, per-epoch history."""
-    import torch
-    from tqdm import tqdm
-
-    from .backbones import resolve_precision
-
     bf16 = resolve_precision(cfg.precision) == "bf16"
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -288,8 +278,6 @@ def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, pro
 
 def train_tail(tail, cached: list[np.ndarray], labels, cfg: FinetuneConfig, progress: bool = True):
     """Train ``tail`` on cached frozen-part activations; returns the per-epoch history."""
-    import torch
-
     tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
     with reuse_large_allocations():   # each step's ~100 MB intermediates reuse the last step's memory
         history = _train(lambda idx: tail(*[t[idx] for t in tensors]), list(tail.parameters()),
@@ -304,10 +292,6 @@ def train_naive(model, images_uint8, labels, spec, cfg: FinetuneConfig, num_clas
 
     Used by the tests (equality with the cached path) and the benchmark (its speed).
     """
-    import torch
-
-    from .backbones import preprocess
-
     model = copy.deepcopy(model).to(memory_format=torch.channels_last)   # as the cached path's frozen pass
     torch.manual_seed(cfg.seed)
     model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
@@ -346,8 +330,6 @@ def merge_tail(model, tail, trainable: str) -> dict:
 
 def write_history(history: list[dict], csv_path, png_path=None) -> None:
     """Training curve as CSV (and PNG)."""
-    from .h5io import atomic_path
-
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, ["epoch", "loss", "source_accuracy", "lr"])
@@ -355,11 +337,7 @@ def write_history(history: list[dict], csv_path, png_path=None) -> None:
             w.writerows(history)
     if png_path is None:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h["loss"] for h in history], label="loss")
@@ -383,8 +361,6 @@ def tail_features(tail, cached: list[np.ndarray], batch_size: int = 256) -> np.n
     other kernels: equal to float32 rounding): the source's global store
     needs no second pass over the images.  ``tail`` is put in eval mode.
     """
-    import torch
-
     tail.eval()
     tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
     n = len(tensors[0])
@@ -400,12 +376,6 @@ def finetune_tail(model, images_uint8, labels, spec, cfg: FinetuneConfig, progre
     ``cfg.precision="auto"`` resolves to bf16 where the CPU computes it natively (as extraction's
     ``precision: auto``), for the frozen pass and the tail's training.
     """
-    import dataclasses
-
-    import torch
-
-    from .backbones import resolve_precision
-
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision))
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
 from .h5io import write_text_atomic
+from .images import resolves_inside
 
 __all__ = ["fingerprint_name", "scan_files", "refresh_fingerprint"]
 
@@ -31,8 +33,6 @@ VERSION = 1
 
 def fingerprint_name(path: str) -> str:
     """``<folder or file name>-<8 hex of the path>``: one fingerprint per configured path."""
-    import re
-
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).name) or "input"
     return f"{stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
@@ -44,8 +44,6 @@ def _walk(root: Path):
     (:func:`layerfuse.images.resolves_inside`), and a folder is entered once however many links lead
     to it; a link not followed is listed with ``None`` (only its presence counts).
     """
-    from .images import resolves_inside
-
     if not root.is_dir():
         yield "", os.stat(root)
         return

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 __all__ = ["atomic_path", "write_text_atomic", "create_store", "vector_compression", "create_contiguous",
@@ -128,8 +129,6 @@ def vector_compression() -> dict:
     over byte-shuffled values; lossless.  Why not the maps' ``extract.compression``: on vectors of
     real images the byte shuffle beats the bit shuffle (flatten vectors 29% smaller, global 66%),
     at a few ms per batch (docs/benchmarks.md: Vector stores)."""
-    import hdf5plugin
-
     return dict(hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
@@ -265,8 +264,6 @@ def compression_options(compression: str | None) -> dict:
     if compression in (None, "none"):
         return {}
     if compression in ("zstd", "lz4"):
-        import hdf5plugin
-
         return dict(hdf5plugin.Blosc(cname=compression, clevel=1, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
     if compression in ("lzf", "gzip"):
         return dict(compression=compression, shuffle=True)

@@ -18,16 +18,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import re
 import stat
 import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image, ImageOps
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
 
 from .h5io import NO_CHUNK_CACHE, atomic_path, create_store, write_meta
 
@@ -192,8 +198,6 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     become RGB (alpha composited on white); animated images use the first
     frame.  Raises ``ValueError`` with a short reason when it cannot.
     """
-    from PIL import Image, ImageOps
-
     if not data:
         raise ValueError("empty file")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -246,8 +250,6 @@ def _stable(text: str) -> str:
 
 def _deep_to_grey(im):
     """A 16/32-bit grey image as 8-bit ``L``, scaled by its maximum, in row strips (no float64 copy)."""
-    from PIL import Image
-
     dtype = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I": "<i4"}[im.mode]
     # a view of Pillow's bytes: np.asarray(im) would hold a second copy
     arr = np.frombuffer(im.tobytes(), dtype=dtype).reshape(im.height, im.width)
@@ -341,10 +343,6 @@ def build_domain(spec: DomainSpec, classes: list[str], size: int, rows: list[dic
     array or dataset with a row for every usable row) the decoded images go into its first rows as
     they come, at most ``block`` of them in memory, and ``images`` is their count.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     rows = scan_folder(spec, classes) if rows is None else rows
     root = Path(spec.path)
     todo = [row for row in rows if row["status"] == "ok"]
@@ -428,10 +426,6 @@ def manifest_summary(manifests: dict) -> dict:
 
 def split_rows(rows: list[dict], test_size: float = 0.2, seed: int = 0) -> dict[str, list[dict]]:
     """Stratified, seeded split of scanned rows into ``source`` (train) and ``target`` (test)."""
-    from sklearn.model_selection import train_test_split
-
-    from collections import Counter
-
     ok = [r for r in rows if r["status"] == "ok"]
     labels = [r["label"] for r in ok]
     counts = Counter(r["class"] for r in ok)
@@ -476,8 +470,6 @@ def prepare_domain(domains: dict, domain: str, *, size: int, manifest_path, stor
     target when ``split`` is given).  Writes the manifest TSV and the image
     store; returns counts of kept and skipped images.
     """
-    import json
-
     specs = {k: DomainSpec.from_config(v) for k, v in domains.items()}
     classes = resolve_classes(specs["source"], specs.get("target"), keep)
     if split:

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
 from . import __version__, adapt
-from .backbones import BackboneSpec
 from .evaluate import center_domains
-from .extract import feature_extractor, load_backbone
 from .fusion import apply_scale
 from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
@@ -56,8 +56,6 @@ _FILES = ("model.json", "model.h5")
 
 def _pick_row(selection_csv, cell: dict | None) -> dict:
     """The default criterion's pick in a selection table, or ``cell`` ({featureset, adapter, center})."""
-    import pandas as pd
-
     table = pd.read_csv(selection_csv)
     if cell is not None:
         return {"criterion": "given", **cell}
@@ -279,9 +277,9 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``status`` (``ok`` or
     ``skipped``) and ``reason``; written atomically to ``out_csv`` when given.
     """
-    import pandas as pd  # heavy: pandas, torch and tqdm load only when images are classified
-    import torch
-    from tqdm import tqdm
+    import torch  # torch and the network's modules load only when images are classified (2 s)
+
+    from .extract import BackboneSpec, feature_extractor, load_backbone  # torch: as above
 
     record, arrays = load_model(model_dir)
     bb = record["backbone"]

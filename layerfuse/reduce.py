@@ -15,9 +15,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from sklearn.model_selection import StratifiedShuffleSplit
 
 from layerfuse._linalg import gram
-from layerfuse.h5io import MAP_CHUNK_CHANNELS
+from layerfuse.h5io import MAP_CHUNK_CHANNELS, read_arrays
 
 __all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
            "pca_sample_rows", "fit_pca_sample", "StoredProjection"]
@@ -233,8 +234,6 @@ class StoredProjection:
 
     def __call__(self, maps: np.ndarray) -> np.ndarray:
         if self.arrays is None:
-            from .h5io import read_arrays
-
             self.arrays, _ = read_arrays(self.path, ["mean", "loadings"])
         return project_maps(maps, self.arrays["mean"], self.arrays["loadings"])
 
@@ -248,8 +247,6 @@ def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     labels = np.asarray(labels)
     if size >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import StratifiedShuffleSplit
-
     try:
         keep, _ = next(StratifiedShuffleSplit(1, train_size=int(size), random_state=seed).split(labels, labels))
     except ValueError:                                 # classes too small to stratify: a plain seeded sample

@@ -1,15 +1,21 @@
 """Gather score rows into ``accuracy.csv`` and lay them out as the paper's Tables I-IV."""
 from __future__ import annotations
 
+import base64
+import html
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .adapt import is_nested
 from .h5io import atomic_path
 from .images import manifest_classes, manifest_summary, read_manifest
+from .select import selection_headline
 
 __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown", "table_metrics",
            "tables_markdown", "group_markdown", "data_section", "proportions_section"]
@@ -152,13 +158,17 @@ def comparison_markdown(comp: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib.pyplot as plt  # heavy (half a second): imported by the stages that draw
+
+    plt.switch_backend("Agg")
+    return plt
+
+
 def _panels(tables: dict, height: float):
     """A figure with one panel per backbone (``tables``: {backbone: table}), side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables) + 1.6, height), squeeze=False)
     return plt, fig, axes[0]
 
@@ -229,8 +239,6 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
     centring), the best cell's, and the paper's Global average with TCA where the experiment reproduces one of
     its tables.  ``selections``: ``{(experiment, backbone): selection table}`` (:func:`layerfuse.select.
     selection_table`'s rows); ``paper_tables``: ``{experiment: table id or None}``."""
-    from .select import selection_headline
-
     paper = load_paper_tables()
     pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"  # noqa: E731
     rows = [["experiment", "backbone", "picked without target labels", "accuracy (balanced)", "source only",
@@ -255,11 +263,7 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
 
 def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
     """Counts of true (rows) by predicted (columns) classes, annotated."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     values = confusion.to_numpy()
     size = max(3.0, 0.45 * values.shape[1] + 2)
     fig, ax = plt.subplots(figsize=(size, max(2.0, 0.45 * values.shape[0] + 1.6)))
@@ -279,11 +283,7 @@ def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
 
 def plot_message(path, text: str) -> None:
     """A small figure holding only ``text`` (a figure the workflow promises but has nothing to draw in)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
@@ -297,12 +297,6 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     criterion's vote; predicted class counts; the confusion matrix (labelled targets); and up to
     ``per_class`` thumbnails per predicted class, most confident first (``thumbnails``: image -> uint8 RGB).
     """
-    import base64
-    import html
-    import io
-
-    from PIL import Image
-
     def png(data: bytes) -> str:
         return "data:image/png;base64," + base64.b64encode(data).decode()
 
@@ -356,9 +350,6 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
 def markdown_html(text: str, title: str = "") -> str:
     """The tables' Markdown (headings, paragraphs, pipe tables, ``**bold**``, ``code``) as a standalone
     HTML page, so the Snakemake report shows the tables instead of offering a download."""
-    import html
-    import re
-
     def inline(s: str) -> str:
         s = html.escape(s)
         s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)

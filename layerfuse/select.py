@@ -19,6 +19,10 @@ import logging
 import warnings
 
 import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedShuffleSplit
 
 from .svm import make_calibrated_svm, source_sample
 
@@ -29,8 +33,9 @@ __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cel
 
 
 def _scorers(seed: int) -> dict:
-    from skada.metrics import (CircularValidation, DeepEmbeddedValidation, ImportanceWeightedScorer,
-                               MixValScorer, PredictionEntropyScorer, SoftNeighborhoodDensity)
+    from skada.metrics import (  # skada imports torch (2 s): only the jobs that score the criteria load it
+        CircularValidation, DeepEmbeddedValidation, ImportanceWeightedScorer, MixValScorer, PredictionEntropyScorer,
+        SoftNeighborhoodDensity)
 
     return {
         "entropy": PredictionEntropyScorer(),
@@ -64,10 +69,7 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
     a feature set): soft neighbourhood density builds a target x target matrix, and importance-weighted
     validation's kernel density estimates take time in held-out source x (source + target) rows.
     """
-    import sklearn
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedShuffleSplit
-    from skada import make_da_pipeline
+    from skada import make_da_pipeline  # skada imports torch (2 s): only the jobs that score the criteria load it
 
     unknown = sorted(set(criteria) - set(CRITERIA))
     if unknown:
@@ -164,8 +166,6 @@ def selection_table(cells, criteria, *, default: str = "dev", center: str, globa
     centring each domain on its own mean already adapts to the target, as adaptive batch normalisation
     does): ``kind``, ``criterion``, ``default``, ``row`` (index into ``cells``), the cell, ``score``,
     ``accuracy``, ``balanced_accuracy`` and the regrets against the oracle (fractions)."""
-    import pandas as pd
-
     cells = cells.reset_index(drop=True)
     labelled = not cells["accuracy"].isna().all()
     rows = []

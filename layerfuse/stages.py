@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
-import numpy as np
-
-from functools import partial
-
 import h5py
+import numpy as np
+import pandas as pd
+import yaml
 
-from . import __version__, adapt, extract
+from . import __version__, adapt
 from . import model as saved_model
-from .backbones import BackboneSpec, resolve_precision
 from .config import backbone_spec
 from .evaluate import score_grid
-from .extract import feature_store_attrs, gather_features, load_backbone
-from .finetune import FinetuneConfig, finetune_tail, merge_tail, tail_features, write_history
 from .fusion import fuse_stores
+from .h5io import (atomic_path, open_feature_store, read_arrays, read_labels, read_pair, read_stacked_pair,
+                   write_arrays, write_meta, write_pair, write_text_atomic)
 from .images import manifest_classes, prepare_domain, read_manifest
 from .layout import cell_predictions, manifest_rows, rows_in, rows_of, store_of
 from .reduce import StoredProjection, fit_pca_sample, pca_sample_rows, reduce_maps, reduce_store_pair
@@ -31,9 +30,6 @@ from .report import (gather_scores, group_markdown, landing_rst, markdown_html, 
 from .select import selection_table
 from .synthetic import make_demo_dataset
 from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file, torchvision_state_dict
-from .h5io import (atomic_path, open_feature_store, read_arrays, read_labels, read_pair, read_stacked_pair, write_arrays,
-                   write_meta, write_pair,
-                   write_text_atomic)
 
 __all__ = [
     "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "reduce_layer",
@@ -60,8 +56,7 @@ def prepare_images(domain: str, params: dict, manifest, store, memory_mb: float 
 
 def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
     """Write the backbone's state_dict (``.pth``) and a JSON record (sha256, architecture …)."""
-    import torch
-
+    import torch  # torch, and the network's modules, load in the network's stages only (2 s)
 
     w = backbone["weights"]
     if w == "keras-npm":
@@ -79,6 +74,8 @@ def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
 
 def _recorded_backbone(weights_pth, weights_json):
     """(model, spec, record) for a weights file and its JSON record (hash checked)."""
+    from .extract import BackboneSpec, load_backbone  # torch: the network's stages only
+
     record = json.loads(Path(weights_json).read_text())
     spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
@@ -112,7 +109,9 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
     model, spec, record = _recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
     reductions = _pass_reductions(params, pca_models)
-    return extract.extract_features(images, outputs, layers=params["layers"], model=model, spec=spec,
+    from .extract import extract_features as extract_pass  # torch: the network's stages only
+
+    return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
                         weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                         precision=ex["precision"], local_dtype=ex["local_dtype"],
                         compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows,
@@ -142,6 +141,8 @@ def fit_pca(sample, images, reducer: dict, out) -> None:
 def gather_shards(images, weights_json, params: dict, shards: list[dict], outputs: dict) -> None:
     """The domain's stores ``outputs`` from its shards' (one ``{layer key: path}`` per shard, in order):
     byte for byte what :func:`extract_features` writes in one pass."""
+    from .extract import BackboneSpec, feature_store_attrs, gather_features  # torch: the network's stages only
+
     record = json.loads(Path(weights_json).read_text())
     spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
     with h5py.File(images, "r") as src:
@@ -238,8 +239,6 @@ def aggregate_scores(score_csvs, out_csv, out_md, manifests: dict | None = None,
                      selections=(), global_layer: str = "global", pca_models=()) -> str:
     """``accuracy.csv`` (every cell; ``selected_by`` names the criteria that picked it) and ``tables.md``
     (:func:`layerfuse.report.tables_markdown`)."""
-    import pandas as pd  # heavy: the tables' stages only
-
     df = gather_scores(score_csvs)
     picks = pd.concat([pd.read_csv(p) for p in selections], ignore_index=True) if selections else None
     df["selected_by"] = ""
@@ -268,8 +267,6 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     ``outputs.figure`` (true classes by predicted; one row ``unlabelled`` for an unlabelled target); with
     ``outputs.summary``, the report's Predictions page (thumbnails from the image store ``target_images``).
     """
-    import pandas as pd  # heavy: the tables' stages only
-
     sel = params["selection"]
     df = gather_scores(score_csvs)
     labelled = not df["accuracy"].isna().all()
@@ -345,8 +342,6 @@ def report_landing(intro, selection_csvs, params: dict, out) -> None:
     (:func:`layerfuse.report.landing_rst`).  ``selection_csvs``: every ``results/<experiment>/selection/
     <backbone>.csv``; ``params``: ``paper_tables`` (``{experiment: table id or None}``) and ``finetuned``
     (backbone keys)."""
-    import pandas as pd  # heavy: the report's stages only
-
     selections = {(Path(path).parents[1].name, Path(path).stem): pd.read_csv(path) for path in selection_csvs}
     glance = ("At a glance: accuracy (%) on each target of the cell picked without its labels, beside the "
               "classifier that never saw the target (no adapter, no centring), the best cell of the grid and the "
@@ -360,8 +355,6 @@ def report_landing(intro, selection_csvs, params: dict, out) -> None:
 def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_png, out_html=None) -> str:
     """Tables (mean ± std over the group's experiments), the paper's numbers beside ours, two figures
     (:func:`layerfuse.report.group_markdown`)."""
-    import pandas as pd  # heavy: the report's stages only
-
     group = params["group"]
     text, accuracy_tables = group_markdown(pd.concat([pd.read_csv(p) for p in accuracy_csvs], ignore_index=True),
                                            params)
@@ -382,8 +375,6 @@ def report_group(accuracy_csvs, params: dict, out_md, out_fusion_png, out_dims_p
 
 def dump_config(config: dict, out) -> None:
     """Write the effective (validated, defaults filled) configuration, for the report."""
-    import yaml  # the workflow's extra, not the library's
-
     write_text_atomic(out, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=True))
 
 
@@ -395,7 +386,10 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
     ``source_global``: the fine-tuned network's ``flatten`` features of the
     source, computed from the cached activations (stored as layer ``global_layer``).
     """
-    import torch  # heavy: the network's stages only
+    import torch  # torch, and the network's modules, load in the network's stages only (2 s)
+
+    from .extract import feature_store_attrs, resolve_precision  # torch: as above
+    from .finetune import FinetuneConfig, finetune_tail, merge_tail, tail_features, write_history  # torch
 
     torch.set_num_threads(int(threads))
     model, spec, record = _recorded_backbone(base_pth, base_json)

@@ -25,9 +25,11 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -72,8 +74,6 @@ def fit_svm(xs, ys, **svm) -> "LinearSVM":
 def make_calibrated_svm(svm: dict, seed: int, folds: int = 3):
     """:func:`make_svm`'s SVM (keys of the ``svm`` slice) with sigmoid-calibrated probabilities over
     ``folds`` folds: the label-free criteria's and the class-proportion estimate's classifier."""
-    from sklearn.calibration import CalibratedClassifierCV  # scikit-learn's calibration pulls in more than the SVM needs
-
     return CalibratedClassifierCV(make_svm(**svm_kwargs(svm), random_state=seed), method="sigmoid", cv=folds)
 
 
@@ -159,8 +159,6 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         return self
 
     def _fit_liblinear(self, X, y, sample_weight):
-        from sklearn.svm import LinearSVC
-
         svc = LinearSVC(C=self.C, class_weight=self.class_weight, tol=self.tol,
                         max_iter=self.max_iter,
                         intercept_scaling=self.intercept_scaling, random_state=self.random_state, dual="auto")

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = ["SHAPES", "make_demo_dataset"]
 
@@ -45,8 +46,6 @@ def _polygon(kind: str, cx: float, cy: float, r: float, rot: float) -> list[tupl
 
 
 def _shape_mask(kind: str, size: int, cx: float, cy: float, r: float, rot: float):
-    from PIL import Image, ImageDraw
-
     mask = Image.new("L", (size, size), 0)
     d = ImageDraw.Draw(mask)
     box = [cx - r, cy - r, cx + r, cy + r]
@@ -69,8 +68,6 @@ def _random_colour(rng, low=30, high=225):
 
 
 def _render(kind: str, rng, size: int, target: bool):
-    from PIL import Image, ImageDraw, ImageFilter
-
     if not target:
         bg = Image.new("RGB", (size, size), (255, 255, 255))
         r = size * rng.uniform(0.28, 0.38)

