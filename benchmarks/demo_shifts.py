@@ -173,7 +173,7 @@ def cells(xs, ys, xt) -> dict:
     for d in (192, 128, 64):
         out[f"tca-{d}"] = (z[:len(xs), :d], z[len(xs):, :d])
     for key, spec in ADAPTERS.items():
-        fitted = fit_adapter(xs, ys, xt, spec)
+        fitted = fit_adapter(np.vstack([xs, xt]), len(xs), ys, spec)
         out[key] = (fitted["source"], fitted["target"])
     return out
 
@@ -199,9 +199,9 @@ def main() -> None:
     from layerfuse.extract import feature_extractor
     from layerfuse.fusion import fuse
     from layerfuse.select import criteria_scores
-    from layerfuse.stages import _recorded_backbone
+    from layerfuse.extract import load_recorded_backbone
 
-    model, spec, _ = _recorded_backbone(args.weights / "imagenet.pth", args.weights / "imagenet.json")
+    model, spec, _ = load_recorded_backbone(args.weights / "imagenet.pth", args.weights / "imagenet.json")
     extractor, prepared, precision, _ = feature_extractor(model, spec, {"flatten": "global"}, "auto")
     source, ys = images(None, args.source_per_class, args.family, seed=args.seed)
     gs = global_features(extractor, prepared, source)

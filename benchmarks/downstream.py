@@ -8,7 +8,7 @@ per-image predictions, on generated global features of 1,000 to 100,000 images.
 
 Per size, a fused store like the workflow's ``fused/<backbone>/global.h5`` (60% source, 40% target;
 Gaussian classes in ``--features`` dimensions, the target scaled, rotated in a few dimensions and moved),
-then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_tca`` with the
+then each stage exactly as its workflow job runs it (:mod:`layerfuse.stages`: ``fit_adapter`` of TCA with the
 schema's defaults at 256 components, ``fit_adapter`` for each configured adapter, ``evaluate_svm`` over
 every cell with the label-free criteria and the predictions store, once per ``--solvers`` entry (the
 ``svm.solver`` values; the first is the baseline of the printed ratios) and ``--criteria-at`` entry (the
@@ -74,7 +74,7 @@ def run_stage(name: str, work: Path, adapters: list[str], solver: str = "auto", 
     local = (work / "block.h5").exists()
     fused = work / "block.h5" if local else work / "global.h5"
     if name == "tca":
-        return stages.fit_tca(fused, TCA, work / "tca.h5")
+        return stages.fit_adapter(fused, {"method": "tca", **TCA}, work / "tca.h5")
     if name in SPECS:
         return stages.fit_adapter(fused, SPECS[name], work / f"{name}.h5")
     features = {"none": fused}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import shutil
@@ -79,6 +80,13 @@ def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_s
     sd = load_state_dict(weights_path, weights_sha256)
     num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 1000
     return build_resnet50(spec, sd, num_classes=num_classes)
+
+
+def load_recorded_backbone(weights_pth, weights_json):
+    """(model, spec, record) for a weights file and its JSON record (hash checked)."""
+    record = json.loads(Path(weights_json).read_text())
+    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 
 def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha256: str, precision: str,

@@ -23,19 +23,24 @@ import copy
 import csv
 import dataclasses
 import functools
+import json
 import logging
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from tqdm import tqdm
 
+from . import __version__
 from .backbones import preprocess, resolve_precision
-from .h5io import atomic_path
+from .extract import feature_store_attrs
+from .h5io import atomic_path, open_feature_store, write_meta, write_text_atomic
 from .memory import reuse_large_allocations
 from .report import pyplot
+from .weights import sha256_file
 
 __all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
            "merge_tail", "tail_features", "finetune_tail", "finetune", "node_is_frozen"]
@@ -403,3 +408,35 @@ def node_is_frozen(node: str, trainable: str) -> bool:
     if trainable == "conv3":
         return not (node.startswith("layer4.2.") and node.split(".")[2] in ("conv3", "bn3", "add", "relu_2"))
     return not (node == first or node.startswith(first + "."))
+
+
+def finetune_and_record(images, model, spec, record: dict, params: dict, outputs, global_layer: str = "global"):
+    """:func:`layerfuse.stages.finetune_backbone` after loading the base network ``model`` (its ``spec`` and
+    JSON ``record``): train the tail on the image store ``images``, write ``outputs`` and return the history."""
+    with h5py.File(images, "r") as f:
+        x, y = f["images"][()], f["labels"][()]
+        image_ids, image_list_sha256 = f["image_ids"].asstr()[()], f.attrs.get("image_list_sha256", "")
+    cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
+    tail, cached, history = finetune_tail(model, x, y, spec, cfg)
+    with atomic_path(outputs.pth) as tmp:
+        torch.save(merge_tail(model, tail, cfg.trainable), tmp)
+    out = {**{k: record[k] for k in ("architecture", "preprocessing", "maxpool_pad")},
+           "weights": "finetune", "base_sha256": record["sha256"], "finetune": params,
+           "sha256": sha256_file(outputs.pth), "final_loss": history[-1]["loss"],
+           "final_source_accuracy": history[-1]["source_accuracy"],
+           "precision_used": resolve_precision(cfg.precision), "layerfuse_version": __version__}
+    if "source_global" in outputs.keys():
+        # the source's global store from the cache: no second pass over the images
+        features = tail_features(tail, cached)
+        with atomic_path(outputs.source_global) as tmp:
+            f, dset = open_feature_store(tmp, features.shape, "float32", None)
+            with f:
+                dset[...] = features
+                write_meta(f, y, image_ids, feature_store_attrs(
+                    global_layer, "flatten", spec, out["sha256"], out["precision_used"], image_list_sha256,
+                    x.shape[1], compiled=False, computed_from="fine-tuning cache"))
+    write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
+    write_history(history, outputs.curve, outputs.plot)
+    log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
+             history[-1]["source_accuracy"])
+    return history

@@ -16,7 +16,7 @@ import numpy as np
 from .h5io import read_arrays
 from .images import read_manifest
 
-__all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions"]
+__all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions", "image_thumbnails"]
 
 
 def manifest_rows(store, manifest) -> np.ndarray | None:
@@ -86,3 +86,15 @@ def cell_predictions(stores, featureset: str, adapter: str, center: str):
     with h5py.File(store_of(stores, featureset), "r") as f:
         k = json.loads(f.attrs["cells"]).index([adapter, center])
         return f["pred"][k], f["margin"][k], f["labels"][()]
+
+
+def image_thumbnails(images_store, manifest, wanted: set) -> dict:
+    """{image id: uint8 RGB} of the ``wanted`` target images, from the (possibly pooled) image store."""
+    if images_store is None or not wanted:
+        return {}
+    with h5py.File(images_store, "r") as f:
+        ids = f["image_ids"].asstr()[()]
+        rows = rows_in({"image_ids": ids, "labels": f["labels"][()]}, images_store, manifest)
+        rows = np.arange(len(ids)) if rows is None else rows
+        pick = sorted(int(r) for r in rows if ids[r] in wanted)
+        return dict(zip(ids[pick], f["images"][pick])) if pick else {}

