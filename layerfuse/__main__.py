@@ -79,7 +79,7 @@ def summary(results_dir, tables: bool = False) -> list[str]:
 def layer_shapes(architecture: str, maxpool_pad: bool, image_size: int) -> list[tuple[str, tuple]]:
     """:func:`layerfuse.backbones.list_layers`' answer, kept in ``$LAYERFUSE_CACHE/layers`` per torch and
     torchvision version and per version of the code that lists them: building the network, even on meta
-    tensors, imports torchvision, which is most of a 3 s call; a cached answer takes no torch at all."""
+    tensors, imports torchvision, which is most of the call's time; a cached answer takes no torch at all."""
     code = hashlib.sha256(Path(__file__).with_name("backbones.py").read_bytes()).hexdigest()[:16]
     key = (f"{architecture}-maxpool{'pad' if maxpool_pad else 'nopad'}-{image_size}-torch{version('torch')}-"
            f"torchvision{version('torchvision')}-{code}")

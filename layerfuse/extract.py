@@ -30,10 +30,8 @@ __all__ = ["check_free_space", "extract_features", "feature_extractor", "feature
 log = logging.getLogger("layerfuse.extract")
 
 # ``compile_model="auto"``: compile only fp32 passes that reach the network's deep half (where its FLOPs are)
-# over enough images to repay a cold compile. With BatchNorm folded (commit 8708bd3, 2 AVX512-BF16 cores, batch 32),
-# eager fp32 ran 19.5 images/s and compiled 21.4 after a 13 s compile: break-even near 2,900 images; bf16 ran
-# 41.1 eager and 42.1 compiled (15 s to compile), so bf16 is never compiled by ``auto``. The early blocks (stem +
-# layer1) gain nothing either. (Before the folding, on 2 AVX2 cores, fp32 went from 10.1 to ~24 images/s.)
+# over enough images to repay a cold compile; bf16 and the early blocks gain nothing from it (measured:
+# docs/benchmarks.md, "Measurements behind the code's choices").
 COMPILE_MIN_IMAGES = 3000
 SHALLOW_NODES = ("x", "conv1", "bn1", "relu", "maxpool", "layer1", "layer2")
 
@@ -61,9 +59,8 @@ def _compiled(extractor, example, enabled: bool):
 def _blosc_threads(n: int):
     """Let the Blosc filter (zstd/lz4 stores) compress each chunk with ``n`` threads inside the block.
 
-    c-blosc reads ``BLOSC_NTHREADS`` at every call. With the forward pass and the writes taking turns
-    on the same cores, compressing with every core wrote zstd block maps in 3.1 ms per image instead of
-    5.6 (2 cores, commit 8708bd3)."""
+    c-blosc reads ``BLOSC_NTHREADS`` at every call.  The forward pass and the writes take turns on the same
+    cores, so the writes may use them all (docs/benchmarks.md, "Measurements behind the code's choices")."""
     old = os.environ.get("BLOSC_NTHREADS")
     os.environ["BLOSC_NTHREADS"] = str(max(1, int(n)))
     try:
@@ -271,14 +268,13 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         Run the network through ``torch.compile`` (inductor, frozen weights, one
         static batch shape: the last batch is padded).  Same features to ~1e-6
         relative; ``auto`` compiles on CPU only fp32 passes beyond ``layer2`` over
-        at least ``COMPILE_MIN_IMAGES`` images (with BatchNorm folded it gains 10%
-        in fp32 and nothing in bf16, after 13-15 s of compiling; see the constant).
+        at least ``COMPILE_MIN_IMAGES`` images (where compiling repays its time; see the constant).
         Falls back to eager with a warning when compiling fails (no C++ compiler).
     overlap_writes : {"auto", True, False}
         Convert and compress batch *i* in a background thread while batch *i+1*
         runs through the network.  ``auto``: on a GPU only.  On a CPU the network
         and the compression share the cores, and the overlap slowed the forward
-        pass by more than it hid (2 cores, commit 8708bd3); there the writes run after
+        pass by more than it hid (docs/benchmarks.md); there the writes run after
         each batch, compressing with ``threads`` Blosc threads.
     rows : (start, stop), optional
         Only these rows of the image store (one shard; ``start`` a multiple of ``batch_size``, so

@@ -162,12 +162,10 @@ def make_tail(model, trainable: str, num_classes: int, seed: int = 0):
             """conv3 (1x1) + bn3 + shortcut + ReLU + average pool + fc on position-major activations.
 
             Inputs are ``(n, positions, channels)``: a 1x1 convolution is then one matrix
-            product over all positions and BatchNorm a per-column normalisation: 2.5 s
-            per epoch on Amazon (2 AVX2 cores) against 4.1 s for the NCHW convolution
-            (same maths; weights are stored as the convolution's, see ``merge_tail``).
-            BatchNorm, shortcut, ReLU and mean then run fused (``bn_add_relu_mean``):
-            1.95 -> 1.68 s per epoch on 2 AVX-512 cores, of which the two matrix products
-            are 1.0 s.
+            product over all positions and BatchNorm a per-column normalisation, faster than
+            the NCHW convolution (same maths; weights are stored as the convolution's, see
+            ``merge_tail``).  BatchNorm, shortcut, ReLU and mean then run fused
+            (``bn_add_relu_mean``); the timings are in docs/benchmarks.md.
             """
 
             def __init__(self):

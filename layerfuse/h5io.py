@@ -191,10 +191,8 @@ class RowWriter:
     a last partial page) through an ordinary one. Where the file system refuses ``O_DIRECT`` (or a
     write with it fails with ``EINVAL``) every write is ordinary, with one log line.
 
-    Why: on the 2-core VMs where layerfuse is measured, copying into the page cache was most of the
-    cost of writing block maps (``dd`` 277 MB/s to 3.5 GB/s buffered against 1.9 GB/s direct; in the
-    extraction loop 13 ms per image for three maps buffered, see docs/benchmarks.md: Extraction and stores). The
-    file is the same either way; the data just is not left in the cache.
+    Why: copying into the page cache was most of the cost of writing block maps (docs/benchmarks.md:
+    Extraction and stores).  The file is the same either way; the data just is not left in the cache.
     """
 
     def __init__(self, path: str | os.PathLike, dset: h5py.Dataset, max_rows: int, direct: bool = True):
@@ -256,9 +254,7 @@ def compression_options(compression: str | None) -> dict:
     """``create_dataset`` keywords for ``zstd`` or ``lz4`` (Blosc: level 1 over bit-shuffled values, via
     ``hdf5plugin``), ``lzf`` or ``gzip`` (both byte-shuffled), or none (``None``/``"none"``); all lossless.
 
-    Measured on real float16 block1 maps (32 images x 16 channels chunks, 2 AVX2 cores,
-    ``benchmarks/extract.py``): zstd wrote 8.1 ms and read 7.8 ms per image at 0.97 MB, lzf
-    21.2 / 11.6 ms at 0.98 MB, gzip 39.8 / 11.8 ms at 0.81 MB, none 1.1 / 4.4 ms at 1.57 MB.
+    Their speed and sizes on real block maps: docs/benchmarks.md (``benchmarks/extract.py``).
     Reading a zstd store needs ``import hdf5plugin`` (``import layerfuse`` does it).
     """
     if compression in (None, "none"):

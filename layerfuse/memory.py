@@ -4,13 +4,11 @@ PyTorch's CPU tensors come from glibc ``malloc``, which serves every block
 above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives it
 back with ``munmap`` when freed.  A ResNet-50 batch allocates and frees
 several such blocks per layer (a batch of 32 ``layer1`` maps is 100 MB), so
-every batch faults in, and the kernel zeroes, hundreds of MB of new pages.
-On the 2-core VM of the commit bc17992 measurements that was a third of the CPU time: a batch of 32
-ran at 26 images/s in fp32 and 57 in bf16 with 1.1–3.4 s of system time per
-4 batches; serving those blocks from the heap, where freed blocks are reused,
-gave 47 and 89 images/s with almost none.  Training the fine-tuning tail
-(five ~100 MB tensors per step) went from 1.54 to 1.11 s per epoch in fp32,
-0.99 to 0.45 s in bf16.
+every batch faults in, and the kernel zeroes, hundreds of MB of new pages:
+a third of the CPU time where it was measured.  Serving those blocks from the
+heap, where freed blocks are reused, removes that cost for extraction and for
+training the fine-tuning tail (docs/benchmarks.md, "Measurements behind the
+code's choices").
 """
 from __future__ import annotations
 
