@@ -12,6 +12,7 @@ from jsonschema.exceptions import best_match
 
 from .adapt import check_adapter, grid_cells
 from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
+from .reduce import check_reducer, is_fitted
 
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys"]
@@ -200,8 +201,10 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"selection.default: {sel['default']!r} is not in selection.criteria "
                           f"({', '.join(sel['criteria'])})")
     for name, r in config["reducers"].items():
-        if r["method"] == "pca" and r.get("segment") is not None:
-            raise ConfigError(f"reducers.{name}: 'segment' applies to flatten, not pca")
+        try:
+            check_reducer(name, r)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for name, exp in config["experiments"].items():
         if exp.get("source", {}).get("labels") == "none":
             raise ConfigError(f"experiments.{name}.source.labels: the source must be labelled (its class "
@@ -298,7 +301,7 @@ def check_data_sizes(config: dict, results: str | Path = "results") -> None:
                               f"experiment {name!r} (source + target); use at most {n_source + n_target}")
         for rname, red in config["reducers"].items():
             k = red.get("n_components")
-            if red["method"] == "pca" and k is not None and k > n_source - 1:
+            if is_fitted(red) and k is not None and k > n_source - 1:
                 raise ConfigError(f"reducers.{rname}.n_components: {k} components need more than the {n_source} "
                                   f"source images of experiment {name!r}; use at most {n_source - 1}")
 

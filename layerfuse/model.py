@@ -42,7 +42,7 @@ from .fusion import apply_scale
 from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
 from .layout import cell_predictions, rows_in, store_of
-from .reduce import pca_loadings, reduce_maps
+from .reduce import apply_reducer, is_fitted, pca_loadings
 from .svm import decide, fit_svm, svm_kwargs
 from .weights import sha256_file
 
@@ -85,7 +85,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     arrays = {"fusion/scales": np.array([np.nan if s is None else s
                                          for s in json.loads(fused_attrs["block_scales"])], np.float64)}
     reducer_params = params["reducers"][reducer] if reducer else None
-    if reducer_params and reducer_params["method"] == "pca":
+    if reducer_params and is_fitted(reducer_params):
         arrays.update(_pca_arrays(inputs, featureset))
     (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, featureset, adapter, xs, xt)
     arrays.update(adapter_arrays)
@@ -239,11 +239,8 @@ class _Pipeline:
         scaling = rec["fusion"]["scaling"]
         blocks = [global_vec]
         if local_maps is not None:
-            flat = local_maps.reshape(len(local_maps), -1)
-            if rec["reducer"]["method"] == "pca":
-                blocks.append(((flat - a["reducer/mean"]) @ a["reducer/loadings"]).astype(np.float32))
-            else:
-                blocks.append(reduce_maps(local_maps, rec["reducer"]["method"], rec["reducer"]))
+            fitted = {"mean": a.get("reducer/mean"), "loadings": a.get("reducer/loadings")}
+            blocks.append(apply_reducer(local_maps, rec["reducer"], fitted))
         return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, self.scales)], axis=1)
 
     def decision(self, x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS, read_arrays
 
-__all__ = ["flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
+__all__ = ["REDUCERS", "is_fitted", "check_reducer", "apply_reducer", "flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
            "pca_sample_rows", "fit_pca_sample", "StoredProjection"]
 
 # PCA's components where a reducer entry names none (the schema's `reducers.pca.n_components`)
@@ -208,13 +208,45 @@ def _given(params: dict, *keys: str) -> dict:
     return {k: params[k] for k in keys if k in params}
 
 
+# The reducers: a method is fitted on the source (PCA: its mean and loadings are a model of their own,
+# fitted before any image is projected, exported with a saved model) or a function of each image's maps
+# alone; ``params``: the keys of its ``reducers`` entry.  Adding one: its function, an entry here, its
+# ``method`` in the schema (and a title in ``layerfuse.report.REDUCER_TITLES``).
+REDUCERS = {
+    "pca": {"fitted": True, "params": ("n_components", "block_memory_mb")},
+    "flatten": {"fitted": False, "params": ("segment",), "apply": lambda maps, p: flatten_pool(maps, **_given(p, "segment"))},
+    "pool2d": {"fitted": False, "params": ("region",), "apply": lambda maps, p: pool2d(maps, **_given(p, "region"))},
+}
+
+
+def is_fitted(spec: dict) -> bool:
+    """Whether a reducer entry is fitted on the source (PCA) rather than applied to each image alone."""
+    return REDUCERS[spec["method"]]["fitted"]
+
+
+def check_reducer(name: str, spec: dict) -> None:
+    """A ``ValueError`` naming ``reducers.<name>.<key>`` for a key the entry's method does not take."""
+    method = REDUCERS[spec["method"]]
+    for key in spec:
+        if key != "method" and key not in method["params"]:
+            raise ValueError(f"reducers.{name}: {key!r} applies to "
+                             f"{' or '.join(m for m, v in REDUCERS.items() if key in v['params'])}, not {spec['method']}")
+
+
 def reduce_maps(maps: np.ndarray, method: str, params: dict) -> np.ndarray:
     """A per-image reducer (``flatten`` or ``pool2d``) on a batch of maps."""
-    if method == "flatten":
-        return flatten_pool(maps, **_given(params, "segment"))
-    if method == "pool2d":
-        return pool2d(maps, **_given(params, "region"))
-    raise ValueError(f"unknown reducer method {method!r}: use pca, flatten or pool2d")
+    if method not in REDUCERS or REDUCERS[method]["fitted"]:
+        raise ValueError(f"unknown per-image reducer method {method!r}: use "
+                         f"{' or '.join(m for m, v in REDUCERS.items() if not v['fitted'])}")
+    return REDUCERS[method]["apply"](maps, params)
+
+
+def apply_reducer(maps: np.ndarray, spec: dict, fitted: dict | None = None) -> np.ndarray:
+    """A reducer entry on a batch of maps: a fitted one projects onto its ``fitted`` ``mean`` and
+    ``loadings`` (:func:`project_maps`), the others reduce each image alone (:func:`reduce_maps`)."""
+    if is_fitted(spec):
+        return project_maps(maps, fitted["mean"], fitted["loadings"])
+    return reduce_maps(maps, spec["method"], spec)
 
 
 def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from .h5io import (atomic_path, read_arrays, read_labels, read_pair, read_stacke
                    write_text_atomic)
 from .images import manifest_classes, prepare_domain
 from .layout import image_thumbnails, manifest_rows, rows_of, store_of
-from .reduce import StoredProjection, fit_pca_sample, pca_sample_rows, reduce_maps, reduce_store_pair
+from .reduce import StoredProjection, fit_pca_sample, is_fitted, pca_sample_rows, reduce_maps, reduce_store_pair
 from .report import (gather_scores, group_markdown, landing_rst, markdown_html, plot_accuracy_vs_dims, plot_confusion,
                      plot_fusion_vs_global, plot_message, predictions_html, tables_markdown, write_score_rows)
 from .select import confusion_table, picked_predictions, selection_table
@@ -64,7 +64,7 @@ def _pass_reductions(params: dict, pca_models) -> dict:
     a PCA reducer projects onto the loadings in its model (``.../pca/<backbone>/<layer>/<reducer>.h5``)."""
     out = {}
     for key, (layer, spec) in (params.get("reductions") or {}).items():
-        if spec["method"] == "pca":
+        if is_fitted(spec):
             out[key] = (layer, StoredProjection(store_of(pca_models, key)))
         else:
             out[key] = (layer, partial(reduce_maps, method=spec["method"], params=spec))
@@ -147,8 +147,8 @@ def reduce_layer(source_store, target_store, reducer: dict, out, source_manifest
 def reduce_pool_layer(store, reducer: dict, out) -> None:
     """A per-image reducer (flatten, pool2d) over every row of a pooled store, written as a store
     (``features``, ``labels``, ``image_ids``): each experiment splitting the dataset reads its rows."""
-    if reducer["method"] == "pca":
-        raise ValueError("PCA is fitted on each experiment's source rows, not on a whole pool")
+    if is_fitted(reducer):
+        raise ValueError(f"{reducer['method'].upper()} is fitted on each experiment's source rows, not on a whole pool")
     reduced = reduce_store_pair(store, store, reducer["method"], reducer)["source"]
     meta, _ = read_arrays(store, ["labels", "image_ids"])
     write_arrays(out, {"features": reduced, **meta}, {"reducer": json.dumps(reducer), "layerfuse_version": __version__},

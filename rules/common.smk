@@ -22,7 +22,7 @@ from layerfuse.config import (
     validate_config,
 )
 from layerfuse import job_memory
-from layerfuse.reduce import PCA_COMPONENTS
+from layerfuse.reduce import PCA_COMPONENTS, is_fitted
 from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 from layerfuse.finetune import node_is_frozen
@@ -94,7 +94,8 @@ LAYERS = list(config["layers"])
 # (sorted: reordering the config changes no params).
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
 STORE_MAPS = resolve_store_maps(config)
-PCA_REDUCERS = [k for k, v in config["reducers"].items() if v["method"] == "pca"]
+# the reducers fitted on the source (PCA): a model each, fitted before the passes project onto it
+PCA_REDUCERS = [k for k, v in config["reducers"].items() if is_fitted(v)]
 # {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)
 LOCAL_REDUCTIONS = {f"{layer}-{r}": [layer, config["reducers"][r]]
                     for layer in config["local_layers"] for r in config["reducers"]}
@@ -426,7 +427,7 @@ def fuse_input(wildcards):
     layer, reducer = wildcards.featureset.split("-", 1)
     bb = store_backbone(wildcards.backbone, layer)
     pool = pool_of(wildcards, bb)
-    if pool and config["reducers"][reducer]["method"] != "pca":
+    if pool and not is_fitted(config["reducers"][reducer]):
         inputs["local_source"] = inputs["local_target"] = f"results/pools/{pool}/reduced/{bb}/{layer}/{reducer}.h5"
         inputs.update(manifest_inputs(wildcards))
     elif not STORE_MAPS:
@@ -540,7 +541,7 @@ def model_inputs(wildcards):
     base = f"results/{wildcards.experiment}"
     bb, g = wildcards.backbone, config["global_layer"]
     pca_sets = [(fs.split("-", 1)[0], fs.split("-", 1)[1]) for fs in FEATURESETS
-                if fs != g and config["reducers"][fs.split("-", 1)[1]]["method"] == "pca"]
+                if fs != g and is_fitted(config["reducers"][fs.split("-", 1)[1]])]
     inputs = {
         "selection": f"{base}/selection/{bb}.csv",
         "predictions": [f"{base}/scores/{bb}/{fs}.h5" for fs in FEATURESETS],

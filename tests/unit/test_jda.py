@@ -61,7 +61,8 @@ def test_first_fit_is_tca_and_nystroem_with_every_landmark_is_exact(rng):
 
 
 def test_jda_in_a_skada_pipeline(rng):
-    """``fit(X, y, *, sample_domain=...)`` as skada routes it: the target's labels masked."""
+    """``fit(X, y, *, sample_domain=...)`` as skada routes it, the target's labels masked: the pipeline
+    classifies the shifted target (skada's own adapter tests ask > 0.75)."""
     import sklearn
     from sklearn.svm import LinearSVC
     from skada import make_da_pipeline
@@ -72,7 +73,7 @@ def test_jda_in_a_skada_pipeline(rng):
         pipe = make_da_pipeline(JDA(12, n_iter=3), LinearSVC(dual="auto"))
         pipe.fit(X, y, sample_domain=sd)
         pred = pipe.predict(X[sd < 0], sample_domain=sd[sd < 0])
-    assert pred.shape == yt.shape and set(pred) <= set(ys)
+    assert pred.shape == yt.shape and (pred == yt).mean() > 0.9
 
 
 def test_jda_refuses_unlabelled_input(rng):

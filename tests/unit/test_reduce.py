@@ -139,3 +139,22 @@ def test_pca_sample_rows_are_a_seeded_stratified_sample():
     assert np.bincount(labels[rows]).tolist() == [30, 15, 5]
     assert np.array_equal(rows, pca_sample_rows(labels, 50, seed=3))
     assert not np.array_equal(rows, pca_sample_rows(labels, 50, seed=4))
+
+
+def test_reducer_entries_are_checked_and_applied_through_one_protocol(rng):
+    """A key another method takes is refused naming the entry; a per-image reducer and PCA's projection are
+    applied to a batch of maps by the same call (what the extraction pass and a saved model use)."""
+    from layerfuse.reduce import REDUCERS, apply_reducer, check_reducer, is_fitted, project_maps, reduce_maps
+
+    with pytest.raises(ValueError, match=r"^reducers.p: 'segment' applies to flatten, not pca$"):
+        check_reducer("p", {"method": "pca", "segment": 3})
+    check_reducer("f", {"method": "flatten", "segment": 3})
+    assert [m for m in REDUCERS if is_fitted({"method": m})] == ["pca"]
+    maps = rng.rand(3, 4, 6, 6).astype(np.float32)
+    np.testing.assert_array_equal(apply_reducer(maps, {"method": "flatten", "segment": 7}), flatten_pool(maps, 7))
+    np.testing.assert_array_equal(apply_reducer(maps, {"method": "pool2d"}), reduce_maps(maps, "pool2d", {}))
+    mean, loadings = rng.rand(144).astype(np.float32), rng.rand(144, 5).astype(np.float32)
+    np.testing.assert_array_equal(apply_reducer(maps, {"method": "pca"}, {"mean": mean, "loadings": loadings}),
+                                  project_maps(maps, mean, loadings))
+    with pytest.raises(ValueError, match="per-image reducer"):
+        reduce_maps(maps, "pca", {})

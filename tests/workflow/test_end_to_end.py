@@ -183,10 +183,10 @@ def test_lint_is_clean():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"svm.C": -1}, "C"),
-    ({"svm.gamma": 1}, "gamma"),
+    ({"svm.C": -1}, "config error: svm.C: -1 is less than or equal to the minimum of 0"),
+    ({"svm.gamma": 1}, "config error: svm: Additional properties are not allowed ('gamma' was unexpected)"),
     ({"local_layers": ["block9"]}, "local_layers: 'block9' is not a key of layers"),
-    ({"tca.mu": "big"}, "mu"),
+    ({"tca.mu": "big"}, "config error: tca.mu: 'big' is not of type 'number'"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, change, message):
     proc = snakemake(tmp_path, "--dry-run", config=variant(tmp_path, "bad", **change), check=False)

@@ -6,6 +6,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from .helpers import CONFIG, snakemake
 
 ORPHAN = textwrap.dedent("""
@@ -18,6 +20,7 @@ ORPHAN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow                                  # waits for a job to start: the full suite's
 def test_a_rerun_names_a_job_still_running_from_a_killed_snakemake(tmp_path):
     """A job that outlived its Snakemake holds its lock: the next run names its pid instead of racing it."""
     job = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=tmp_path, stdout=subprocess.PIPE, text=True)

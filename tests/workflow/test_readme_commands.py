@@ -78,7 +78,9 @@ def scratch_checkout(tmp_path_factory):
     return work
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/snakemake")])
+# the presets' dry runs fingerprint ../shared/data's folders (seconds each): the full suite's
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if "config/presets/" in c else c
+                                     for c in COMMANDS if c.startswith(".venv/bin/snakemake")])
 def test_snakemake_command_dry_runs(command, own_images, scratch_checkout):
     args = shlex.split(command)[1:]
     if "--report" in args:
