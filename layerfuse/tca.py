@@ -27,7 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from layerfuse._linalg import gram
 from layerfuse.svm import make_svm
 
-__all__ = ["TCA", "JDA", "median_gamma", "rbf_kernel", "stack_domains", "domain_labels"]
+__all__ = ["TCA", "JDA", "PSEUDO_LABELERS", "median_gamma", "nearest_source_labels", "rbf_kernel", "stack_domains",
+           "domain_labels"]
 
 
 KERNEL_BLOCK_ROWS = 8192     # rows of the Nyström map built at a time (a float64 copy of this many rows)
@@ -481,19 +482,24 @@ def _chebyshev_degree(x_top: float, x_low: float) -> int:
     return degree
 
 
+# how JDA labels the target between its fits
+PSEUDO_LABELERS = ("svm", "1nn")
+
+
 class JDA(TCA):
     """Joint Distribution Adaptation (Long et al., ICCV 2013) and Balanced Distribution Adaptation
     (Wang et al., ICDM 2017) on TCA's structured solvers.
 
     TCA's marginal MMD term plus one class-conditional MMD term per class, built from target
-    pseudo-labels that a linear SVM on the source's embedding predicts, refitted ``n_iter`` times
-    (the first fit is TCA).  The MMD matrix is ``E Eᵀ`` with one column per term, so the constraint's
+    pseudo-labels predicted from the source's embedding, refitted ``n_iter`` times (the first fit is
+    TCA): by a linear SVM (``pseudo_labeler="svm"``, the workflow's), or by the nearest source row of
+    the embedding with each row scaled to unit length (``"1nn"``, the paper's protocol).  The MMD matrix is ``E Eᵀ`` with one column per term, so the constraint's
     inverse square root is a rank-``C+1`` update (Woodbury) instead of TCA's rank one, and the exact,
     iterative and Nyström solvers of :class:`TCA` apply unchanged.  ``balance`` ``β`` weighs the terms
     as BDA does, ``(1 - β)`` marginal and ``β`` conditional; ``None`` (JDA) weighs both 1.
 
     Parameters are :class:`TCA`'s, plus ``n_iter`` (default 10; fewer when the pseudo-labels stop
-    changing), ``balance`` and ``C`` (the pseudo-labelling SVM's).  ``fit(X, y, *, sample_domain=...)``
+    changing), ``balance``, ``pseudo_labeler`` and ``C`` (the pseudo-labelling SVM's).  ``fit(X, y, *, sample_domain=...)``
     needs the source's labels in ``y`` (the target's are ignored: skada masks them as -1).
 
     Attributes
@@ -507,8 +513,8 @@ class JDA(TCA):
     __metadata_request__fit = {"sample_domain": True}
 
     def __init__(self, n_components=64, *, kernel="rbf", gamma="median", bandwidth_factor=3.0, mu=1.0,
-                 n_iter=10, balance=None, C=1.0, solver="auto", n_landmarks=1000, auto_threshold=3000,
-                 dense_max_samples="auto", tol=1e-9, max_iter=300, random_state=0):
+                 n_iter=10, balance=None, C=1.0, pseudo_labeler="svm", solver="auto", n_landmarks=1000,
+                 auto_threshold=3000, dense_max_samples="auto", tol=1e-9, max_iter=300, random_state=0):
         super().__init__(n_components, kernel=kernel, gamma=gamma, bandwidth_factor=bandwidth_factor, mu=mu,
                          solver=solver, n_landmarks=n_landmarks, auto_threshold=auto_threshold,
                          dense_max_samples=dense_max_samples, tol=tol, max_iter=max_iter,
@@ -516,6 +522,7 @@ class JDA(TCA):
         self.n_iter = n_iter
         self.balance = balance
         self.C = C
+        self.pseudo_labeler = pseudo_labeler
 
     def fit(self, X, y=None, *, sample_domain=None):
         # scikit-learn's own messages for empty, sparse, complex or non-finite input come first
@@ -526,6 +533,8 @@ class JDA(TCA):
             raise ValueError(f"balance must be None or in [0, 1], got {self.balance!r}")
         if not (isinstance(self.n_iter, numbers.Integral) and self.n_iter >= 1):
             raise ValueError(f"n_iter must be a positive integer, got {self.n_iter!r}")
+        if self.pseudo_labeler not in PSEUDO_LABELERS:
+            raise ValueError(f"pseudo_labeler must be one of {', '.join(PSEUDO_LABELERS)}, got {self.pseudo_labeler!r}")
         try:
             self._fit_jda(X, y, sample_domain)
         finally:
@@ -544,8 +553,7 @@ class JDA(TCA):
         self.history_ = [{"pseudo_labels": None, "eigenvalues": self.eigenvalues_}]
         pseudo = None
         for _ in range(self.n_iter):
-            svm = make_svm(C=self.C, random_state=self.random_state)
-            new = svm.fit(self.embedding_[source], ys).predict(self.embedding_[~source])
+            new = self._pseudo_labels(self.embedding_[source], ys, self.embedding_[~source])
             if pseudo is not None and np.array_equal(new, pseudo):
                 break
             pseudo = new
@@ -553,6 +561,25 @@ class JDA(TCA):
             self._solve(basis, E, k)
             self.history_.append({"pseudo_labels": pseudo, "eigenvalues": self.eigenvalues_})
         self.pseudo_labels_ = pseudo
+
+
+    def _pseudo_labels(self, zs: np.ndarray, ys: np.ndarray, zt: np.ndarray) -> np.ndarray:
+        if self.pseudo_labeler == "svm":
+            return make_svm(C=self.C, random_state=self.random_state).fit(zs, ys).predict(zt)
+        return nearest_source_labels(zs, ys, zt)
+
+
+def nearest_source_labels(zs: np.ndarray, ys: np.ndarray, zt: np.ndarray, block: int = 2048) -> np.ndarray:
+    """The label of each target row's nearest source row (Euclidean), rows first scaled to unit length:
+    JDA's 1-NN pseudo-labels, and its papers' evaluation."""
+    def unit(z):
+        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), np.finfo(float).tiny)
+
+    zs, zt = unit(np.asarray(zs, np.float64)), unit(np.asarray(zt, np.float64))
+    out = np.empty(len(zt), dtype=np.asarray(ys).dtype)
+    for lo in range(0, len(zt), block):                 # unit rows: nearest = largest inner product
+        out[lo:lo + block] = np.asarray(ys)[(zt[lo:lo + block] @ zs.T).argmax(axis=1)]
+    return out
 
 
 def _class_columns(source: np.ndarray, ys: np.ndarray, pseudo: np.ndarray) -> list:

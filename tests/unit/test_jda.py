@@ -104,3 +104,27 @@ class SplitDomainJDA(JDA):
 def test_sklearn_estimator_checks(estimator, check):
     """Every applicable scikit-learn estimator check on JDA, behind a wrapper that supplies the domains."""
     check(estimator)
+
+
+def test_nearest_source_labels_is_1nn_on_unit_rows(rng):
+    """The 1-NN pseudo-labels: each target row takes the label of the nearest source row once both are
+    scaled to unit length (Euclidean distances computed in full here)."""
+    from layerfuse.tca import nearest_source_labels
+
+    zs, zt, ys = rng.randn(40, 5), rng.randn(25, 5), rng.randint(0, 4, 40)
+    us, ut = zs / np.linalg.norm(zs, axis=1, keepdims=True), zt / np.linalg.norm(zt, axis=1, keepdims=True)
+    d = ((ut[:, None, :] - us[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(nearest_source_labels(zs, ys, zt, block=7), ys[d.argmin(1)])
+
+
+def test_pseudo_labeler_is_checked_and_each_refit_uses_it(rng):
+    X, y, sd, ys, _ = _conditional_shift(rng, ns=60, nt=40)
+    with pytest.raises(ValueError, match="pseudo_labeler must be one of svm, 1nn"):
+        JDA(4, pseudo_labeler="knn").fit(X, y, sample_domain=sd)
+    from layerfuse.tca import nearest_source_labels
+
+    jda = JDA(6, n_iter=2, pseudo_labeler="1nn").fit(X, y, sample_domain=sd)
+    source = sd >= 0
+    first = TCA(6).fit_transform(X, sample_domain=sd)
+    np.testing.assert_array_equal(jda.history_[1]["pseudo_labels"],
+                                  nearest_source_labels(first[source], ys, first[~source]))
