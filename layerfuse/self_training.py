@@ -1,0 +1,119 @@
+"""Target self-training: a cell's linear SVM refitted on the source and the target's confident pseudo-labels.
+
+Selective pseudo-labelling (Wang & Breckon, AAAI 2020) on the workflow's SVM: fit on the labelled source,
+predict the target, keep a share of the target's most confident predictions (by SVM margin), refit on the
+source and the kept target rows with their pseudo-labels; the share grows over ``rounds`` refits to
+``final_share``.  ``selection`` says how the kept rows are shared out among the classes:
+
+``"uniform"``
+    the same number for every class (``share x n_target / n_classes``, fewer where fewer are predicted):
+    a class the source classifier under-predicts on the target (a label shift) still gets its share.
+``"predicted"``
+    the same fraction of each class's predictions (the paper's choice): the kept rows follow the
+    predicted class proportions.
+
+No target label is read; the refits are deterministic (the SVM's).  Domains are given as skada does:
+``sample_domain`` >= 0 for source rows, < 0 for target rows, whose labels ``y`` are ignored.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .svm import decide, make_svm
+
+__all__ = ["SELECTIONS", "SelfTrainingSVM", "select_confident"]
+
+SELECTIONS = ("uniform", "predicted")
+
+
+def select_confident(pred: np.ndarray, margin: np.ndarray, classes: np.ndarray, share: float,
+                     selection: str = "uniform") -> np.ndarray:
+    """Sorted indices of the target rows kept at ``share`` (0..1): per class, its most confident predictions
+    (largest ``margin``), as many as ``selection`` allots it."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    kept = []
+    quota = int(np.ceil(share * len(pred) / len(classes)))
+    for c in classes:
+        rows = np.flatnonzero(pred == c)
+        n = quota if selection == "uniform" else int(np.ceil(share * len(rows)))
+        kept.append(rows[np.argsort(-margin[rows], kind="stable")][:n])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, int)
+
+
+class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
+    """The workflow's linear SVM (:func:`layerfuse.svm.make_svm`) with target self-training.
+
+    Parameters
+    ----------
+    rounds : int, default=3
+        Refits on source + pseudo-labelled target; 0 is the plain SVM on the source.
+    final_share : float, default=1.0
+        The share of the target kept at the last round (round ``r`` keeps ``final_share * r / rounds``).
+    selection : {"uniform", "predicted"}, default="uniform"
+        How the kept rows are shared out among the classes (see the module's docstring).
+    C, class_weight, tol, max_iter, solver, random_state
+        The SVM's (:func:`layerfuse.svm.make_svm`).
+
+    Attributes
+    ----------
+    svm_ : LinearSVM
+        The last refit.
+    classes_ : ndarray
+    history_ : list of dict
+        Per round: ``kept`` (target rows used) and ``changed`` (target predictions that changed).
+    """
+
+    __metadata_request__fit = {"sample_domain": True}
+
+    def __init__(self, rounds: int = 3, *, final_share: float = 1.0, selection: str = "uniform", C: float = 1.0,
+                 class_weight="balanced", tol: float = 1e-4, max_iter: int = 20000, solver: str = "auto",
+                 random_state=0):
+        self.rounds = rounds
+        self.final_share = final_share
+        self.selection = selection
+        self.C = C
+        self.class_weight = class_weight
+        self.tol = tol
+        self.max_iter = max_iter
+        self.solver = solver
+        self.random_state = random_state
+
+    def _svm(self):
+        return make_svm(C=self.C, class_weight=self.class_weight, tol=self.tol, max_iter=self.max_iter,
+                        solver=self.solver, random_state=self.random_state)
+
+    def fit(self, X, y, *, sample_domain):
+        if not (isinstance(self.rounds, numbers.Integral) and self.rounds >= 0):
+            raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
+        if not 0 < self.final_share <= 1:
+            raise ValueError(f"final_share must be in (0, 1], got {self.final_share!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        X, y = np.asarray(X), np.asarray(y)
+        source = np.asarray(sample_domain).ravel() >= 0
+        xs, ys, xt = X[source], y[source], X[~source]
+        svm = self._svm().fit(xs, ys)
+        self.classes_ = svm.classes_
+        pred = decide(svm.decision_function(xt), svm.classes_)[0] if len(xt) else np.zeros(0, ys.dtype)
+        self.history_ = []
+        for r in range(1, self.rounds + 1 if len(xt) else 1):
+            margin = decide(svm.decision_function(xt), svm.classes_)[1]
+            kept = select_confident(pred, margin, svm.classes_, self.final_share * r / self.rounds, self.selection)
+            svm = self._svm().fit(np.vstack([xs, xt[kept]]), np.r_[ys, pred[kept]])
+            new = decide(svm.decision_function(xt), svm.classes_)[0]
+            self.history_.append({"kept": len(kept), "changed": int((new != pred).sum())})
+            pred = new
+        self.svm_ = svm
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        return self.svm_.decision_function(X)
+
+    def predict(self, X):
+        return decide(self.decision_function(X), self.classes_)[0]
