@@ -15,7 +15,7 @@ from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
 from .reduce import check_reducer, is_fitted
 
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
-           "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys"]
+           "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
 
 
 class ConfigError(ValueError):
@@ -343,3 +343,15 @@ def check_duplicate_keys(paths) -> None:
                 yaml.load(f, Loader=StrictLoader)
             except yaml.YAMLError:
                 pass  # Snakemake reports syntax errors itself
+
+
+def node_is_frozen(node: str, trainable: str) -> bool:
+    """Whether a graph node's output is unchanged by fine-tuning ``trainable`` (it lies before the tail)."""
+    if node in ("avgpool", "flatten", "fc"):
+        return False
+    first = {"fc": None, "conv3": "layer4.2.conv3", "block": "layer4.2", "stage": "layer4"}[trainable]
+    if first is None:
+        return True
+    if trainable == "conv3":
+        return not (node.startswith("layer4.2.") and node.split(".")[2] in ("conv3", "bn3", "add", "relu_2"))
+    return not (node == first or node.startswith(first + "."))

@@ -43,7 +43,7 @@ from .report import pyplot
 from .weights import sha256_file
 
 __all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
-           "merge_tail", "tail_features", "finetune_tail", "finetune", "node_is_frozen"]
+           "merge_tail", "tail_features", "finetune_tail", "finetune", "finetune_and_record"]
 
 log = logging.getLogger("layerfuse.finetune")
 
@@ -394,18 +394,6 @@ def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: b
     """Cache the frozen part, train the tail; returns (state_dict, history)."""
     tail, _, history = finetune_tail(model, images_uint8, labels, spec, cfg, progress)
     return merge_tail(model, tail, cfg.trainable), history
-
-
-def node_is_frozen(node: str, trainable: str) -> bool:
-    """Whether a graph node's output is unchanged by fine-tuning ``trainable`` (it lies before the tail)."""
-    if node in ("avgpool", "flatten", "fc"):
-        return False
-    first = {"fc": None, "conv3": "layer4.2.conv3", "block": "layer4.2", "stage": "layer4"}[trainable]
-    if first is None:
-        return True
-    if trainable == "conv3":
-        return not (node.startswith("layer4.2.") and node.split(".")[2] in ("conv3", "bn3", "add", "relu_2"))
-    return not (node == first or node.startswith(first + "."))
 
 
 def finetune_and_record(images, model, spec, record: dict, params: dict, outputs, global_layer: str = "global"):

@@ -18,6 +18,7 @@ from layerfuse.config import (
     domain_specs,
     experiment_classes,
     featuresets,
+    node_is_frozen,
     resolve_store_maps,
     validate_config,
 )
@@ -25,7 +26,6 @@ from layerfuse import job_memory
 from layerfuse.reduce import PCA_COMPONENTS, is_fitted
 from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
-from layerfuse.finetune import node_is_frozen
 
 try:
     check_duplicate_keys(dict.fromkeys([*workflow.configfiles, *(workflow.overwrite_configfiles or [])]))

@@ -146,7 +146,7 @@ def test_history_files(tmp_path):
 ])
 def test_node_is_frozen(node, trainable, frozen):
     """Local layers before the tail are shared with the base backbone instead of re-extracted."""
-    from layerfuse.finetune import node_is_frozen
+    from layerfuse.config import node_is_frozen
 
     assert node_is_frozen(node, trainable) is frozen
 
