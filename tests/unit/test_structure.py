@@ -89,3 +89,18 @@ def test_function_local_imports_are_few_and_say_why():
     assert len(found) <= 20, "\n".join(f"{f}:{n}: {t.strip()}" for f, n, t in found)
     silent = [f"{f}:{n}: {t.strip()}" for f, n, t in found if "#" not in t]
     assert not silent, "local imports without a reason: " + "; ".join(silent)
+
+
+def test_the_workflows_plan_imports_no_torch():
+    """Every job's Snakemake process parses the Snakefile: the modules ``rules/common.smk`` imports must not
+    load torch (2 s a job); only the network's stages do."""
+    import re
+    import subprocess
+    import sys
+
+    common = (PACKAGE.parent / "rules" / "common.smk").read_text()
+    modules = sorted(set(re.findall(r"^\s*from (layerfuse[.\w]*) import", common, flags=re.M)))
+    assert "layerfuse.config" in modules
+    code = "import sys; " + "; ".join(f"import {m}" for m in modules) + "; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False", modules
