@@ -245,11 +245,17 @@ def cell_features(pairs: dict, cell: str):
     return xs, xt, ys, yt, None, str(attrs.get("failed", "")), str(attrs.get("map_error", ""))
 
 
+def _stored_map(attrs: dict) -> str:
+    """The kind of an adapter store's target map (a store written before ``target_map`` was recorded: a
+    kernel map where the store names its kernel)."""
+    return str(attrs.get("target_map") or ("kernel" if "kernel" in attrs else "affine"))
+
+
 def stored_arrays(attrs: dict) -> list[str]:
     """The arrays of an adapter store that :func:`saved_map` reads (none where it failed)."""
     if attrs.get("failed") or attrs.get("map_error"):
         return []
-    return ["source", "target"] + (["coef", "basis_rows"] if attrs["target_map"] == "kernel"
+    return ["source", "target"] + (["coef", "basis_rows"] if _stored_map(attrs) == "kernel"
                                    else ["target_weight", "target_bias"])
 
 
@@ -269,7 +275,7 @@ def saved_map(cell: str, store: dict, attrs: dict, xs: np.ndarray, xt: np.ndarra
     if dims is not None:
         zs, zt = zs[:, :dims], zt[:, :dims]
     record = {"name": cell, "method": str(attrs["method"])}
-    if attrs["target_map"] == "kernel":
+    if _stored_map(attrs) == "kernel":
         record.update(kernel=str(attrs["kernel"]), gamma=float(attrs["gamma_"]), dims=int(zs.shape[1]),
                       solver=str(attrs["solver_"]))
         arrays = {"adapter/basis": np.vstack([xs, xt])[store["basis_rows"]],

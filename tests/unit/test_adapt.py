@@ -160,3 +160,17 @@ def test_cell_names_are_read_in_one_place():
     assert adapt.grid_cells({"baseline": True, "dims": [64, 128]}, {"sa": {}}) == ["none", "tca-128", "tca-64", "sa"]
     specs = adapt.adapter_specs({"dims": [64, 128], "baseline": True, "kernel": "rbf"}, {"sa": {"method": "x"}})
     assert specs == {"tca": {"method": "tca", "n_components": 128, "kernel": "rbf"}, "sa": {"method": "x"}}
+
+
+def test_a_store_written_before_its_map_kind_was_recorded_still_exports(rng, tmp_path):
+    """Adapter stores from before ``target_map`` was an attribute (skada's and JDA's fit_adapter jobs, which
+    Snakemake need not rerun) are read by the kind of arrays they hold."""
+    xs, ys, xt, _ = _shifted_pair(rng)
+    for spec in (SPECS["coral"], {"method": "jda", "n_components": 4, "n_iter": 2}):
+        fitted = fit_adapter(xs, ys, xt, spec)
+        old = {k: v for k, v in fitted["attrs"].items() if k not in ("target_map", "map_error")}
+        store = {"source": fitted["source"], "target": fitted["target"], **fitted["arrays"]}
+        assert adapt.stored_arrays(old) == ["source", "target", *fitted["arrays"]]
+        (zs, zt), record, arrays = adapt.saved_map("a", store, old, xs, xt)
+        np.testing.assert_allclose(adapt.apply_saved_map(xt, record, arrays), zt, rtol=1e-5,
+                                   atol=1e-5 * np.abs(zt).max())
