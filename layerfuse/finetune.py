@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backbones import preprocess, resolve_precision
-from .extract import feature_store_attrs
+from .extract import feature_store_attrs, load_recorded_backbone
 from .h5io import atomic_path, open_feature_store, write_meta, write_text_atomic
 from .memory import reuse_large_allocations
 from .report import pyplot
@@ -396,9 +396,10 @@ def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: b
     return merge_tail(model, tail, cfg.trainable), history
 
 
-def finetune_and_record(images, model, spec, record: dict, params: dict, outputs, global_layer: str = "global"):
-    """:func:`layerfuse.stages.finetune_backbone` after loading the base network ``model`` (its ``spec`` and
-    JSON ``record``): train the tail on the image store ``images``, write ``outputs`` and return the history."""
+def finetune_and_record(images, base_pth, base_json, params: dict, outputs, global_layer: str = "global"):
+    """:func:`layerfuse.stages.finetune_backbone`'s work: load the base network (weights ``base_pth``, JSON
+    record ``base_json``), train the tail on the image store ``images``, write ``outputs``; the history."""
+    model, spec, record = load_recorded_backbone(base_pth, base_json)
     with h5py.File(images, "r") as f:
         x, y = f["images"][()], f["labels"][()]
         image_ids, image_list_sha256 = f["image_ids"].asstr()[()], f.attrs.get("image_list_sha256", "")

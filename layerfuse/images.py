@@ -32,7 +32,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image, ImageOps
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from .h5io import NO_CHUNK_CACHE, atomic_path, create_store, write_meta
@@ -426,6 +425,8 @@ def manifest_summary(manifests: dict) -> dict:
 
 def split_rows(rows: list[dict], test_size: float = 0.2, seed: int = 0) -> dict[str, list[dict]]:
     """Stratified, seeded split of scanned rows into ``source`` (train) and ``target`` (test)."""
+    from sklearn.model_selection import train_test_split  # scikit-learn (0.5 s): only a split of one dataset
+
     ok = [r for r in rows if r["status"] == "ok"]
     labels = [r["label"] for r in ok]
     counts = Counter(r["class"] for r in ok)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from sklearn.model_selection import StratifiedShuffleSplit
 
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS, read_arrays
@@ -276,6 +275,8 @@ class StoredProjection:
 def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Sorted rows of a seeded sample of ``size`` images stratified by ``labels`` (every row where the
     source has no more): the images whose maps PCA is fitted on when maps are not stored."""
+    from sklearn.model_selection import StratifiedShuffleSplit  # scikit-learn (0.5 s): only PCA's sample
+
     labels = np.asarray(labels)
     if size >= len(labels):
         return np.arange(len(labels))
