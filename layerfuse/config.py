@@ -125,7 +125,7 @@ def featuresets(config: dict) -> list[str]:
 
 def adapters(config: dict) -> list[str]:
     """The grid's adapter cells (:func:`layerfuse.adapt.grid_cells`)."""
-    return grid_cells(config["tca"], config.get("adapters", {}))
+    return grid_cells(config["tca"], config["adapters"])
 
 
 def backbone_spec(backbone: dict) -> dict:
@@ -191,7 +191,7 @@ def check_config(config: dict) -> None:
         if split:
             raise ConfigError(f"extract.store_maps: false is not available for experiments that split one dataset "
                               f"({', '.join(split)}): set store_maps: true")
-    for key, spec in config.get("adapters", {}).items():
+    for key, spec in config["adapters"].items():
         try:
             check_adapter(key, spec)
         except ValueError as exc:

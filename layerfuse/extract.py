@@ -79,10 +79,15 @@ def load_backbone(weights_path: str | os.PathLike, spec: BackboneSpec, weights_s
     return build_resnet50(spec, sd, num_classes=num_classes)
 
 
+def recorded_spec(weights_json) -> tuple[BackboneSpec, dict]:
+    """(spec, record) of a weights file's JSON record."""
+    record = json.loads(Path(weights_json).read_text())
+    return BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"]), record
+
+
 def load_recorded_backbone(weights_pth, weights_json):
     """(model, spec, record) for a weights file and its JSON record (hash checked)."""
-    record = json.loads(Path(weights_json).read_text())
-    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    spec, record = recorded_spec(weights_json)
     return load_backbone(weights_pth, spec, record["sha256"]), spec, record
 
 

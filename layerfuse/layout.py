@@ -16,7 +16,8 @@ import numpy as np
 from .h5io import read_arrays
 from .images import read_manifest
 
-__all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions", "image_thumbnails"]
+__all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions",
+           "image_thumbnails"]
 
 
 def manifest_rows(store, manifest) -> np.ndarray | None:

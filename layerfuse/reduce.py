@@ -19,7 +19,7 @@ import numpy as np
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS, read_arrays
 
-__all__ = ["REDUCERS", "is_fitted", "check_reducer", "apply_reducer", "flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
+__all__ = ["REDUCERS", "is_fitted", "check_reducer", "reducer_kwargs", "apply_reducer", "flatten_pool", "pool2d", "GramPCA", "reduce_store_pair", "pca_loadings", "reduce_maps", "project_maps",
            "pca_sample_rows", "fit_pca_sample", "StoredProjection"]
 
 # PCA's components where a reducer entry names none (the schema's `reducers.pca.n_components`)
@@ -201,10 +201,10 @@ def _map_blocks(dset, fn, memory_mb=256):
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def _given(params: dict, *keys: str) -> dict:
-    """The reducer entry's values for ``keys`` that it sets: the others take the library's defaults (the
-    schema's, one source)."""
-    return {k: params[k] for k in keys if k in params}
+def reducer_kwargs(spec: dict, method: str | None = None) -> dict:
+    """The keyword arguments a reducer entry (of ``method``, default its own) sets for the method's function
+    (:data:`REDUCERS`' ``params``): the others take the library's defaults (the schema's, one source)."""
+    return {k: spec[k] for k in REDUCERS[method or spec["method"]]["params"] if k in spec}
 
 
 # The reducers: a method is fitted on the source (PCA: its mean and loadings are a model of their own,
@@ -213,8 +213,10 @@ def _given(params: dict, *keys: str) -> dict:
 # ``method`` in the schema (and a title in ``layerfuse.report.REDUCER_TITLES``).
 REDUCERS = {
     "pca": {"fitted": True, "params": ("n_components", "block_memory_mb")},
-    "flatten": {"fitted": False, "params": ("segment",), "apply": lambda maps, p: flatten_pool(maps, **_given(p, "segment"))},
-    "pool2d": {"fitted": False, "params": ("region",), "apply": lambda maps, p: pool2d(maps, **_given(p, "region"))},
+    "flatten": {"fitted": False, "params": ("segment",),
+                "apply": lambda maps, p: flatten_pool(maps, **reducer_kwargs(p, "flatten"))},
+    "pool2d": {"fitted": False, "params": ("region",),
+               "apply": lambda maps, p: pool2d(maps, **reducer_kwargs(p, "pool2d"))},
 }
 
 
@@ -317,7 +319,7 @@ def reduce_store_pair(source_path, target_path, method: str, params: dict,
             raise ValueError(f"{source_path} and {target_path} have different feature shapes "
                              f"{xs.shape[1:]} vs {xt.shape[1:]}")
         if method == "pca":
-            res = GramPCA(**_given(params, "n_components", "block_memory_mb")).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
+            res = GramPCA(**reducer_kwargs(params, "pca")).fit_transform_stores(xs, xs if shared else xt, source_rows, target_rows)
             return {"source": res.source, "target": res.target, "pca_coef": res.source_coef}
         fn = lambda a: reduce_maps(a, method, params)  # noqa: E731
         reduced_source = _map_blocks(xs, fn)                    # per-image reducers: every stored row once

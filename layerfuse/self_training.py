@@ -99,15 +99,16 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
         xs, ys, xt = X[source], y[source], X[~source]
         svm = self._svm().fit(xs, ys)
         self.classes_ = svm.classes_
-        pred = decide(svm.decision_function(xt), svm.classes_)[0] if len(xt) else np.zeros(0, ys.dtype)
         self.history_ = []
-        for r in range(1, self.rounds + 1 if len(xt) else 1):
-            margin = decide(svm.decision_function(xt), svm.classes_)[1]
-            kept = select_confident(pred, margin, svm.classes_, self.final_share * r / self.rounds, self.selection)
-            svm = self._svm().fit(np.vstack([xs, xt[kept]]), np.r_[ys, pred[kept]])
-            new = decide(svm.decision_function(xt), svm.classes_)[0]
-            self.history_.append({"kept": len(kept), "changed": int((new != pred).sum())})
-            pred = new
+        if len(xt):                                    # each refit's target decisions serve the next round
+            pred, margin = decide(svm.decision_function(xt), svm.classes_)
+            for r in range(1, self.rounds + 1):
+                kept = select_confident(pred, margin, svm.classes_, self.final_share * r / self.rounds,
+                                        self.selection)
+                svm = self._svm().fit(np.vstack([xs, xt[kept]]), np.r_[ys, pred[kept]])
+                new, margin = decide(svm.decision_function(xt), svm.classes_)
+                self.history_.append({"kept": len(kept), "changed": int((new != pred).sum())})
+                pred = new
         self.svm_ = svm
         return self
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import logging
 from functools import partial
-from pathlib import Path
 
 import h5py
 
 from .. import __version__
 from ..h5io import read_labels, write_arrays
 from ..layout import store_of
-from ..reduce import StoredProjection, fit_pca_sample, is_fitted, pca_sample_rows, reduce_maps
+from ..reduce import StoredProjection, fit_pca_sample, is_fitted, pca_sample_rows, reduce_maps, reducer_kwargs
 
 log = logging.getLogger("layerfuse")
 
@@ -67,7 +66,7 @@ def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict
 def fit_pca(sample, images, reducer: dict, out) -> None:
     """PCA's mean and loadings from the sample's maps, with the sample's size and the source's in the
     attributes (``n_sample``, ``n_source``): projected onto in every image's extraction pass."""
-    fitted = fit_pca_sample(sample, **{k: reducer[k] for k in ("n_components", "block_memory_mb") if k in reducer})
+    fitted = fit_pca_sample(sample, **reducer_kwargs(reducer, "pca"))
     n_sample, n_source = len(read_labels(sample)), len(read_labels(images))
     write_arrays(out, fitted, {"reducer": json.dumps(reducer), "n_sample": n_sample, "n_source": n_source,
                                "layerfuse_version": __version__})
@@ -76,10 +75,9 @@ def fit_pca(sample, images, reducer: dict, out) -> None:
 def gather_shards(images, weights_json, params: dict, shards: list[dict], outputs: dict) -> None:
     """The domain's stores ``outputs`` from its shards' (one ``{layer key: path}`` per shard, in order):
     byte for byte what :func:`extract_features` writes in one pass."""
-    from ..extract import BackboneSpec, feature_store_attrs, gather_features  # torch: the network's stages only
+    from ..extract import feature_store_attrs, gather_features, recorded_spec  # torch: the network's stages only
 
-    record = json.loads(Path(weights_json).read_text())
-    spec = BackboneSpec(record["architecture"], record["preprocessing"], record["maxpool_pad"])
+    spec, record = recorded_spec(weights_json)
     with h5py.File(images, "r") as src:
         image_list, size = src.attrs.get("image_list_sha256", ""), src["images"].shape[1]
     ex = params["extract"]
