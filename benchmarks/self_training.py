@@ -1,12 +1,12 @@
 """Target self-training beside the centred Global cell without an adapter, on finished runs.
 
     python benchmarks/self_training.py results/officeaw results/ham10000ph2 ... [--backbone imagenet]
-        [--rounds 1 3 5] [--selection uniform predicted]
+        [--rounds 1 3 5] [--balance uniform predicted]
 
 For each experiment folder: the global feature set's fused pair (``fused/<backbone>/global.h5``), each domain
 centred on its own mean (``svm.center: domain``), the workflow's linear SVM on the source (the baseline the
 label-free default must not fall below) and :class:`layerfuse.self_training.SelfTrainingSVM` at each number of
-rounds and selection.  Prints accuracy / balanced accuracy (%) on the labelled target, the difference from
+rounds and balance.  Prints accuracy / balanced accuracy (%) on the labelled target, the difference from
 the baseline in points, and each fit's time over the baseline's (measured in the same run).  No target label
 enters a fit; they score the result only.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from layerfuse.h5io import read_pair
-from layerfuse.self_training import SELECTIONS, SelfTrainingSVM
+from layerfuse.self_training import BALANCES, SelfTrainingSVM
 from layerfuse.svm import make_svm
 
 
@@ -43,7 +43,7 @@ def run(fused: Path, rounds: list[int], selections: list[str]) -> list[tuple]:
     for selection in selections:
         for r in rounds:
             t = time.perf_counter()
-            pred = SelfTrainingSVM(r, selection=selection).fit(X, y, sample_domain=domain).predict(xt)
+            pred = SelfTrainingSVM(r, balance=selection).fit(X, y, sample_domain=domain).predict(xt)
             rows.append((f"self-training {selection}, {r} rounds", *_scores(yt, pred),
                          (time.perf_counter() - t) / base_s))
     return rows
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("results", nargs="+", type=Path, help="results/<experiment> folders of finished runs")
     parser.add_argument("--backbone", default="imagenet")
     parser.add_argument("--rounds", nargs="+", type=int, default=[1, 3, 5])
-    parser.add_argument("--selection", nargs="+", default=list(SELECTIONS), choices=SELECTIONS)
+    parser.add_argument("--balance", nargs="+", default=list(BALANCES), choices=BALANCES)
     args = parser.parse_args(argv)
     for root in args.results:
         fused = root / "fused" / args.backbone / "global.h5"
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             print(f"{root}: no {fused.relative_to(root)}; run the experiment's preset first "
                   f"(snakemake --configfile config/presets/<preset>.yaml)", file=sys.stderr)
             return 2
-        rows = run(fused, args.rounds, args.selection)
+        rows = run(fused, args.rounds, args.balance)
         base = rows[0]
         print(f"{root.name} / {args.backbone}")
         for name, acc, bal, ratio in rows:

@@ -59,7 +59,9 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     for path in selections:
         head = selection_headline(pd.read_csv(path))
         pick, base = head["pick"], head["baseline"]
-        line = f"  {path.stem}: picked {head['cell']} (by {pick['criterion']}, no target labels)"
+        line = f"  {path.stem}: picked {head['cell']} (by {head['criterion']}, no target labels)"
+        if head["refine"]:
+            line += f", refitted by {head['refine']} on the target"
         if not pd.isna(pick["accuracy"]):
             line += f": accuracy {pct(pick['accuracy'])}, balanced {pct(pick['balanced_accuracy'])}"
             if not pd.isna(head["source_only"]):

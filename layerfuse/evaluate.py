@@ -7,6 +7,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from . import adapt
 from .label_shift import estimate_target_priors, prior_offset
 from .select import criteria_scores
+from .self_training import refine_cell
 from .svm import decide, fit_svm, svm_kwargs
 
 __all__ = ["CENTERINGS", "GRID_CENTERINGS", "center_domains", "classify", "target_metrics", "evaluate_svm", "score_grid"]
@@ -113,11 +114,14 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
     ``selection`` (``criteria``, ``validation_size``, ``seed``, optionally ``max_*_images``): each cell
     also gets the label-free criteria of :mod:`layerfuse.select` as ``crit_<name>`` columns; with
     ``centerings`` only the cells at those centrings do (the others' columns are empty): the criteria are
-    most of a large grid's time, and ``selection.scope: global`` picks at ``svm.center`` only.
+    most of a large grid's time, and ``selection.scope: global`` picks at ``svm.center`` only.  Those cells
+    are also refined as ``selection["refine"]`` says (:func:`layerfuse.self_training.refine_cell`): the row
+    names the method in ``refine`` and gets ``refined_accuracy``/``refined_balanced_accuracy``.
     ``label_shift``: keywords of the class-proportion estimate (``max_source_images``).
 
     Returns ``(rows, predictions, margins, target_priors)``: a score row, the target's predicted labels
-    (-1 for a failed cell) and margins per cell, and the estimated proportions by adapter cell.
+    (-1 for a failed cell) and margins per cell, and the estimated proportions by adapter cell; predictions
+    and margins are ``(plain, refined)`` pairs, the refined ones -1 and NaN where the cell was not refined.
     """
     layer, _, reducer = meta["featureset"].partition("-")
     local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
@@ -126,12 +130,14 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
     rows, preds, margins, priors = [], [], [], {}
     scored = (selection or {}).get("centerings", centerings)
     no_crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
+    nan = float("nan")
     for adapter in adapters:
         xs, xt, ys, yt, dims, failed, map_error = adapt.cell_features(pairs, adapter)
         # the target's class proportions: for prior centring, and for the report (global features, no adapter)
         if not failed and ("prior" in centerings or (adapter == "none" and not reducer)):
             priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args, **(label_shift or {})).tolist()
         for center in centerings:
+            refined = None
             if failed:
                 pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
                 metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -150,11 +156,18 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
                         cs, ys, ct, svm=svm_args, criteria=selection["criteria"],
                         validation_size=selection["validation_size"], seed=selection["seed"],
                         **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
-            preds.append(pred)
-            margins.append(margin)
+                    refined = refine_cell(cs, ys, ct, refine=selection.get("refine"), svm=svm_args)
+            refined_row = {"refine": selection["refine"]["method"] if refined is not None else "", "refined_accuracy": nan, "refined_balanced_accuracy": nan}
+            if refined is None:
+                refined = (np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32))
+            else:
+                m = target_metrics(yt, refined[0], len(ys))
+                refined_row.update(refined_accuracy=m["accuracy"], refined_balanced_accuracy=m["balanced_accuracy"])
+            preds.append((pred, refined[0]))
+            margins.append((margin, refined[1]))
             rows.append({**meta, "layer": layer, "reducer": reducer or "", "adapter": adapter, "center": center,
                          "n_components": dims if dims is not None else "",
                          "n_components_used": xs.shape[1] if dims is not None else "",
-                         "local_width": local_width, **metrics, **crit, "failed": failed,
+                         "local_width": local_width, **metrics, **crit, **refined_row, "failed": failed,
                          "target_priors": ";".join(f"{p:.4f}" for p in priors.get(adapter, []))})
     return rows, preds, margins, priors

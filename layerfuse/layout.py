@@ -82,11 +82,15 @@ def store_of(stores, featureset: str, adapter: str | None = None) -> str:
     raise ValueError(f"no store of feature set {featureset!r} among {list(stores)[:3]}…")
 
 
-def cell_predictions(stores, featureset: str, adapter: str, center: str):
-    """``(pred, margin, labels)`` of one cell from its feature set's predictions store."""
+def cell_predictions(stores, featureset: str, adapter: str, center: str, *, refined: bool = False):
+    """``(pred, margin, labels)`` of one cell from its feature set's predictions store (``refined``: its
+    refined classifier's, ``selection.refine``)."""
+    prefix = "refined_" if refined else ""
     with h5py.File(store_of(stores, featureset), "r") as f:
         k = json.loads(f.attrs["cells"]).index([adapter, center])
-        return f["pred"][k], f["margin"][k], f["labels"][()]
+        if f"{prefix}pred" not in f:
+            raise ValueError(f"{f.filename} holds no refined predictions: rerun the workflow")
+        return f[f"{prefix}pred"][k], f[f"{prefix}margin"][k], f["labels"][()]
 
 
 def image_thumbnails(images_store, manifest, wanted: set) -> dict:

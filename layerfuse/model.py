@@ -43,6 +43,7 @@ from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
 from .layout import cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
+from .self_training import refine_cell
 from .svm import decide, fit_svm, svm_kwargs
 from .weights import sha256_file
 
@@ -63,8 +64,9 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
     if pick.empty:
         raise ValueError(f"{selection_csv}: the default criterion picked no cell")
     row = pick.iloc[0]
+    refine = row.get("refine", "")
     return {"criterion": row["criterion"], "featureset": row["featureset"], "adapter": row["adapter"],
-            "center": row["center"]}
+            "center": row["center"], "refine": refine if isinstance(refine, str) else ""}
 
 
 def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
@@ -75,7 +77,8 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     ``reduced`` (PCA feature sets' reduced pairs), ``maps`` (the source map stores of the PCA layers),
     ``source_manifest`` and ``target_manifest``, ``global_store`` (the target's global store: the
     precision used).  ``params``: ``layers``, ``global_layer``, ``image_size``, ``max_file_mb``,
-    ``extract``, ``reducers``, ``fusion``, ``svm``, ``tca``.  Returns the model's JSON record.
+    ``extract``, ``reducers``, ``fusion``, ``svm``, ``refine`` (``selection.refine``: where the pick was refined,
+    the SVM kept is the refined classifier's last refit).  Returns the model's JSON record.
     """
 
     pick = _pick_row(inputs["selection"], cell)
@@ -93,10 +96,18 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     cs, ct = center_domains(zs, zt, center, ys=ys, target_priors=priors)
     if center != "none":                        # what new target images are centred on
         arrays["center/target_mean"] = (zt - ct).mean(0)
-    svm = fit_svm(cs, ys, **svm_kwargs(params["svm"]))
+    refine = pick.get("refine", "")
+    if refine:                                  # the refined classifier's last refit predicts as the workflow's did
+        if params["refine"]["method"] != refine:
+            raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
+                             f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
+        pred, _, refined = refine_cell(cs, ys, ct, refine=params["refine"], svm=svm_kwargs(params["svm"]))
+        svm = refined.svm_
+    else:
+        svm = fit_svm(cs, ys, **svm_kwargs(params["svm"]))
+        pred, _ = decide(svm.decision_function(ct), svm.classes_)
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
-    pred, _ = decide(svm.decision_function(ct), svm.classes_)
-    _check_reproduces(inputs["predictions"], featureset, adapter, center, pred)
+    _check_reproduces(inputs["predictions"], featureset, adapter, center, pred, refined=bool(refine))
     record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
     _write_model_dir(Path(out_dir), record, arrays)
     log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, adapter, center, pick["criterion"],
@@ -152,7 +163,8 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
                      "weights": os.path.relpath(Path(inputs["weights"]).resolve(), out_dir.resolve()),
                      "weights_sha256": record_in["sha256"]},
         "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": pick["adapter"],
-                 "center": pick["center"], "picked_by": pick["criterion"]},
+                 "center": pick["center"], "picked_by": pick["criterion"],
+                 "refine": params["refine"] if pick.get("refine") else None},
         "classes": classes,
         "layers": {"global": params["layers"][params["global_layer"]],
                    "local": params["layers"][layer] if reducer else None},
@@ -170,9 +182,9 @@ def _cell_priors(prediction_stores, featureset: str, adapter: str) -> list:
         return json.loads(f.attrs["target_priors"])[adapter]
 
 
-def _check_reproduces(prediction_stores, featureset, adapter, center, pred) -> None:
+def _check_reproduces(prediction_stores, featureset, adapter, center, pred, refined: bool = False) -> None:
     """The exported SVM must give the workflow's predictions for the cell (same data, same seed)."""
-    expected = cell_predictions(prediction_stores, featureset, adapter, center)[0]
+    expected = cell_predictions(prediction_stores, featureset, adapter, center, refined=refined)[0]
     if not np.array_equal(expected, pred):
         raise ValueError(f"{featureset}: the refitted SVM disagrees with the workflow's predictions on "
                          f"{int((expected != pred).sum())} image(s); rerun the workflow")

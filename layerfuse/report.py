@@ -15,7 +15,7 @@ from PIL import Image
 from .adapt import is_nested
 from .h5io import atomic_path
 from .images import manifest_classes, manifest_summary, read_manifest
-from .select import selection_headline
+from .select import criterion_label, selection_headline
 
 __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown", "table_metrics",
            "tables_markdown", "group_markdown", "data_section", "proportions_section"]
@@ -23,10 +23,12 @@ __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", 
 # n_components: the TCA dims asked for (the table row); n_components_used: those the embedding had;
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked);
 # recall: each class's recall on the target (label order, ";"-separated); target_priors: the target's class
-# proportions estimated without labels (prior centring); failed: why an adapter's cell has no scores.
+# proportions estimated without labels (prior centring); failed: why an adapter's cell has no scores;
+# refine: the method that refined the cell's classifier (selection.refine; candidate cells only), and its scores.
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
-                 "n_target", "recall", "target_priors", "failed"]
+                 "n_target", "recall", "target_priors", "failed", "refine", "refined_accuracy",
+                 "refined_balanced_accuracy"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 
@@ -226,7 +228,7 @@ def selection_markdown(picks: pd.DataFrame) -> str:
              "Regret: oracle accuracy minus the pick's (points).", "",
              "| experiment | backbone | criterion | cell | accuracy | balanced | regret |", "|---|---|---|---|---|---|---|"]
     for r in picks.itertuples():
-        name = f"**{r.criterion}** (default)" if r.default else r.criterion
+        name = f"**{criterion_label(r)}** (default)" if r.default else criterion_label(r)
         pct = lambda v: "–" if pd.isna(v) else f"{100 * v:.2f}"  # noqa: E731
         lines.append(f"| {r.experiment} | {r.backbone} | {name} | {r.featureset} / {r.adapter} / {r.center} | "
                      f"{pct(r.accuracy)} | {pct(r.balanced_accuracy)} | {pct(r.regret)} |")
@@ -252,7 +254,7 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
         accuracy = pct(pick["accuracy"])
         if not pd.isna(pick["accuracy"]):
             accuracy += f" ({pct(pick['balanced_accuracy'])})"
-        rows.append([experiment, backbone, f"{head['cell']} ({pick['criterion']})", accuracy,
+        rows.append([experiment, backbone, f"{head['cell']} ({criterion_label(pick)})", accuracy,
                      pct(head["source_only"]), pct(head["best"]),
                      f"{ref.iloc[0]:.1f} (Table {table_id})" if len(ref) else "–"])
     lines = [".. list-table::", "   :header-rows: 1", ""]
@@ -309,12 +311,14 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     parts = [f"<h2>{esc(title)}</h2>",
              f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
              f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "
-             "criterion (<code>selection.default</code>). Confidence is the SVM margin.</p>",
+             "criterion (<code>selection.default</code>)"
+             + (", its SVM refitted on the source and the target's confident pseudo-labels "
+                "(<code>selection.refine</code>)" if "+" in cell else "") + ". Confidence is the SVM margin.</p>",
              "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
              "<tr><th>criterion</th><th>cell</th><th>score</th><th>accuracy %</th><th>balanced %</th>"
              "<th>regret (points)</th></tr>"]
     for r in picks.itertuples():
-        name = esc(str(r.criterion)) + (" (default)" if r.default else "")
+        name = esc(criterion_label(r)) + (" (default)" if r.default else "")
         score = "" if pd.isna(r.score) else f"{r.score:.4g}"
         parts.append(f"<tr><td>{name}</td><td>{esc(f'{r.featureset} / {r.adapter} / {r.center}')}</td><td>{score}</td>"
                      f"<td>{pct(r.accuracy)}</td><td>{pct(r.balanced_accuracy)}</td><td>{pct(r.regret)}</td></tr>")

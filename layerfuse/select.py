@@ -31,7 +31,7 @@ from .svm import make_calibrated_svm, source_sample
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table", "selection_headline", "picked_predictions", "confusion_table"]
+           "selection_table", "selection_headline", "criterion_label", "picked_predictions", "confusion_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -174,7 +174,7 @@ def selection_table(cells, criteria, *, default: str = "dev", center: str, globa
 
     def add(kind, criterion, i, score=np.nan):
         r = cells.iloc[i]
-        rows.append({"kind": kind, "criterion": criterion, "default": criterion == default, "row": i,
+        rows.append({"kind": kind, "criterion": criterion, "default": criterion == default, "refine": "", "row": i,
                      "featureset": r["featureset"], "adapter": r["adapter"], "center": r["center"], "score": score,
                      "accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"]})
 
@@ -198,16 +198,48 @@ def selection_table(cells, criteria, *, default: str = "dev", center: str, globa
                     default)
         out.loc[out["kind"] == "baseline", ["default", "criterion"]] = [True, f"no adapter, Global ({default} "
                                                                               "scored no cell)"]
+    _add_refined(out, cells)
     out["regret"] = cells["accuracy"].max() - out["accuracy"] if labelled else np.nan
     out["regret_balanced"] = cells["balanced_accuracy"].max() - out["balanced_accuracy"] if labelled else np.nan
     return out
 
 
+def _add_refined(out, cells) -> None:
+    """Where the pick's cell was refined (``selection.refine``; the score row's ``refine`` names the method), a
+    last row, of kind ``refined``: the same cell and criterion, ``refine`` naming the method, the refined
+    classifier's accuracies; it is what the user gets (``default``), so the criterion's row is not."""
+    picked = out.index[out["default"].astype(bool)]
+    if not len(picked) or "refine" not in cells:
+        return
+    row = out.loc[picked[0]]
+    method = cells["refine"].iloc[int(row["row"])]
+    if pd.isna(method) or not method:
+        return
+    r = cells.iloc[int(row["row"])]
+    out.loc[picked[0], "default"] = False
+    out.loc[len(out)] = {**row.to_dict(), "kind": "refined",
+                         "default": True, "refine": method, "accuracy": r["refined_accuracy"],
+                         "balanced_accuracy": r["refined_balanced_accuracy"]}
+
+
+def _words(method: str) -> str:
+    return method.replace("_", "-")
+
+
+def criterion_label(row) -> str:
+    """A selection row's criterion as tables show it: ``dev``, or ``dev, then self-training`` for the pick's
+    refined row."""
+    row = row if hasattr(row, "get") else row._asdict()          # a Series or an itertuples() row
+    refine = row.get("refine", "")
+    return str(row["criterion"]) + (f", then {_words(refine)}" if isinstance(refine, str) and refine else "")
+
+
 def selection_headline(table) -> dict:
     """What a summary of one backbone's :func:`selection_table` (as written to ``selection/<backbone>.csv``)
-    shows: ``pick`` (the default criterion's row), ``cell`` (its "feature set / adapter / centring"),
-    ``baseline`` (the Global row without an adapter at the tables' centring, or None where the pick is that
-    cell or it is absent), and the accuracies ``source_only`` and ``best`` (NaN where absent or unlabelled)."""
+    shows: ``pick`` (the default row: what the user's predictions are), ``cell`` (its "feature set / adapter /
+    centring"), ``criterion`` (the criterion that picked the cell), ``refine`` (how its classifier was refined,
+    "" for not), ``baseline`` (the Global row without an adapter at the tables' centring, or None where the
+    pick is that cell, unrefined, or it is absent), and the accuracies ``source_only`` and ``best`` (NaN where absent or unlabelled)."""
     def cell_of(row):
         return f"{row['featureset']} / {row['adapter']} / {row['center']}"
 
@@ -216,30 +248,35 @@ def selection_headline(table) -> dict:
         return rows.iloc[0] if len(rows) else float("nan")
 
     pick = table[table["default"].astype(bool)].iloc[0]
+    refine = pick.get("refine", "")
+    refine = _words(refine) if isinstance(refine, str) and refine else ""
     base = table[table["kind"] == "baseline"]
-    return {"pick": pick, "cell": cell_of(pick),
-            "baseline": base.iloc[0] if len(base) and cell_of(base.iloc[0]) != cell_of(pick) else None,
+    return {"pick": pick, "cell": cell_of(pick), "refine": refine, "criterion": pick["criterion"],
+            "baseline": base.iloc[0] if len(base) and (refine or cell_of(base.iloc[0]) != cell_of(pick)) else None,
             "source_only": accuracy("source_only"), "best": accuracy("oracle")}
 
 
 def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev"):
     """``(cell row, predictions)`` of the ``default`` criterion's pick in a selection ``table`` among ``cells``
     (the score rows): a row per usable target image of ``target_manifest``, ``image``, ``predicted``,
-    ``confidence`` (the SVM margin), ``cell``, and ``true`` where the target is labelled."""
-    pick = table.loc[table["default"].astype(bool), "row"]
+    ``confidence`` (the SVM margin), ``cell`` (``+<method>`` where the pick was refined, its refined
+    classifier's predictions), and ``true`` where the target is labelled."""
+    pick = table.loc[table["default"].astype(bool)]
     if pick.empty:
         raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
                          "choose another criterion")
-    chosen = cells.iloc[int(pick.iloc[0])]
+    chosen = cells.iloc[int(pick["row"].iloc[0])]
+    refine = pick["refine"].iloc[0] if "refine" in pick else ""
+    refine = refine if isinstance(refine, str) else ""
     pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
-                                            chosen["center"])
+                                            chosen["center"], refined=bool(refine))
     images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
     if len(images) != len(pred):
         raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
                          "rerun the workflow")
     predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
                           "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
-                                                        f"{chosen['center']}"})
+                                                        f"{chosen['center']}" + (f"+{refine}" if refine else "")})
     if not cells["accuracy"].isna().all():
         predictions["true"] = [names[i] for i in labels]
     return chosen, predictions

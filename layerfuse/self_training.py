@@ -3,7 +3,7 @@
 Selective pseudo-labelling (Wang & Breckon, AAAI 2020) on the workflow's SVM: fit on the labelled source,
 predict the target, keep a share of the target's most confident predictions (by SVM margin), refit on the
 source and the kept target rows with their pseudo-labels; the share grows over ``rounds`` refits to
-``final_share``.  ``selection`` says how the kept rows are shared out among the classes:
+``final_share``.  ``balance`` says how the kept rows are shared out among the classes:
 
 ``"uniform"``
     the same number for every class (``share x n_target / n_classes``, fewer where fewer are predicted):
@@ -25,22 +25,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from .svm import decide, make_svm
 
-__all__ = ["SELECTIONS", "SelfTrainingSVM", "select_confident"]
+__all__ = ["BALANCES", "REFINEMENTS", "SelfTrainingSVM", "select_confident", "refiner", "refine_cell"]
 
-SELECTIONS = ("uniform", "predicted")
+BALANCES = ("uniform", "predicted")
 
 
 def select_confident(pred: np.ndarray, margin: np.ndarray, classes: np.ndarray, share: float,
-                     selection: str = "uniform") -> np.ndarray:
+                     balance: str = "uniform") -> np.ndarray:
     """Sorted indices of the target rows kept at ``share`` (0..1): per class, its most confident predictions
-    (largest ``margin``), as many as ``selection`` allots it."""
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    (largest ``margin``), as many as ``balance`` allots it."""
+    if balance not in BALANCES:
+        raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {balance!r}")
     kept = []
     quota = int(np.ceil(share * len(pred) / len(classes)))
     for c in classes:
         rows = np.flatnonzero(pred == c)
-        n = quota if selection == "uniform" else int(np.ceil(share * len(rows)))
+        n = quota if balance == "uniform" else int(np.ceil(share * len(rows)))
         kept.append(rows[np.argsort(-margin[rows], kind="stable")][:n])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, int)
 
@@ -54,7 +54,7 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
         Refits on source + pseudo-labelled target; 0 is the plain SVM on the source.
     final_share : float, default=1.0
         The share of the target kept at the last round (round ``r`` keeps ``final_share * r / rounds``).
-    selection : {"uniform", "predicted"}, default="uniform"
+    balance : {"uniform", "predicted"}, default="uniform"
         How the kept rows are shared out among the classes (see the module's docstring).
     C, class_weight, tol, max_iter, solver, random_state
         The SVM's (:func:`layerfuse.svm.make_svm`).
@@ -70,12 +70,12 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
 
     __metadata_request__fit = {"sample_domain": True}
 
-    def __init__(self, rounds: int = 3, *, final_share: float = 1.0, selection: str = "uniform", C: float = 1.0,
+    def __init__(self, rounds: int = 3, *, final_share: float = 1.0, balance: str = "uniform", C: float = 1.0,
                  class_weight="balanced", tol: float = 1e-4, max_iter: int = 20000, solver: str = "auto",
                  random_state=0):
         self.rounds = rounds
         self.final_share = final_share
-        self.selection = selection
+        self.balance = balance
         self.C = C
         self.class_weight = class_weight
         self.tol = tol
@@ -92,8 +92,8 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
         if not 0 < self.final_share <= 1:
             raise ValueError(f"final_share must be in (0, 1], got {self.final_share!r}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         X, y = np.asarray(X), np.asarray(y)
         source = np.asarray(sample_domain).ravel() >= 0
         xs, ys, xt = X[source], y[source], X[~source]
@@ -104,7 +104,7 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
             pred, margin = decide(svm.decision_function(xt), svm.classes_)
             for r in range(1, self.rounds + 1):
                 kept = select_confident(pred, margin, svm.classes_, self.final_share * r / self.rounds,
-                                        self.selection)
+                                        self.balance)
                 svm = self._svm().fit(np.vstack([xs, xt[kept]]), np.r_[ys, pred[kept]])
                 new, margin = decide(svm.decision_function(xt), svm.classes_)
                 self.history_.append({"kept": len(kept), "changed": int((new != pred).sum())})
@@ -118,3 +118,30 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return decide(self.decision_function(X), self.classes_)[0]
+
+
+# ``selection.refine.method``: what the picked cell's classifier becomes (``none``: the source's SVM)
+REFINEMENTS = ("none", "self_training")
+
+
+def refiner(refine: dict | None, svm: dict) -> SelfTrainingSVM | None:
+    """The estimator ``selection.refine`` asks for (``method``, ``rounds``, ``final_share``, ``balance``) on the
+    workflow's SVM keywords ``svm``; None for ``method: none`` or no ``refine``."""
+    refine = dict(refine or {})
+    method = refine.pop("method", "none")
+    if method not in REFINEMENTS:
+        raise ValueError(f"selection.refine.method must be one of {', '.join(REFINEMENTS)}, got {method!r}")
+    return None if method == "none" else SelfTrainingSVM(**refine, **svm)
+
+
+def refine_cell(xs, ys, xt, *, refine: dict | None, svm: dict):
+    """``(pred, margin, estimator)`` of one cell's (centred) features refitted as ``refine`` says with the
+    target's pseudo-labels, or None where it says ``none``: the target's predicted labels and margins
+    (:func:`layerfuse.svm.decide`) and the fitted :class:`SelfTrainingSVM`, whose ``svm_`` a saved model keeps."""
+    est = refiner(refine, svm)
+    if est is None:
+        return None
+    est.fit(np.vstack([xs, xt]), np.r_[ys, np.full(len(xt), -1, dtype=np.asarray(ys).dtype)],
+            sample_domain=np.r_[np.ones(len(xs), int), -np.ones(len(xt), int)])
+    pred, margin = decide(est.decision_function(xt), est.classes_)
+    return pred, margin, est

@@ -464,7 +464,7 @@ def score_selection(wildcards):
     global feature set's `evaluate_svm` and no other SVM."""
     sel = config["selection"]
     settings = scoring_settings({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
-                                                     "max_source_images")},
+                                                     "max_source_images", "refine")},
                                 wildcards.featureset, scope=sel["scope"], center=config["svm"]["center"],
                                 global_layer=config["global_layer"])
     return None if settings is None else canonical(settings)
@@ -573,4 +573,5 @@ def model_params(wildcards):
         "reducers": config["reducers"],
         "fusion": config["fusion"],
         "svm": SVM_PARAMS,
+        "refine": config["selection"]["refine"],
     })

@@ -21,14 +21,18 @@ def evaluate_svm(features: dict, adapters: list[str], svm: dict, meta: dict, out
     ``features`` maps ``"none"`` to the fused pair and each fitted adapter's store key (``tca``, the
     ``adapters`` keys) to its store, as far as the cells ``adapters`` need them.  ``predictions``: an HDF5
     file for every cell's target predictions (``pred``, -1 for a failed cell) and SVM margins
-    (``margin``), one row per cell in the CSV's order.
+    (``margin``), and those of its refined classifier (``refined_pred``, ``refined_margin``: -1 and NaN where
+    ``selection.refine`` did not refine it), one row per cell in the CSV's order.
     """
     pairs = {key: read_pair(path) for key, path in features.items()}
     rows, preds, margins, priors = score_grid(pairs, adapters, svm, meta, selection=selection,
                                               label_shift=label_shift)
     write_score_rows(out, rows)
     if predictions is not None:
-        write_arrays(predictions, {"pred": np.asarray(preds, np.int16), "margin": np.asarray(margins, np.float32),
+        (plain, refined), (margin, refined_margin) = zip(*preds), zip(*margins)
+        write_arrays(predictions, {"pred": np.asarray(plain, np.int16), "margin": np.asarray(margin, np.float32),
+                                   "refined_pred": np.asarray(refined, np.int16),
+                                   "refined_margin": np.asarray(refined_margin, np.float32),
                                    "labels": pairs[next(iter(pairs))][3]},
                      {"cells": json.dumps([[r["adapter"], r["center"]] for r in rows]),
                       "featureset": meta["featureset"], "target_priors": json.dumps(priors)})

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from layerfuse import (backbones, evaluate, extract, finetune, fusion, images, label_shift, reduce, report, select,
-                       stages, svm, synthetic, tca)
+                       self_training, stages, svm, synthetic, tca)
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "schemas/config.schema.yaml").read_text())
 
@@ -72,6 +72,8 @@ COUNTERPARTS = {
                                                                         "max_target_images")},
     "selection.max_source_images": [_param(select.criteria_scores, "max_source_images"),
                                     _param(label_shift.estimate_target_priors, "max_source_images")],
+    **{f"selection.refine.{k}": [_param(self_training.SelfTrainingSVM, k)] for k in ("rounds", "final_share",
+                                                                                       "balance")},
     **{f"$defs.experiment.synthetic.{k}": [_param(synthetic.make_demo_dataset, k)]
        for k in ("n_classes", "n_source", "n_target", "seed")},
     "$defs.experiment.split.test_size": [_param(images.split_rows, "test_size")],
@@ -84,6 +86,8 @@ EXEMPT = {
     # sections: each of their keys is checked on its own
     "extract": "a section", "fusion": "a section", "tca": "a section", "svm": "a section", "selection": "a section",
     "adapters": "a section: no adapter beyond TCA unless configured",
+    "selection.refine": "a section",
+    "selection.refine.method": "whether the workflow refines its pick (a plan: score_grid refines where told to)",
     # what the workflow builds: which networks, layers, grid rows and jobs
     "backbones": "the demo's two backbones: which networks a run builds",
     "layers": "graph node names the run extracts; the library takes any node (list-layers)",

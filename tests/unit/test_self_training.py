@@ -33,7 +33,7 @@ def test_select_confident_shares_rows_out_among_the_classes():
     np.testing.assert_array_equal(select_confident(pred, margin, np.array([0, 1]), 0.5), [1, 4, 6, 7])
     # predicted: half of each class's predictions: 3 of class 0, 1 of class 1
     np.testing.assert_array_equal(select_confident(pred, margin, np.array([0, 1]), 0.5, "predicted"), [1, 2, 4, 7])
-    with pytest.raises(ValueError, match="selection must be one of uniform, predicted"):
+    with pytest.raises(ValueError, match="balance must be one of uniform, predicted"):
         select_confident(pred, margin, np.array([0, 1]), 0.5, "random")
 
 
@@ -60,8 +60,8 @@ def test_self_training_follows_a_shifted_target_without_its_labels(rng):
 
 def test_parameters_are_checked_at_fit_and_clone_keeps_them(rng):
     xs, ys, xt, _ = _shifted_classes(rng, n=40)
-    assert clone(SelfTrainingSVM(4, selection="predicted")).get_params()["selection"] == "predicted"
+    assert clone(SelfTrainingSVM(4, balance="predicted")).get_params()["balance"] == "predicted"
     for kw, message in [({"rounds": -1}, "rounds"), ({"final_share": 0}, "final_share"),
-                        ({"selection": "x"}, "selection")]:
+                        ({"balance": "x"}, "balance")]:
         with pytest.raises(ValueError, match=message):
             _fit(xs, ys, xt, **kw)
