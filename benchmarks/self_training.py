@@ -1,52 +1,112 @@
-"""Target self-training beside the centred Global cell without an adapter, on finished runs.
+"""Target self-training (``selection.refine``) on finished runs: the label-free pick with and without it, beside
+the centred Global cell without an adapter, and what it costs.
 
     python benchmarks/self_training.py results/officeaw results/ham10000ph2 ... [--backbone imagenet]
         [--rounds 1 3 5] [--balance uniform predicted]
 
-For each experiment folder: the global feature set's fused pair (``fused/<backbone>/global.h5``), each domain
-centred on its own mean (``svm.center: domain``), the workflow's linear SVM on the source (the baseline the
-label-free default must not fall below) and :class:`layerfuse.self_training.SelfTrainingSVM` at each number of
-rounds and balance.  Prints accuracy / balanced accuracy (%) on the labelled target, the difference from
-the baseline in points, and each fit's time over the baseline's (measured in the same run).  No target label
-enters a fit; they score the result only.
+For each experiment folder (a finished run: ``fused/<backbone>/global.h5``, ``adapted/<backbone>/global/``,
+``scores/<backbone>/global.csv`` and ``selection/<backbone>.csv``), the candidate cells of the label-free
+pick (the global feature set's adapters at ``domain`` centring, ``selection.scope: global``) are refitted
+here as ``evaluate_svm`` fits them: the workflow's linear SVM on the source, and
+:func:`layerfuse.self_training.refine_cell` at each number of rounds and balance.  Printed per experiment:
+accuracy / balanced accuracy (%) of the centred Global cell without an adapter (the floor a default must
+not fall more than 0.5 point below), of the default criterion's pick (its criterion row in the selection
+table) plain and refined, the candidates combined (``ensemble``: the mean of every candidate cell's decision
+values, uniform weights, plain or refined), the refits' time over the plain SVM's on the same cells, in
+this run, and the refits' seconds over the job seconds the run recorded (``benchmarks/<experiment>/``, an earlier
+measurement on the machine that ran it).
+At the end, per setting, the mean over pairs (Corel-1000's ``s<seed>`` splits averaged first) and the
+largest fall below the floor.  No target label enters a fit; they score the result only.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from layerfuse import adapt
+from layerfuse.evaluate import center_domains
 from layerfuse.h5io import read_pair
-from layerfuse.self_training import BALANCES, SelfTrainingSVM
-from layerfuse.svm import make_svm
+from layerfuse.self_training import BALANCES, refine_cell
+from layerfuse.svm import fit_svm
+
+SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
 
 def _scores(yt, pred) -> tuple[float, float]:
     return 100 * float((pred == yt).mean()), 100 * float(balanced_accuracy_score(yt, pred))
 
 
-def run(fused: Path, rounds: list[int], selections: list[str]) -> list[tuple]:
-    xs, xt, ys, yt, _ = read_pair(fused)
-    if (yt < 0).any():
-        raise ValueError(f"{fused}: the target is unlabelled; nothing to score")
-    xs, xt = xs - xs.mean(0), xt - xt.mean(0)
-    t = time.perf_counter()
-    base = make_svm().fit(xs, ys).predict(xt)
-    base_s = time.perf_counter() - t
-    rows = [("centred, no adapter", *_scores(yt, base), 1.0)]
-    X, domain = np.vstack([xs, xt]), np.r_[np.ones(len(xs)), -np.ones(len(xt))]
-    y = np.r_[ys, -np.ones(len(xt), int)]
-    for selection in selections:
-        for r in rounds:
+def _pairs(root: Path, backbone: str) -> tuple[dict, list[str]]:
+    """The stores of the global feature set's cells, and the adapters its score rows list."""
+    scores = pd.read_csv(root / "scores" / backbone / "global.csv")
+    adapters = list(dict.fromkeys(scores["adapter"]))
+    pairs = {"none": read_pair(root / "fused" / backbone / "global.h5")}
+    for adapter in adapters:
+        if adapter != adapt.NO_ADAPTER:
+            key, _ = adapt.parse_cell(adapter)
+            if key not in pairs:
+                pairs[key] = read_pair(root / "adapted" / backbone / "global" / f"{key}.h5")
+    return pairs, adapters
+
+
+def run(root: Path, backbone: str, settings: list[tuple[int, str]]) -> dict:
+    """``{"floor", "pick", "pick refined <rounds> <balance>": (accuracy, balanced)}`` and ``time x``: the
+    refits' seconds over the plain SVM's on every candidate cell."""
+    selection = pd.read_csv(root / "selection" / f"{backbone}.csv")
+    pick = selection[(selection["kind"] != "refined") & selection["criterion"].eq(
+        selection.loc[selection["default"].astype(bool), "criterion"].iloc[0])].iloc[0]
+    pairs, adapters = _pairs(root, backbone)
+    out, plain_s, refine_s = {}, 0.0, defaultdict(float)
+    votes = defaultdict(list)                  # each candidate cell's decision values, for the ensembles
+    for adapter in adapters:
+        xs, xt, ys, yt, _, failed, _ = adapt.cell_features(pairs, adapter)
+        if failed:
+            continue
+        if (yt < 0).any():
+            raise ValueError(f"{root}: the target is unlabelled; nothing to score")
+        cs, ct = center_domains(xs, xt, "domain")
+        t = time.perf_counter()
+        svm = fit_svm(cs, ys, **SVM)
+        plain = svm.predict(ct)
+        plain_s += time.perf_counter() - t
+        votes["plain"].append(svm.decision_function(ct))
+        if adapter == adapt.NO_ADAPTER:
+            out["floor"] = _scores(yt, plain)
+        is_pick = pick["featureset"] == "global" and pick["adapter"] == adapter and pick["center"] == "domain"
+        if is_pick:
+            out["pick"] = _scores(yt, plain)
+        for rounds, balance in settings:
             t = time.perf_counter()
-            pred = SelfTrainingSVM(r, balance=selection).fit(X, y, sample_domain=domain).predict(xt)
-            rows.append((f"self-training {selection}, {r} rounds", *_scores(yt, pred),
-                         (time.perf_counter() - t) / base_s))
-    return rows
+            pred, _, est = refine_cell(cs, ys, ct, refine={"method": "self_training", "rounds": rounds,
+                                                           "balance": balance}, svm=SVM)
+            refine_s[(rounds, balance)] += time.perf_counter() - t
+            votes[f"refined {rounds} {balance}"].append(est.decision_function(ct))
+            if is_pick:
+                out[f"pick refined {rounds} {balance}"] = _scores(yt, pred)
+    if "pick" not in out:
+        raise ValueError(f"{root}: the pick {pick['featureset']}/{pick['adapter']}/{pick['center']} is not a "
+                         "global cell at domain centring (selection.scope: global, svm.center: domain)")
+    for name, decisions in votes.items():      # the candidates combined: their mean decision value, uniform weights
+        mean = np.mean(decisions, axis=0)
+        out[f"ensemble {name}"] = _scores(yt, (mean > 0).astype(int) if mean.ndim == 1 else mean.argmax(1))
+    out["time"] = {k: v / plain_s for k, v in refine_s.items()}
+    out["seconds"] = dict(refine_s)
+    return out
+
+
+def run_seconds(root: Path) -> float:
+    """The experiment's recorded job seconds (Snakemake's ``benchmarks/<experiment>/**.tsv`` beside its
+    ``results/``), 0 where there are none."""
+    tsvs = (root.parents[1] / "benchmarks" / root.name).rglob("*.tsv")
+    return float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in tsvs))
 
 
 def main(argv=None) -> int:
@@ -56,18 +116,36 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", nargs="+", type=int, default=[1, 3, 5])
     parser.add_argument("--balance", nargs="+", default=list(BALANCES), choices=BALANCES)
     args = parser.parse_args(argv)
+    settings = [(r, b) for b in args.balance for r in args.rounds]
+    by_pair = defaultdict(list)
     for root in args.results:
-        fused = root / "fused" / args.backbone / "global.h5"
-        if not fused.is_file():
-            print(f"{root}: no {fused.relative_to(root)}; run the experiment's preset first "
+        needed = [root / "fused" / args.backbone / "global.h5", root / "selection" / f"{args.backbone}.csv"]
+        missing = [p for p in needed if not p.is_file()]
+        if missing:
+            print(f"{root}: no {missing[0].relative_to(root)}; run the experiment's preset first "
                   f"(snakemake --configfile config/presets/<preset>.yaml)", file=sys.stderr)
             return 2
-        rows = run(fused, args.rounds, args.balance)
-        base = rows[0]
+        res = run(root, args.backbone, settings)
+        floor = res["floor"]
         print(f"{root.name} / {args.backbone}")
-        for name, acc, bal, ratio in rows:
-            print(f"  {name:<34} {acc:5.1f} / {bal:5.1f}   {acc - base[1]:+5.1f} / {bal - base[2]:+5.1f}   "
-                  f"time x{ratio:.1f}")
+        for name, (acc, bal) in ((k, v) for k, v in res.items() if k not in ("time", "seconds")):
+            print(f"  {name:<30} {acc:5.1f} / {bal:5.1f}   {acc - floor[0]:+5.1f} / {bal - floor[1]:+5.1f}")
+        print("  time x (refits / plain SVM, every candidate cell): " +
+              ", ".join(f"{r} {b}: {v:.1f}" for (r, b), v in res["time"].items()))
+        total = run_seconds(root)
+        if total:
+            print(f"  refits' seconds / the run's recorded job seconds ({total:.0f} s): " +
+                  ", ".join(f"{r} {b}: {100 * v / total:.1f}%" for (r, b), v in res["seconds"].items()))
+        by_pair[re.sub(r"s\d+$", "", root.name)].append(res)
+    names = (["floor", "pick"] + [f"pick refined {r} {b}" for r, b in settings] + ["ensemble plain"]
+             + [f"ensemble refined {r} {b}" for r, b in settings])
+    print(f"\nmean over {len(by_pair)} pair(s) (splits averaged first); worst: the largest fall below the floor")
+    for name in names:
+        per_pair = [np.mean([[r[name][0], r[name][1], r[name][0] - r["floor"][0]] for r in runs], axis=0)
+                    for runs in by_pair.values()]
+        acc, bal, gap = np.mean(per_pair, axis=0)
+        worst = min(min(r[name][0] - r["floor"][0] for r in runs) for runs in by_pair.values())
+        print(f"  {name:<30} {acc:5.2f} / {bal:5.2f}   vs floor {gap:+5.2f}, worst {worst:+5.2f}")
     return 0
 
 

@@ -157,7 +157,8 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
                         validation_size=selection["validation_size"], seed=selection["seed"],
                         **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
                     refined = refine_cell(cs, ys, ct, refine=selection.get("refine"), svm=svm_args)
-            refined_row = {"refine": selection["refine"]["method"] if refined is not None else "", "refined_accuracy": nan, "refined_balanced_accuracy": nan}
+            refined_row = {"refine": selection["refine"]["method"] if refined is not None else "",
+                           "refined_accuracy": nan, "refined_balanced_accuracy": nan}
             if refined is None:
                 refined = (np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32))
             else:

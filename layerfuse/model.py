@@ -283,8 +283,9 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     """Classify image files and folders (searched recursively) with a saved model.
 
     Returns a table with a row per file: ``image`` (relative to its folder, or as given), ``predicted``,
-    ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``status`` (``ok`` or
-    ``skipped``) and ``reason``; written atomically to ``out_csv`` when given.
+    ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``refine`` (the method that
+    refitted its SVM, empty for none), ``status`` (``ok`` or ``skipped``) and ``reason``; written atomically
+    to ``out_csv`` when given.
     """
     import torch  # torch and the network's modules load only when images are classified (2 s)
 
@@ -307,11 +308,13 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     pipeline = _Pipeline(record, arrays)
     classes = np.asarray(record["classes"])
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
+    refine = (record["cell"].get("refine") or {}).get("method", "")      # models saved before refinement: none
     batch_size = int(batch_size or record["extract"]["batch_size"])
     max_bytes = int(record["max_file_mb"] * 2**20)
 
     files = _scan_paths(paths)
-    rows = [{"image": shown, "predicted": "", "confidence": np.nan, "cell": cell, "status": row["status"],
+    rows = [{"image": shown, "predicted": "", "confidence": np.nan, "cell": cell, "refine": refine,
+             "status": row["status"],
              "reason": row["reason"]} for _, _, shown, row in files]
     todo = [i for i, r in enumerate(rows) if r["status"] == "ok"]
     with ThreadPoolExecutor(max_workers=decode_workers()) as pool, \
@@ -334,7 +337,7 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
                 for (i, _), p, m in zip(ok, pred, margin):
                     rows[i].update(predicted=classes[p], confidence=float(m))
             bar.update(len(chunk))
-    table = pd.DataFrame(rows, columns=["image", "predicted", "confidence", "cell", "status", "reason"])
+    table = pd.DataFrame(rows, columns=["image", "predicted", "confidence", "cell", "refine", "status", "reason"])
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")

@@ -308,12 +308,14 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     esc = html.escape
     chosen = picks[picks["default"].astype(bool)]
     cell = predictions["cell"].iloc[0] if len(predictions) else "–"
+    refined = len(predictions) and "refine" in predictions and isinstance(predictions["refine"].iloc[0], str) \
+        and bool(predictions["refine"].iloc[0])
     parts = [f"<h2>{esc(title)}</h2>",
              f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
              f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "
              "criterion (<code>selection.default</code>)"
              + (", its SVM refitted on the source and the target's confident pseudo-labels "
-                "(<code>selection.refine</code>)" if "+" in cell else "") + ". Confidence is the SVM margin.</p>",
+                "(<code>selection.refine</code>)" if refined else "") + ". Confidence is the SVM margin.</p>",
              "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
              "<tr><th>criterion</th><th>cell</th><th>score</th><th>accuracy %</th><th>balanced %</th>"
              "<th>regret (points)</th></tr>"]

@@ -239,7 +239,8 @@ def selection_headline(table) -> dict:
     shows: ``pick`` (the default row: what the user's predictions are), ``cell`` (its "feature set / adapter /
     centring"), ``criterion`` (the criterion that picked the cell), ``refine`` (how its classifier was refined,
     "" for not), ``baseline`` (the Global row without an adapter at the tables' centring, or None where the
-    pick is that cell, unrefined, or it is absent), and the accuracies ``source_only`` and ``best`` (NaN where absent or unlabelled)."""
+    pick is that cell, unrefined, or it is absent), and the accuracies ``source_only`` and ``best`` (NaN where
+    absent or unlabelled)."""
     def cell_of(row):
         return f"{row['featureset']} / {row['adapter']} / {row['center']}"
 
@@ -259,8 +260,8 @@ def selection_headline(table) -> dict:
 def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev"):
     """``(cell row, predictions)`` of the ``default`` criterion's pick in a selection ``table`` among ``cells``
     (the score rows): a row per usable target image of ``target_manifest``, ``image``, ``predicted``,
-    ``confidence`` (the SVM margin), ``cell`` (``+<method>`` where the pick was refined, its refined
-    classifier's predictions), and ``true`` where the target is labelled."""
+    ``confidence`` (the SVM margin), ``cell``, ``refine`` (the method that refitted the cell's SVM, whose
+    predictions these are; empty for the source's SVM), and ``true`` where the target is labelled."""
     pick = table.loc[table["default"].astype(bool)]
     if pick.empty:
         raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
@@ -276,7 +277,7 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
                          "rerun the workflow")
     predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
                           "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
-                                                        f"{chosen['center']}" + (f"+{refine}" if refine else "")})
+                                                        f"{chosen['center']}", "refine": refine})
     if not cells["accuracy"].isna().all():
         predictions["true"] = [names[i] for i in labels]
     return chosen, predictions

@@ -37,7 +37,7 @@ def test_unknown_criterion_is_named(rng):
         criteria_scores(xs, ys, xt, svm=SVM, criteria=["oracle"])
 
 
-def _grid(tmp_path, rng, target_labels):
+def _grid(tmp_path, rng, target_labels, selection=SELECTION):
     """Two feature sets (a clean one and a noisy one), scored and selected: (selection table, predictions)."""
     xs, xt, ys, yt = _shifted(rng)
     noisy_s, noisy_t = xs + 4 * rng.randn(*xs.shape), xt + 4 * rng.randn(*xt.shape)
@@ -49,7 +49,7 @@ def _grid(tmp_path, rng, target_labels):
         stores.append(tmp_path / f"{name}.h5")
         evaluate_svm({"none": tmp_path / f"{name}.fused.h5"}, ["none"], SVM,
                          {"experiment": "e", "backbone": "b", "featureset": name}, csvs[-1],
-                         predictions=stores[-1], selection=SELECTION)
+                         predictions=stores[-1], selection=selection)
     classes = ["a", "b", "c"]
     write_manifest(tmp_path / "source.tsv", [{"image_id": f"{classes[y]}/{i}.png", "class": classes[y], "label": y,
                                               "status": "ok"} for i, y in enumerate(ys)])
@@ -58,7 +58,7 @@ def _grid(tmp_path, rng, target_labels):
     outputs = SimpleNamespace(**{k: tmp_path / f"out_{k}" for k in ("selection", "predictions", "confusion")},
                               figure=tmp_path / "confusion.png")
     select_configuration(csvs, stores, tmp_path / "source.tsv", tmp_path / "target.tsv",
-                         {"selection": SELECTION, "center": "domain", "global_layer": "global"}, outputs)
+                         {"selection": selection, "center": "domain", "global_layer": "global"}, outputs)
     return pd.read_csv(outputs.selection), pd.read_csv(outputs.predictions), yt
 
 
@@ -80,6 +80,42 @@ def test_permuting_target_labels_leaves_every_pick_unchanged(tmp_path):
     assert set(first["kind"]) == {"criterion", "oracle", "baseline", "source_only"}
     assert set(third["kind"]) == {"criterion", "baseline", "source_only"}
     assert first.loc[first["kind"] == "oracle", "regret"].iloc[0] == 0
+
+
+def test_the_picks_refined_classifier_gives_the_predictions(tmp_path):
+    """With ``selection.refine``, every candidate cell is also refitted by target self-training and scored; the
+    pick's refined row is the default (what ``predictions/`` holds), its criterion's row is not, and the
+    predictions are :class:`SelfTrainingSVM`'s on the picked cell, whatever the target's labels say."""
+    from layerfuse.evaluate import center_domains
+    from layerfuse.self_training import SelfTrainingSVM
+
+    refine = {"method": "self_training", "rounds": 2, "final_share": 1.0, "balance": "uniform"}
+    runs = {}
+    for name, labels in (("true", None), ("absent", -np.ones(40, int))):
+        (tmp_path / name).mkdir()
+        runs[name] = _grid(tmp_path / name, np.random.RandomState(1), labels, {**SELECTION, "refine": refine})
+    table, predictions, yt = runs["true"]
+    chosen = table[table["default"]]
+    assert chosen["kind"].tolist() == ["refined"] and chosen["refine"].item() == "self_training"
+    picked = table[(table["kind"] == "criterion") & (table["criterion"] == "snd")].iloc[0]
+    assert not picked["default"] and (picked["featureset"], picked["adapter"], picked["center"]) == \
+        tuple(chosen[["featureset", "adapter", "center"]].iloc[0])
+    assert predictions["cell"].iloc[0] == f"{picked['featureset']}/{picked['adapter']}/{picked['center']}"
+    assert set(predictions["refine"]) == {"self_training"}
+    # the refined predictions are the self-trained SVM's on the picked cell (here the clean global one)
+    xs, xt, ys, _ = _shifted(np.random.RandomState(1))
+    assert picked["featureset"] == "global" and picked["adapter"] == "none"
+    cs, ct = center_domains(xs, xt, picked["center"])
+    model = SelfTrainingSVM(**{k: v for k, v in refine.items() if k != "method"}, **SVM).fit(
+        np.vstack([cs, ct]), np.r_[ys, -np.ones(len(ct), int)],
+        sample_domain=np.r_[np.ones(len(cs)), -np.ones(len(ct))])
+    assert predictions["predicted"].tolist() == [["a", "b", "c"][i] for i in model.predict(ct)]
+    # the confidences too: the refits' margins (on float32 features), not the source SVM's (here both predict
+    # alike; their margins differ by up to 0.6)
+    np.testing.assert_allclose(predictions["confidence"], model.decision_function(ct).max(axis=1), atol=0.01)
+    assert chosen["accuracy"].item() == pytest.approx((model.predict(ct) == yt).mean())
+    assert runs["absent"][1]["predicted"].tolist() == predictions["predicted"].tolist()
+    assert runs["absent"][0]["accuracy"].isna().all()          # unlabelled: the refined row, no accuracy
 
 
 def test_scope_global_picks_only_the_global_adapters_at_the_tables_centring():
@@ -178,3 +214,14 @@ def test_summary_gives_the_pick_beside_source_only_and_the_centred_global_cell(t
     assert finetuned.startswith("  finetuned: picked global / tca-8 / domain (by b") and "accuracy 42.0%" in finetuned
     assert "source only (Global, no adaptation) 47.0%; Global, no adapter, domain centring 56.0%" in finetuned
     assert finetuned.endswith("best cell 56.0%")
+    # a refined pick: the refitting is named, and the centred Global cell shown beside it even where it is the pick's
+    cells["refine"] = "self_training"
+    cells["refined_accuracy"], cells["refined_balanced_accuracy"] = [0.5, 0.61, 0.5, 0.5], [0.5, 0.6, 0.5, 0.5]
+    table = selection_table(cells, ["a"], default="a", center="domain", global_layer="global")
+    assert table.loc[table["default"], "kind"].tolist() == ["refined"]
+    assert table.loc[table["default"], "regret"].item() == pytest.approx(-0.05)   # above the old grid's best
+    table.to_csv(tmp_path / "selection" / "imagenet.csv", index=False)
+    line = summary(tmp_path)[2]
+    assert line.startswith("  imagenet: picked global / none / domain (by a, no target labels), refitted by "
+                           "self-training on the target: accuracy 61.0%, balanced 60.0%"), line
+    assert "Global, no adapter, domain centring 56.0%" in line

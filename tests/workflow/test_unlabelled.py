@@ -62,7 +62,7 @@ def test_predictions_for_every_target_image(unlabelled_run):
     pred = pd.read_csv(work / "results/field/predictions/imagenet.csv")
     assert sorted(pred["image"]) == sorted(truth)
     assert set(pred["predicted"]) <= {"circle", "square", "triangle"}
-    assert pred["confidence"].notna().all() and pred["cell"].nunique() == 1
+    assert pred["confidence"].notna().all() and pred["cell"].nunique() == 1 and set(pred["refine"]) == {"self_training"}
     assert "true" not in pred.columns
     confusion = pd.read_csv(work / "results/field/predictions/imagenet_confusion.csv", index_col=0)
     assert list(confusion.index) == ["unlabelled"] and confusion.to_numpy().sum() == len(truth)
@@ -125,6 +125,8 @@ def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
     ours = ours[ours["status"] == "ok"].set_index("image").loc[workflow["image"]]
     assert list(ours["predicted"]) == list(workflow["predicted"])
     np.testing.assert_allclose(ours["confidence"].astype(float), workflow["confidence"], rtol=1e-3, atol=1e-3)
+    # the pick's SVM was refitted by target self-training (the default): the model keeps the last refit
+    assert record["cell"]["refine"]["method"] == "self_training" and set(ours["refine"]) == {"self_training"}
 
 
 @pytest.mark.parametrize("featureset", ["global", "block1-flatten", "block1-pca"])
