@@ -16,14 +16,28 @@ from . import __version__
 from .weights import cache_dir
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more (a batch of -3 images or -1 threads means nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m layerfuse")
     parser.add_argument("--version", action="version", version=f"layerfuse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list-layers", help="print ResNet-50 graph node names for the 'layers' config")
-    p.add_argument("--architecture", choices=["keras", "torchvision"], default="keras")
-    p.add_argument("--maxpool-pad", action="store_true")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--architecture", choices=["keras", "torchvision"], default="keras",
+                   help="the network's layout: keras (the paper's weights; default) or torchvision")
+    p.add_argument("--maxpool-pad", action="store_true",
+                   help="pad the stem's max-pooling as torchvision does (a backbone's maxpool_pad: true)")
+    p.add_argument("--image-size", type=_positive_int, default=224,
+                   help="input side in pixels, for the listed output shapes (default: 224)")
     p.add_argument("--configfile", default="config.yaml",
                    help="mark the nodes this config's layers: name (default: config.yaml, when present)")
     p = sub.add_parser("predict", help="classify image files or folders with a saved model",
@@ -35,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="predictions CSV to write")
     p.add_argument("--weights", help="the backbone's .pth when it is not where the model recorded it "
                                      "(its sha256 must match)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="images per forward pass (default: the model's extraction batch size)")
+    p.add_argument("--threads", type=_positive_int, help="torch's CPU threads (default: torch's own choice)")
     p = sub.add_parser("summary", help="a few lines per finished experiment: the pick, its accuracy and the "
                                        "source-only classifier's, where the predictions and model are")
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results/<experiment> of a finished run")

@@ -105,6 +105,7 @@ def validate_config(config: dict, schema_path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"config: expected a mapping of keys, got {type(config).__name__}")
     coerce_strings(config, schema, schema)
+    _refuse_non_finite(config)
     error = best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "config"
@@ -113,6 +114,16 @@ def validate_config(config: dict, schema_path) -> dict:
             message = "needs exactly one of: " + " | ".join("+".join(b["required"]) for b in error.validator_value)
         raise ConfigError(_one_line(f"{where}: {message}"))
     return config
+
+def _refuse_non_finite(node, path=()) -> None:
+    """JSON Schema's ``number`` takes YAML's ``.nan`` and ``.inf``; no key of ours means either, and a job
+    would fail on one minutes later: refused here, naming the key."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{'.'.join(map(str, path)) or 'config'}: must be a finite number, got {node}")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        _refuse_non_finite(value, path + (key,))
+
 
 TORCHVISION_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 

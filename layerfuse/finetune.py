@@ -16,6 +16,15 @@ epochs a matter of seconds per epoch on a CPU.  ``trainable`` can also be
 
 BatchNorm inside the tail is in training mode by default (batch statistics,
 running averages updated), as in Keras; ``bn="frozen"`` keeps it in eval mode.
+
+``target_loss="mcc"`` lets the tail see the unlabelled target too: each step
+adds a target batch (drawn in seeded order, the target cached like the
+source) to the source batch in one forward pass (BatchNorm sees both domains)
+and minimises the source's cross-entropy plus ``target_weight`` times the
+target's minimum class confusion (MCC: Jin et al., ECCV 2020): the
+temperature-scaled predictions' class-correlation matrix, weighted towards
+confident rows and normalised per class, off its diagonal.  No target label
+is read.
 """
 from __future__ import annotations
 
@@ -42,8 +51,9 @@ from .memory import reuse_large_allocations
 from .report import pyplot
 from .weights import sha256_file
 
-__all__ = ["FinetuneConfig", "TRAINABLE", "cache_activations", "make_tail", "train_tail", "train_naive",
-           "merge_tail", "tail_features", "finetune_tail", "finetune", "finetune_and_record"]
+__all__ = ["FinetuneConfig", "TRAINABLE", "TARGET_LOSSES", "cache_activations", "make_tail", "mcc_loss",
+           "train_tail", "train_naive", "merge_tail", "tail_features", "finetune_tail", "finetune",
+           "finetune_and_record"]
 
 log = logging.getLogger("layerfuse.finetune")
 
@@ -54,6 +64,9 @@ TRAINABLE = {
     "block": (["layer4.1.relu_2"], ["layer4.2.", "fc."]),
     "stage": (["layer3.5.relu_2"], ["layer4.", "fc."]),
 }
+
+
+TARGET_LOSSES = ("none", "mcc")
 
 
 @dataclass
@@ -70,6 +83,9 @@ class FinetuneConfig:
     bn: str = "train"                # train | frozen
     precision: str = "auto"          # auto (bf16 where native) | fp32 | bf16: frozen pass and tail training
     seed: int = 0
+    target_loss: str = "none"        # none (the paper: source only) | mcc (unlabelled target batches too)
+    target_weight: float = 1.0       # the target loss's weight beside the source's cross-entropy
+    mcc_temperature: float = 2.5     # MCC's probability temperature (the MCC paper's)
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
@@ -80,6 +96,8 @@ class FinetuneConfig:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.bn not in ("train", "frozen"):
             raise ValueError(f"bn must be 'train' or 'frozen', got {self.bn!r}")
+        if self.target_loss not in TARGET_LOSSES:
+            raise ValueError(f"target_loss must be one of {', '.join(TARGET_LOSSES)}, got {self.target_loss!r}")
 
 
 def bn_add_relu_mean(z, identity, bn, positions: int):
@@ -228,6 +246,21 @@ def cache_activations(model, images_uint8, spec, trainable: str, batch_size: int
     return cached
 
 
+def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """Minimum class confusion of a batch of target logits (Jin et al., ECCV 2020): with ``p`` the
+    predictions at ``temperature``, rows weighted by ``1 + exp(-entropy)`` (normalised to the batch size),
+    ``C = pᵀ diag(w) p`` normalised per row; the loss is ``C``'s off-diagonal mass over the classes."""
+    n, classes = logits.shape
+    p = torch.softmax(logits / temperature, dim=1)
+    entropy = -(p * torch.log(p + 1e-5)).sum(dim=1)
+    w = 1 + torch.exp(-entropy)
+    w = (n * w / w.sum()).detach()
+    confusion = (p * w[:, None]).T @ p
+    # a class no row gives any probability (underflow) has an empty row: it adds nothing, and no NaN
+    confusion = confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return (confusion.sum() - torch.trace(confusion)) / classes
+
+
 def _train_modes(root, trainable_modules, bn: str):
     """A callable putting ``root`` in eval and the trainable modules in train mode (BN per ``bn``)."""
     def set_modes():
@@ -246,26 +279,46 @@ def _lr_at(cfg: FinetuneConfig, epoch: int) -> float:
     return cfg.lr
 
 
-def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, progress: bool = True):
-    """The loop shared by the cached and the naive path: seeded shuffles, SGD, per-epoch history."""
+def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, progress: bool = True,
+           n_target: int = 0):
+    """The loop shared by the cached and the naive path: seeded shuffles, SGD, per-epoch history.
+
+    ``forward_batch(idx, target_idx)`` gives the logits of source rows ``idx`` followed by target rows
+    ``target_idx`` (none where ``cfg.target_loss`` is ``none``); with ``n_target`` target rows each step
+    takes as many as its source batch from a seeded permutation of them, cycled."""
     bf16 = resolve_precision(cfg.precision) == "bf16"
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     y = torch.as_tensor(labels, dtype=torch.long)
     history = []
+    target = cfg.target_loss != "none" and n_target > 0
+    target_order, target_at = torch.zeros(0, dtype=torch.long), 0
+    none = torch.zeros(0, dtype=torch.long)
     bar = tqdm(range(cfg.epochs), desc="finetune", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
         for g in opt.param_groups:
             g["lr"] = _lr_at(cfg, epoch)
         set_modes()
         order = torch.randperm(n, generator=gen)
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen, target_total = 0.0, 0, 0, 0.0
         for lo in range(0, n, cfg.batch_size):
             idx = order[lo:lo + cfg.batch_size]
+            tidx = none
+            if target:
+                while len(tidx) < len(idx):            # the next rows of the target's order, reshuffled when used up
+                    if target_at >= len(target_order):
+                        target_order, target_at = torch.randperm(n_target, generator=gen), 0
+                    take = target_order[target_at:target_at + len(idx) - len(tidx)]
+                    tidx, target_at = torch.cat([tidx, take]), target_at + len(take)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = forward_batch(idx)
+                all_logits = forward_batch(idx, tidx)
+            logits = all_logits[:len(idx)]
             loss = torch.nn.functional.cross_entropy(logits.float(), y[idx])
+            if target:
+                target_term = mcc_loss(all_logits[len(idx):].float(), cfg.mcc_temperature)
+                loss = loss + cfg.target_weight * target_term
+                target_total += float(target_term.detach()) * len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -274,17 +327,28 @@ def _train(forward_batch, params, set_modes, n, labels, cfg: FinetuneConfig, pro
             seen += len(idx)
         row = {"epoch": epoch + 1, "loss": total / seen, "source_accuracy": correct / seen,
                "lr": opt.param_groups[0]["lr"]}
+        if target:
+            row["target_loss"] = target_total / seen
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['source_accuracy']:.3f}")
     return history
 
 
-def train_tail(tail, cached: list[np.ndarray], labels, cfg: FinetuneConfig, progress: bool = True):
-    """Train ``tail`` on cached frozen-part activations; returns the per-epoch history."""
+def train_tail(tail, cached: list[np.ndarray], labels, cfg: FinetuneConfig, progress: bool = True,
+               target_cached: list[np.ndarray] | None = None):
+    """Train ``tail`` on cached frozen-part activations (and, with ``cfg.target_loss``, the target's
+    ``target_cached``, unlabelled); returns the per-epoch history."""
     tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in cached]
+    targets = [torch.from_numpy(np.ascontiguousarray(c)) for c in target_cached or []]
+
+    def forward_batch(idx, tidx):
+        if not len(tidx):
+            return tail(*[t[idx] for t in tensors])
+        return tail(*[torch.cat([s[idx], t[tidx]]) for s, t in zip(tensors, targets)])
+
     with reuse_large_allocations():   # each step's ~100 MB intermediates reuse the last step's memory
-        history = _train(lambda idx: tail(*[t[idx] for t in tensors]), list(tail.parameters()),
-                         _train_modes(tail, tail.modules, cfg.bn), len(labels), labels, cfg, progress)
+        history = _train(forward_batch, list(tail.parameters()), _train_modes(tail, tail.modules, cfg.bn),
+                         len(labels), labels, cfg, progress, n_target=len(targets[0]) if targets else 0)
     tail.eval()
     return history
 
@@ -305,7 +369,7 @@ def train_naive(model, images_uint8, labels, spec, cfg: FinetuneConfig, num_clas
     x = preprocess(images_uint8, spec)
     modules = lambda: [m for name, m in model.named_modules()  # noqa: E731
                        if name and (name + ".").startswith(tuple(prefixes))]
-    history = _train(lambda idx: model(x[idx]), trainable, _train_modes(model, modules, cfg.bn), len(labels),
+    history = _train(lambda idx, _: model(x[idx]), trainable, _train_modes(model, modules, cfg.bn), len(labels),
                      labels, cfg, progress)
     model.eval()
     return model, history
@@ -335,7 +399,8 @@ def write_history(history: list[dict], csv_path, png_path=None) -> None:
     """Training curve as CSV (and PNG)."""
     with atomic_path(csv_path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, ["epoch", "loss", "source_accuracy", "lr"])
+            w = csv.DictWriter(f, ["epoch", "loss", "source_accuracy", "lr"]
+                               + (["target_loss"] if history and "target_loss" in history[0] else []))
             w.writeheader()
             w.writerows(history)
     if png_path is None:
@@ -344,12 +409,14 @@ def write_history(history: list[dict], csv_path, png_path=None) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h["loss"] for h in history], label="loss")
+    if history and "target_loss" in history[0]:
+        ax.plot(ep, [h["target_loss"] for h in history], color="C2", label="target loss (MCC)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
+    ax.set_ylabel("loss (source cross-entropy + target's)")
     ax2 = ax.twinx()
     ax2.plot(ep, [h["source_accuracy"] for h in history], color="C1", label="source accuracy")
     ax2.set_ylabel("source accuracy")
-    fig.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -373,8 +440,10 @@ def tail_features(tail, cached: list[np.ndarray], batch_size: int = 256) -> np.n
     return np.concatenate(parts) if parts else np.zeros((0, tail.fc.in_features), np.float32)
 
 
-def finetune_tail(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
+def finetune_tail(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True,
+                  target_images=None):
     """Cache the frozen part and train the tail on it; returns (tail, cached activations, history).
+    ``target_images`` (uint8, unlabelled): the target's, for ``cfg.target_loss``; required by it.
 
     ``cfg.precision="auto"`` resolves to bf16 where the CPU computes it natively (as extraction's
     ``precision: auto``), for the frozen pass and the tail's training.
@@ -385,26 +454,38 @@ def finetune_tail(model, images_uint8, labels, spec, cfg: FinetuneConfig, progre
     torch.use_deterministic_algorithms(True, warn_only=True)
     num_classes = int(np.max(labels)) + 1
     cached = cache_activations(model, images_uint8, spec, cfg.trainable, precision=cfg.precision)
+    target_cached = None
+    if cfg.target_loss != "none":
+        if target_images is None or not len(target_images):
+            raise ValueError(f"target_loss {cfg.target_loss!r} needs the target's images")
+        target_cached = cache_activations(model, target_images, spec, cfg.trainable, precision=cfg.precision)
     tail = make_tail(model, cfg.trainable, num_classes, seed=cfg.seed)
-    history = train_tail(tail, cached, labels, cfg, progress)
+    history = train_tail(tail, cached, labels, cfg, progress, target_cached)
     return tail, cached, history
 
 
-def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True):
-    """Cache the frozen part, train the tail; returns (state_dict, history)."""
-    tail, _, history = finetune_tail(model, images_uint8, labels, spec, cfg, progress)
+def finetune(model, images_uint8, labels, spec, cfg: FinetuneConfig, progress: bool = True, target_images=None):
+    """Cache the frozen part, train the tail (on the target's images too, for ``cfg.target_loss``); returns
+    (state_dict, history)."""
+    tail, _, history = finetune_tail(model, images_uint8, labels, spec, cfg, progress, target_images)
     return merge_tail(model, tail, cfg.trainable), history
 
 
-def finetune_and_record(images, base_pth, base_json, params: dict, outputs, global_layer: str = "global"):
+def finetune_and_record(images, base_pth, base_json, params: dict, outputs, global_layer: str = "global",
+                        target_images=None):
     """:func:`layerfuse.stages.finetune_backbone`'s work: load the base network (weights ``base_pth``, JSON
-    record ``base_json``), train the tail on the image store ``images``, write ``outputs``; the history."""
+    record ``base_json``), train the tail on the image store ``images`` (and, for ``target_loss``, the
+    unlabelled images of the store ``target_images``), write ``outputs``; the history."""
     model, spec, record = load_recorded_backbone(base_pth, base_json)
     with h5py.File(images, "r") as f:
         x, y = f["images"][()], f["labels"][()]
         image_ids, image_list_sha256 = f["image_ids"].asstr()[()], f.attrs.get("image_list_sha256", "")
     cfg = FinetuneConfig(**{k: v for k, v in params.items() if k != "base"})
-    tail, cached, history = finetune_tail(model, x, y, spec, cfg)
+    xt = None
+    if target_images is not None and cfg.target_loss != "none":
+        with h5py.File(target_images, "r") as f:
+            xt = f["images"][()]
+    tail, cached, history = finetune_tail(model, x, y, spec, cfg, target_images=xt)
     with atomic_path(outputs.pth) as tmp:
         torch.save(merge_tail(model, tail, cfg.trainable), tmp)
     out = {**{k: record[k] for k in ("architecture", "preprocessing", "maxpool_pad")},

@@ -264,13 +264,26 @@ def weights_files(wildcards):
     return {"weights": f"{base}.pth", "record": f"{base}.json"}
 
 
+_TARGET_KEYS = ("target_loss", "target_weight", "mcc_temperature")
+
+
 def finetune_params(wildcards):
-    return canonical(config["backbones"][wildcards.finetuned]["finetune"])
+    """The fine-tuning's settings; without a target loss its keys are left out (the defaults), so a run made
+    before they existed is not retrained."""
+    params = config["backbones"][wildcards.finetuned]["finetune"]
+    if params.get("target_loss", "none") == "none":
+        params = {k: v for k, v in params.items() if k not in _TARGET_KEYS}
+    return canonical(params)
 
 
 def finetune_base(wildcards):
-    base = finetune_params(wildcards)["base"]
-    return {"weights": f"resources/weights/{base}.pth", "record": f"resources/weights/{base}.json"}
+    """The base network's weights, and the target's images where the tail also trains on them."""
+    params = finetune_params(wildcards)
+    base = params["base"]
+    inputs = {"weights": f"resources/weights/{base}.pth", "record": f"resources/weights/{base}.json"}
+    if params.get("target_loss", "none") != "none":
+        inputs["target_images"] = f"results/{wildcards.experiment}/images/target.h5"
+    return inputs
 
 
 def store_backbone(backbone, layer):

@@ -14,5 +14,6 @@ run(
         snakemake.output,
         threads=snakemake.threads,
         global_layer=snakemake.params.global_layer,
+        target_images=snakemake.input.get("target_images"),
     )
 )

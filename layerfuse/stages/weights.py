@@ -15,8 +15,9 @@ def prepare_weights(backbone: dict, tarball, out_pth, out_json) -> None:
 
 
 def finetune_backbone(images, base_pth, base_json, params: dict, outputs, threads: int = 1,
-                      global_layer: str = "global") -> list:
-    """Fine-tune ``params['trainable']`` of the base backbone on the source images only.
+                      global_layer: str = "global", target_images=None) -> list:
+    """Fine-tune ``params['trainable']`` of the base backbone on the source images (and, with
+    ``params['target_loss']``, the unlabelled images of the store ``target_images``).
 
     ``outputs`` has ``pth``, ``record``, ``curve``, ``plot`` and optionally
     ``source_global``: the fine-tuned network's ``flatten`` features of the
@@ -27,4 +28,4 @@ def finetune_backbone(images, base_pth, base_json, params: dict, outputs, thread
     from ..finetune import finetune_and_record  # torch: as above
 
     torch.set_num_threads(int(threads))
-    return finetune_and_record(images, base_pth, base_json, params, outputs, global_layer)
+    return finetune_and_record(images, base_pth, base_json, params, outputs, global_layer, target_images)

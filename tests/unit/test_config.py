@@ -180,3 +180,41 @@ def test_command_line_strings_are_coerced_by_the_schema():
     assert _validated({"experiments": {"x": {"synthetic": {}}}, "tca": {"gamma": "median"}})["tca"]["gamma"] == "median"
     with pytest.raises(ConfigError, match="svm.C: 'abc' is not of type 'number'"):
         _validated({"experiments": {"x": {"synthetic": {}}}, "svm": {"C": "abc"}})
+
+
+@pytest.mark.parametrize("key, value", [("svm.C", ".nan"), ("svm.tol", ".inf"), ("tca.mu", "-.inf"),
+                                        ("tca.bandwidth_factor", ".nan"), ("selection.validation_size", ".nan")])
+def test_non_finite_numbers_are_refused_naming_the_key(key, value):
+    """YAML's ``.nan``/``.inf`` pass JSON Schema's ``number`` (and its bounds, for NaN): each is refused before
+    any job, in one line naming the key, whether from the config file or from ``--config`` (a string)."""
+    section, leaf = key.split(".")
+    parsed = yaml.safe_load(f"{leaf}: {value}")[leaf]
+    for text in (parsed, value):
+        with pytest.raises(ConfigError) as err:
+            _validated({"experiments": {"x": {"synthetic": {}}}, section: {leaf: text}})
+        assert str(err.value) == f"{key}: must be a finite number, got {parsed}"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "x", "--model", "m", "-o", "o.csv", "--batch-size", "-3"], "--batch-size: must be 1 or more, got -3"),
+    (["predict", "x", "--model", "m", "-o", "o.csv", "--threads", "-1"], "--threads: must be 1 or more, got -1"),
+    (["predict", "x", "--model", "m", "-o", "o.csv", "--threads", "two"], "--threads: expected a whole number"),
+    (["list-layers", "--image-size", "0"], "--image-size: must be 1 or more, got 0")])
+def test_cli_numbers_are_checked_before_anything_runs(capsys, args, message):
+    from layerfuse.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_every_cli_option_says_what_it_does():
+    from layerfuse.__main__ import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings or action.dest}: no help text"

@@ -122,6 +122,36 @@ def test_bf16_training_learns(tiny):
     assert torch.equal(sd["layer1.0.conv1.weight"], model.state_dict()["layer1.0.conv1.weight"])
 
 
+def test_mcc_loss_is_nought_for_sure_distinct_classes_and_most_for_uniform_predictions():
+    from layerfuse.finetune import mcc_loss
+
+    sure = torch.eye(3).repeat(4, 1) * 50                 # 12 rows, each sure of one class, every class used
+    assert float(mcc_loss(sure)) < 1e-3
+    assert float(mcc_loss(torch.zeros(12, 3))) == pytest.approx(2 / 3, abs=1e-6)   # C all 1/3: off-diagonal 2/3
+    merged = torch.tensor([[9.0, 0, 0], [0, 9.0, 0], [5.0, 5.0, 0]] * 4)          # a row between two classes
+    assert 1e-3 < float(mcc_loss(merged)) < 2 / 3
+    logits = torch.zeros(6, 3, requires_grad=True)
+    mcc_loss(logits + torch.randn(6, 3)).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_mcc_fine_tuning_sees_the_unlabelled_target(tiny):
+    """``target_loss: mcc``: the target's class confusion falls over the epochs, the tail differs from a
+    source-only fine-tuning, the run is deterministic, and the target's images are required."""
+    model, images, labels = tiny
+    target = np.clip(images.astype(int)[::-1] + 40, 0, 255).astype(np.uint8)     # brighter, no labels
+    cfg = FinetuneConfig(epochs=12, batch_size=8, lr=0.05, precision="fp32", target_loss="mcc")
+    sd, history = finetune(model, images, labels, SPEC, cfg, progress=False, target_images=target)
+    assert "target_loss" in history[0] and history[-1]["target_loss"] < history[0]["target_loss"]
+    again, _ = finetune(model, images, labels, SPEC, cfg, progress=False, target_images=target)
+    assert all(torch.equal(sd[k], again[k]) for k in sd)
+    plain, plain_history = finetune(model, images, labels, SPEC, FinetuneConfig(
+        epochs=12, batch_size=8, lr=0.05, precision="fp32"), progress=False)
+    assert "target_loss" not in plain_history[0] and not torch.equal(sd["fc.weight"], plain["fc.weight"])
+    with pytest.raises(ValueError, match="target_loss 'mcc' needs the target's images"):
+        finetune(model, images, labels, SPEC, cfg, progress=False)
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="trainable"):
         FinetuneConfig(trainable="everything")
@@ -129,6 +159,8 @@ def test_bad_options():
         FinetuneConfig(schedule="step")
     with pytest.raises(ValueError, match="precision"):
         FinetuneConfig(precision="fp16")
+    with pytest.raises(ValueError, match="target_loss must be one of none, mcc"):
+        FinetuneConfig(target_loss="dann")
 
 
 def test_history_files(tmp_path):
