@@ -28,6 +28,7 @@ runs Saerens' EM on the target's calibrated posteriors.  Both read held-out deci
 """
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -36,6 +37,8 @@ from scipy.special import log_softmax, softmax
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from .svm import make_calibrated_svm, make_svm, source_sample
+
+log = logging.getLogger("layerfuse.label_shift")
 
 __all__ = ["em_priors", "prior_offset", "estimate_target_priors", "SHIFT_ESTIMATORS", "bbse_priors", "fit_bcts",
            "shifted_priors"]
@@ -85,7 +88,13 @@ def estimate_target_priors(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, sv
     source_priors = counts / counts.sum()
     keep = source_sample(ys, max_source_images, seed)
     fit_x, fit_y = (xs, ys) if keep is None else (xs[keep], ys[keep])
-    folds = int(max(2, min(folds, np.unique(fit_y, return_counts=True)[1].min())))
+    fewest = int(np.unique(fit_y, return_counts=True)[1].min())
+    if fewest < 2:
+        # calibration's cross-validation needs every class in each fold: no estimate, the source's proportions
+        log.warning("target class proportions not estimated: a source class has %d image; using the source's",
+                    fewest)
+        return source_priors
+    folds = int(max(2, min(folds, fewest)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")                 # convergence notes: the scoring SVM reports its own
         clf = make_calibrated_svm(svm, seed, folds).fit(fit_x - xs.mean(0), fit_y)

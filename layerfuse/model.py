@@ -43,6 +43,7 @@ from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
 from .layout import cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
+from .select import refine_of
 from .self_training import refine_cell
 from .svm import decide, fit_svm, svm_kwargs
 from .weights import sha256_file
@@ -64,9 +65,8 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
     if pick.empty:
         raise ValueError(f"{selection_csv}: the default criterion picked no cell")
     row = pick.iloc[0]
-    refine = row.get("refine", "")
     return {"criterion": row["criterion"], "featureset": row["featureset"], "adapter": row["adapter"],
-            "center": row["center"], "refine": refine if isinstance(refine, str) else ""}
+            "center": row["center"], "refine": refine_of(row)}
 
 
 def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:

@@ -15,7 +15,7 @@ from PIL import Image
 from .adapt import is_nested
 from .h5io import atomic_path
 from .images import manifest_classes, manifest_summary, read_manifest
-from .select import criterion_label, selection_headline
+from .select import criterion_label, refine_of, selection_headline
 
 __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", "table_markdown", "table_metrics",
            "tables_markdown", "group_markdown", "data_section", "proportions_section"]
@@ -308,8 +308,7 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     esc = html.escape
     chosen = picks[picks["default"].astype(bool)]
     cell = predictions["cell"].iloc[0] if len(predictions) else "–"
-    refined = len(predictions) and "refine" in predictions and isinstance(predictions["refine"].iloc[0], str) \
-        and bool(predictions["refine"].iloc[0])
+    refined = len(predictions) and bool(refine_of(predictions.iloc[0]))
     parts = [f"<h2>{esc(title)}</h2>",
              f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
              f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "

@@ -31,7 +31,7 @@ from .svm import make_calibrated_svm, source_sample
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table", "selection_headline", "criterion_label", "picked_predictions", "confusion_table"]
+           "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions", "confusion_table"]
 
 
 def _scorers(seed: int) -> dict:
@@ -81,10 +81,21 @@ def criteria_scores(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, svm: dict
         xs, ys = xs[keep], ys[keep]
     classes, counts = np.unique(ys, return_counts=True)
     n_val = max(int(np.ceil(validation_size * len(ys))), len(classes))
-    if counts.min() < 2 or len(ys) - n_val < len(classes):
+    if len(ys) - n_val < len(classes):
         raise ValueError(f"selection.validation_size: {validation_size} of {len(ys)} source images leaves no "
                          "image of some class on one side; the selection needs 2 or more images per class")
-    train, val = next(StratifiedShuffleSplit(1, test_size=n_val, random_state=seed).split(xs, ys))
+    train = val = None
+    if counts.min() >= 2:
+        train, val = next(StratifiedShuffleSplit(1, test_size=n_val, random_state=seed).split(xs, ys))
+    fewest = np.unique(ys[train], return_counts=True)[1] if train is not None else counts
+    if train is None or len(fewest) < len(classes) or fewest.min() < 2:
+        # the hold-out and the calibrated classifier's folds need each class on every side: no criterion can
+        # score this cell (the pick falls back to the Global cell without an adapter and says so); the
+        # report's Data section names the class
+        small = int(classes[counts.argmin()])
+        log.warning("selection criteria not scored: source class %d has %d image(s); each needs at least 3",
+                    small, int(counts.min()))
+        return {name: float("nan") for name in criteria}
     if len(xt) > max_target_images:
         xt = xt[np.sort(np.random.default_rng(seed).choice(len(xt), max_target_images, replace=False))]
     nt = len(xt)
@@ -222,6 +233,13 @@ def _add_refined(out, cells) -> None:
                          "balanced_accuracy": r["refined_balanced_accuracy"]}
 
 
+def refine_of(row) -> str:
+    """The method that refined a selection or prediction row's classifier (``refine``), "" for none: an
+    empty CSV field reads back as NaN."""
+    value = row.get("refine", "") if hasattr(row, "get") else getattr(row, "refine", "")
+    return value if isinstance(value, str) else ""
+
+
 def _words(method: str) -> str:
     return method.replace("_", "-")
 
@@ -229,9 +247,9 @@ def _words(method: str) -> str:
 def criterion_label(row) -> str:
     """A selection row's criterion as tables show it: ``dev``, or ``dev, then self-training`` for the pick's
     refined row."""
-    row = row if hasattr(row, "get") else row._asdict()          # a Series or an itertuples() row
-    refine = row.get("refine", "")
-    return str(row["criterion"]) + (f", then {_words(refine)}" if isinstance(refine, str) and refine else "")
+    refine = refine_of(row)
+    criterion = row["criterion"] if hasattr(row, "get") else row.criterion      # a Series or an itertuples() row
+    return str(criterion) + (f", then {_words(refine)}" if refine else "")
 
 
 def selection_headline(table) -> dict:
@@ -249,8 +267,7 @@ def selection_headline(table) -> dict:
         return rows.iloc[0] if len(rows) else float("nan")
 
     pick = table[table["default"].astype(bool)].iloc[0]
-    refine = pick.get("refine", "")
-    refine = _words(refine) if isinstance(refine, str) and refine else ""
+    refine = _words(refine_of(pick))
     base = table[table["kind"] == "baseline"]
     return {"pick": pick, "cell": cell_of(pick), "refine": refine, "criterion": pick["criterion"],
             "baseline": base.iloc[0] if len(base) and (refine or cell_of(base.iloc[0]) != cell_of(pick)) else None,
@@ -267,8 +284,7 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
         raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
                          "choose another criterion")
     chosen = cells.iloc[int(pick["row"].iloc[0])]
-    refine = pick["refine"].iloc[0] if "refine" in pick else ""
-    refine = refine if isinstance(refine, str) else ""
+    refine = refine_of(pick.iloc[0])
     pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
                                             chosen["center"], refined=bool(refine))
     images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]

@@ -225,3 +225,30 @@ def test_summary_gives_the_pick_beside_source_only_and_the_centred_global_cell(t
     assert line.startswith("  imagenet: picked global / none / domain (by a, no target labels), refitted by "
                            "self-training on the target: accuracy 61.0%, balanced 60.0%"), line
     assert "Global, no adapter, domain centring 56.0%" in line
+
+
+def test_a_source_class_of_one_image_is_scored_without_criteria(caplog):
+    """A class with a single source image cannot be held out: the criteria and the class-proportion estimate
+    skip the cell (logged) instead of failing the job in a calibration's cross-validation; the pick falls back
+    to the centred Global cell without an adapter, refined as usual."""
+    from layerfuse.evaluate import score_grid
+    from layerfuse.select import selection_table
+
+    rng = np.random.RandomState(0)
+    ys = np.r_[np.zeros(10, int), np.ones(10, int), [2]]
+    xs, xt = rng.randn(21, 5) + ys[:, None], rng.randn(15, 5)
+    pairs = {"none": (xs, xt, ys, np.repeat([0, 1, 2], 5), {"local_width": 0})}
+    sel = {"criteria": ["dev", "source"], "validation_size": 0.2, "seed": 0, "centerings": ["domain"],
+           "refine": {"method": "self_training", "rounds": 3, "final_share": 1.0, "balance": "uniform"}}
+    with caplog.at_level("WARNING"):
+        rows, *_ = score_grid(pairs, ["none"], SVM, {"experiment": "e", "backbone": "b", "featureset": "global"},
+                              selection=sel)
+    assert "selection criteria not scored: source class 2 has 1 image(s); each needs at least 3" in caplog.text
+    assert "target class proportions not estimated" in caplog.text
+    domain = next(r for r in rows if r["center"] == "domain")
+    assert np.isnan(domain["crit_dev"]) and domain["refine"] == "self_training"
+    assert domain["target_priors"] == ";".join(f"{p:.4f}" for p in np.bincount(ys) / len(ys))
+    table = selection_table(pd.DataFrame(rows), ["dev", "source"], default="dev", center="domain",
+                            global_layer="global")
+    chosen = table[table["default"]]
+    assert chosen["kind"].tolist() == ["refined"] and "dev scored no cell" in chosen["criterion"].item()
