@@ -357,8 +357,11 @@ def train_naive(model, images_uint8, labels, spec, cfg: FinetuneConfig, num_clas
                 progress: bool = False):
     """Reference loop: full forward/backward through the whole network each batch (frozen prefix).
 
-    Used by the tests (equality with the cached path) and the benchmark (its speed).
+    Used by the tests (equality with the cached path) and the benchmark (its speed); source only.
     """
+    if cfg.target_loss != "none":
+        raise ValueError(f"the reference loop trains on the source only; target_loss {cfg.target_loss!r} "
+                         "needs finetune()")
     model = copy.deepcopy(model).to(memory_format=torch.channels_last)   # as the cached path's frozen pass
     torch.manual_seed(cfg.seed)
     model.fc = torch.nn.Linear(model.fc.in_features, num_classes)

@@ -150,6 +150,8 @@ def test_mcc_fine_tuning_sees_the_unlabelled_target(tiny):
     assert "target_loss" not in plain_history[0] and not torch.equal(sd["fc.weight"], plain["fc.weight"])
     with pytest.raises(ValueError, match="target_loss 'mcc' needs the target's images"):
         finetune(model, images, labels, SPEC, cfg, progress=False)
+    with pytest.raises(ValueError, match="the reference loop trains on the source only"):
+        train_naive(model, images, labels, SPEC, cfg, 3)
 
 
 def test_bad_options():
