@@ -223,10 +223,10 @@ def _add_refined(out, cells) -> None:
     if not len(picked) or "refine" not in cells:
         return
     row = out.loc[picked[0]]
-    method = cells["refine"].iloc[int(row["row"])]
-    if pd.isna(method) or not method:
-        return
     r = cells.iloc[int(row["row"])]
+    method = refine_of(r)
+    if not method:
+        return
     out.loc[picked[0], "default"] = False
     out.loc[len(out)] = {**row.to_dict(), "kind": "refined",
                          "default": True, "refine": method, "accuracy": r["refined_accuracy"],

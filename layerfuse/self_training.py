@@ -88,18 +88,24 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
                         solver=self.solver, random_state=self.random_state)
 
     def fit(self, X, y, *, sample_domain):
+        X, y = np.asarray(X), np.asarray(y)
+        source = np.asarray(sample_domain).ravel() >= 0
+        self._fit_domains(X[source], y[source], X[~source])
+        return self
+
+    def _fit_domains(self, xs, ys, xt) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`fit` on the domains apart; returns the last refit's target labels and margins
+        (:func:`layerfuse.svm.decide`), which the last round has computed already."""
         if not (isinstance(self.rounds, numbers.Integral) and self.rounds >= 0):
             raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
         if not 0 < self.final_share <= 1:
             raise ValueError(f"final_share must be in (0, 1], got {self.final_share!r}")
         if self.balance not in BALANCES:
             raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
-        X, y = np.asarray(X), np.asarray(y)
-        source = np.asarray(sample_domain).ravel() >= 0
-        xs, ys, xt = X[source], y[source], X[~source]
         svm = self._svm().fit(xs, ys)
         self.classes_ = svm.classes_
         self.history_ = []
+        pred, margin = svm.classes_[:0], np.zeros(0, np.float32)
         if len(xt):                                    # each refit's target decisions serve the next round
             pred, margin = decide(svm.decision_function(xt), svm.classes_)
             for r in range(1, self.rounds + 1):
@@ -110,7 +116,7 @@ class SelfTrainingSVM(ClassifierMixin, BaseEstimator):
                 self.history_.append({"kept": len(kept), "changed": int((new != pred).sum())})
                 pred = new
         self.svm_ = svm
-        return self
+        return pred, margin
 
     def decision_function(self, X):
         check_is_fitted(self)
@@ -141,7 +147,6 @@ def refine_cell(xs, ys, xt, *, refine: dict | None, svm: dict):
     est = refiner(refine, svm)
     if est is None:
         return None
-    est.fit(np.vstack([xs, xt]), np.r_[ys, np.full(len(xt), -1, dtype=np.asarray(ys).dtype)],
-            sample_domain=np.r_[np.ones(len(xs), int), -np.ones(len(xt), int)])
-    pred, margin = decide(est.decision_function(xt), est.classes_)
+    # the domains as they are: no stacked copy of both to split again, no second pass over the target
+    pred, margin = est._fit_domains(xs, np.asarray(ys), xt)
     return pred, margin, est
