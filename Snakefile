@@ -13,15 +13,12 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# The report's landing page: report/workflow.rst with a table of every experiment's pick (rule report_landing)
-# once a run has written it, else report/workflow.rst alone.
-LANDING_PAGE = "results/report/workflow.rst"
-
-
-report: os.path.abspath(LANDING_PAGE) if os.path.exists(LANDING_PAGE) else "report/workflow.rst"
-
-
 include: "rules/common.smk"
+
+
+# The report's landing page: this run's (rule report_landing: report/workflow.rst with each experiment's pick)
+# once written, else report/workflow.rst alone.
+report: os.path.abspath(LANDING_PAGE) if os.path.exists(LANDING_PAGE) else "report/workflow.rst"
 
 
 # Run in the submitting process, never as cluster jobs: the weights download needs

@@ -8,6 +8,28 @@ import time
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_command(experiment: str) -> str:
+    """The command whose run writes ``results/<experiment>``: the preset that names it, or ``make run``."""
+    import yaml
+
+    for preset in sorted((REPO / "config" / "presets").glob("*.yaml")):
+        if experiment in (yaml.safe_load(preset.read_text()) or {}).get("experiments", {}):
+            return f".venv/bin/snakemake --cores 2 --configfile config/presets/{preset.name}"
+    if experiment == "demo":
+        return "make run"
+    return f"the workflow with a config naming experiment {experiment!r}"
+
+
+def require_run(experiment_dir: Path, *paths: str) -> None:
+    """Exit with one line naming the run to make where ``experiment_dir`` (``results/<experiment>``) lacks one of
+    ``paths`` (relative to it), instead of a traceback from the first read."""
+    for path in paths:
+        if not (Path(experiment_dir) / path).exists():
+            raise SystemExit(f"{experiment_dir}: no finished run ({Path(experiment_dir) / path} is missing); "
+                             f"run `{run_command(Path(experiment_dir).name)}` first")
 
 
 def scores_over_dims(z, n_source: int, ys, yt, dims, center: str = "none") -> list[dict]:
@@ -32,7 +54,7 @@ def fused_stores(experiment_dir: Path, backbone: str = "*") -> list[Path]:
     """The fused feature stores of a finished experiment (one backbone, or all), or exit saying to run it."""
     paths = sorted(experiment_dir.glob(f"fused/{backbone}/*.h5"))
     if not paths:
-        raise SystemExit(f"no fused stores under {experiment_dir}/fused/{backbone}: run the workflow first")
+        require_run(experiment_dir, f"fused/{backbone}/global.h5")
     return paths
 
 

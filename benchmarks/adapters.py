@@ -19,11 +19,11 @@ and the selection table (``benchmarks/selection.py``'s columns); then the regret
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -32,6 +32,8 @@ from layerfuse.select import CRITERIA
 from layerfuse.stages import evaluate_svm, fit_adapter
 
 from selection import SVM, picks_table, regret_over_pairs
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import require_run  # noqa: E402
 
 DEFAULT_ADAPTERS = {"coral": {"method": "coral"}, "sa": {"method": "subspace_alignment", "n_components": 64},
                     "ot": {"method": "linear_ot"}}
@@ -84,6 +86,7 @@ def main(argv=None):
     new_cells, all_picks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for exp_dir in args.experiment_dirs:
+            require_run(exp_dir, f"fused/{args.backbone}/global.h5", f"selection/{args.backbone}.csv")
             cells, fits = adapter_cells(exp_dir, args.backbone, args.adapters, selection, Path(tmp), args.featuresets)
             new_cells.append(cells)
             if earlier is not None:

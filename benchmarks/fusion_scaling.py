@@ -20,7 +20,7 @@ from layerfuse.h5io import read_arrays, read_pair
 from layerfuse.tca import TCA, stack_domains
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import scores_over_dims  # noqa: E402
+from _common import scores_over_dims, require_run  # noqa: E402
 
 
 def score(xs, xt, ys, yt, dims):
@@ -39,6 +39,7 @@ def main(argv=None):
     p.add_argument("--dims", type=int, nargs="+", default=[256, 128, 64])
     args = p.parse_args(argv)
     base = args.experiment_dir
+    require_run(base, f"features/{args.backbone}/source/global.h5", f"reduced/{args.backbone}")
     g = {d: read_arrays(base / f"features/{args.backbone}/{d}/global.h5", ["features", "labels"])[0]
          for d in ("source", "target")}
     ys, yt = g["source"]["labels"], g["target"]["labels"]

@@ -24,6 +24,8 @@ import numpy as np
 from layerfuse.h5io import read_pair
 from layerfuse.label_shift import shifted_priors
 from layerfuse.self_training import refine_cell
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import require_run  # noqa: E402
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 ESTIMATES = [("em", "domain"), ("bbse", "none"), ("bbse", "domain"), ("mlls_bcts", "none"), ("mlls_bcts", "domain")]
@@ -60,10 +62,7 @@ def main(argv=None) -> int:
     errors = {}
     for root in args.results:
         fused = root / "fused" / args.backbone / "global.h5"
-        if not fused.is_file():
-            print(f"{root}: no {fused.relative_to(root)}; run the experiment's preset first "
-                  f"(snakemake --configfile config/presets/<preset>.yaml)", file=sys.stderr)
-            return 2
+        require_run(root, fused.relative_to(root))
         print(f"{root.name} / {args.backbone}")
         for name, est, err, ratio in run(fused):
             second = f"   class 1: {100 * est[1]:5.1f}%" if len(est) == 2 else ""

@@ -24,6 +24,7 @@ regrets are averaged before the mean over pairs.
 from __future__ import annotations
 
 import argparse
+import sys
 import re
 import tempfile
 import time
@@ -34,6 +35,8 @@ import pandas as pd
 
 from layerfuse.select import CRITERIA, scoring_settings, selection_table
 from layerfuse.stages import evaluate_svm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import require_run  # noqa: E402
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
@@ -122,6 +125,7 @@ def main(argv=None):
         args.experiment_dirs = []
     with tempfile.TemporaryDirectory() as tmp:
         for exp_dir in args.experiment_dirs:
+            require_run(exp_dir, f"fused/{args.backbone}/global.h5")
             plain, t_plain = score_experiment(exp_dir, args.backbone, None, Path(tmp))
             cells, t_sel = score_experiment(exp_dir, args.backbone, selection, Path(tmp), args.scope)
             grid = workflow_seconds(exp_dir)

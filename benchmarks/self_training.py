@@ -36,6 +36,8 @@ from layerfuse.evaluate import center_domains
 from layerfuse.h5io import read_pair
 from layerfuse.self_training import BALANCES, refine_cell
 from layerfuse.svm import fit_svm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import require_run  # noqa: E402
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
@@ -119,12 +121,7 @@ def main(argv=None) -> int:
     settings = [(r, b) for b in args.balance for r in args.rounds]
     by_pair = defaultdict(list)
     for root in args.results:
-        needed = [root / "fused" / args.backbone / "global.h5", root / "selection" / f"{args.backbone}.csv"]
-        missing = [p for p in needed if not p.is_file()]
-        if missing:
-            print(f"{root}: no {missing[0].relative_to(root)}; run the experiment's preset first "
-                  f"(snakemake --configfile config/presets/<preset>.yaml)", file=sys.stderr)
-            return 2
+        require_run(root, f"fused/{args.backbone}/global.h5", f"selection/{args.backbone}.csv")
         res = run(root, args.backbone, settings)
         floor = res["floor"]
         print(f"{root.name} / {args.backbone}")

@@ -20,7 +20,7 @@ from layerfuse.h5io import read_pair
 from layerfuse.tca import TCA, stack_domains
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import scores_over_dims  # noqa: E402
+from _common import scores_over_dims, require_run  # noqa: E402
 
 
 def main(argv=None):
@@ -35,6 +35,7 @@ def main(argv=None):
     p.add_argument("--center", choices=CENTERINGS, default="none",
                    help="the SVM's svm.center (docs/results.md's sweep table is 'none', the plain SVM)")
     args = p.parse_args(argv)
+    require_run(args.experiment_dir, f"fused/{args.backbone}/{args.featureset}.h5")
     xs, xt, ys, yt, _ = read_pair(args.experiment_dir / f"fused/{args.backbone}/{args.featureset}.h5")
     x, dom = stack_domains(xs, xt)
     base = evaluate_svm(xs, ys, xt, yt, center=args.center)[0]

@@ -12,6 +12,7 @@ compressed/plain ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,6 +22,8 @@ import h5py
 import numpy as np
 
 from layerfuse.h5io import NO_CHUNK_CACHE, create_store
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import require_run  # noqa: E402
 
 
 def matrices(experiment: Path, backbone: str):
@@ -61,6 +64,7 @@ def main(argv=None):
     p.add_argument("experiment", type=Path, help="results/<experiment> of a finished run")
     p.add_argument("--backbone", default="imagenet")
     args = p.parse_args(argv)
+    require_run(args.experiment, f"fused/{args.backbone}/global.h5")
     totals = defaultdict(lambda: np.zeros(7))   # rows, plain bytes/write/read, compressed bytes/write/read
     with tempfile.TemporaryDirectory() as tmp:
         for kind, _, array in matrices(args.experiment, args.backbone):

@@ -14,10 +14,13 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
-__all__ = ["run", "live_jobs", "JOB_LOCKS"]
+import yaml
+
+__all__ = ["run", "live_jobs", "live_run_message", "runs_jobs", "report_requested", "report_outdated", "JOB_LOCKS"]
 
 JOB_LOCKS = Path(".snakemake") / "layerfuse-jobs"
 
@@ -33,7 +36,8 @@ def _hold_job_lock(log_path: str):
         return None
     f.seek(0)
     f.truncate()
-    f.write(json.dumps({"pid": os.getpid(), "log": log_path}) + "\n")
+    f.write(json.dumps({"pid": os.getpid(), "log": log_path,
+                        "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     f.flush()
     return f
 
@@ -57,6 +61,55 @@ def live_jobs(workdir: str | os.PathLike = ".") -> list[dict]:
         except OSError:
             continue
     return live
+
+
+def live_run_message(live: list[dict]) -> str:
+    """One line naming the jobs :func:`live_jobs` found: a run is live, its pid and start time; no advice to
+    stop it (it may be healthy: another Snakemake in this folder)."""
+    first = live[0]
+    since = f" since {first['started']}" if first.get("started") else ""
+    more = f" and {len(live) - 1} more" if len(live) > 1 else ""
+    return (f"error: a run is live in this folder: job pid {first['pid']}{since} (log {first['log']}){more} "
+            f"is still writing its outputs; wait until it ends, then rerun (a dry run, -n, is not blocked)")
+
+
+# Snakemake options that run no job (the Snakefile is parsed before Snakemake sets its mode, so it reads argv)
+_NO_JOB_OPTIONS = {"--dry-run", "--dryrun", "--report", "--lint", "--list", "--list-rules", "--list-target-rules",
+                   "--dag", "--rulegraph", "--filegraph", "--summary", "--detailed-summary", "--d3dag",
+                   "--list-changes", "--list-code-changes", "--list-input-changes", "--list-params-changes",
+                   "--lc", "--li", "--lp", "--containerize", "--print-compilation", "--unlock", "--cleanup-metadata"}
+
+
+def runs_jobs(argv=None) -> bool:
+    """False where this Snakemake invocation (``argv``, default ``sys.argv``) runs no job: a dry run (``-n``,
+    ``-np``), a report, a listing, a graph."""
+    for arg in (sys.argv if argv is None else argv)[1:]:
+        name = arg.split("=", 1)[0]
+        if name in _NO_JOB_OPTIONS or (name[:1] == "-" and name[1:2] != "-" and name[1:].isalpha() and "n" in name):
+            return False
+    return True
+
+
+def report_requested(argv=None) -> bool:
+    """Whether this Snakemake invocation builds the HTML report (``--report``)."""
+    return any(arg.split("=", 1)[0] == "--report" for arg in (sys.argv if argv is None else argv)[1:])
+
+
+def report_outdated(landing_page, config_dump, config: dict) -> str | None:
+    """Why ``snakemake --report`` cannot describe this config's run yet (its landing page missing, or its config
+    dump written for another config), in one line; None when the report can be built."""
+    if not os.path.exists(landing_page) or not os.path.exists(config_dump):
+        return (f"no finished run of this config to report ({landing_page} is missing): run snakemake with the "
+                "same --configfile first, then --report")
+    try:
+        with open(config_dump) as f:
+            dumped = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        return f"{config_dump}: cannot be read ({exc}); rerun snakemake with this config, then --report"
+    if dumped != json.loads(json.dumps(config)):
+        return (f"the results were made with another config than this one ({config_dump} differs): rerun snakemake "
+                "with this --configfile (and --config), then --report")
+    return None
 
 
 def run(job) -> None:

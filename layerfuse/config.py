@@ -12,9 +12,10 @@ from jsonschema.exceptions import best_match
 
 from .adapt import check_adapter, grid_cells
 from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
-from .reduce import check_reducer, is_fitted
+from .reduce import PCA_COMPONENTS, check_reducer, is_fitted
 
-__all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "check_output_folders", "featuresets", "adapters",
+__all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "cap_to_data", "dropped_defaults",
+           "check_output_folders", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
 
 
@@ -119,7 +120,7 @@ def _refuse_non_finite(node, path=()) -> None:
     """JSON Schema's ``number`` takes YAML's ``.nan`` and ``.inf``; no key of ours means either, and a job
     would fail on one minutes later: refused here, naming the key."""
     if isinstance(node, float) and not math.isfinite(node):
-        raise ConfigError(f"{'.'.join(map(str, path)) or 'config'}: must be a finite number, got {node}")
+        raise ConfigError(_one_line(f"{'.'.join(map(str, path)) or 'config'}: must be a finite number, got {node}"))
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
         _refuse_non_finite(value, path + (key,))
@@ -283,6 +284,65 @@ def experiment_sizes(exp: dict, manifests: dict | None = None) -> tuple[int, int
     manifests = manifests or {}
     return (_image_count(source, classes, manifests.get("source")),
             _image_count(target, classes, manifests.get("target")))
+
+
+def _experiment_counts(config: dict, results) -> dict:
+    """``{experiment: (n_source, n_target)}`` where both can be counted now (the rest :func:`check_data_sizes`
+    reports)."""
+    counts = {}
+    for name, exp in config["experiments"].items():
+        manifests = {d: Path(results) / name / "manifest" / f"{d}.tsv" for d in ("source", "target")}
+        try:
+            n_source, n_target = experiment_sizes(exp, manifests)
+        except ValueError:
+            continue
+        if n_source and n_target:
+            counts[name] = (n_source, n_target)
+    return counts
+
+
+def cap_to_data(config: dict, given: dict, results: str | Path = "results") -> list[str]:
+    """Lower the sizes the user left at their defaults to what the smallest experiment's data allow, in place:
+    ``tca.dims`` to at most its images (source + target), a PCA reducer's ``n_components`` to its source images
+    − 1.  ``given``: the config as written, before the schema's defaults were filled (a value written there is
+    the user's and is checked, not capped, by :func:`check_data_sizes`).  Returns one line per value capped."""
+    counts = _experiment_counts(config, results)
+    if not counts:
+        return []
+    notes = []
+    name, (n_source, n_target) = min(counts.items(), key=lambda kv: sum(kv[1]))
+    dims = config["tca"]["dims"]
+    if "dims" not in (given.get("tca") or {}) and max(dims) > n_source + n_target:
+        config["tca"]["dims"] = sorted({min(d, n_source + n_target) for d in dims}, reverse=True)
+        notes.append(f"tca.dims: the default {dims} capped to {config['tca']['dims']} (experiment {name!r} has "
+                     f"{n_source + n_target} images, source + target)")
+    name, (n_source, _) = min(counts.items(), key=lambda kv: kv[1][0])
+    given_reducers = given.get("reducers") or {}
+    for rname, red in config["reducers"].items():
+        k = red.get("n_components", PCA_COMPONENTS)
+        if (is_fitted(red) and "n_components" not in (given_reducers.get(rname) or {})
+                and k > max(n_source - 1, 1)):
+            red["n_components"] = max(n_source - 1, 1)
+            notes.append(f"reducers.{rname}.n_components: the default {k} capped to {red['n_components']} "
+                         f"(experiment {name!r} has {n_source} source images)")
+    return notes
+
+
+def dropped_defaults(given: dict, schema_path) -> list[str]:
+    """One line per top-level mapping the user wrote that leaves out entries of its default (a mapping given in
+    the config replaces the default one, it is not merged into it: e.g. ``reducers: {pca: ...}`` alone drops
+    flatten and pool2d)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    lines = []
+    for key, prop in schema.get("properties", {}).items():
+        default = prop.get("default") if isinstance(prop, dict) else None
+        if isinstance(default, dict) and default and "propertyNames" in prop and isinstance(given.get(key), dict):
+            missing = [k for k in default if k not in given[key]]
+            if missing:
+                them = "them" if len(missing) > 1 else "it"
+                lines.append(f"{key}: your mapping replaces the default one and leaves out {', '.join(missing)} "
+                             f"(add {them} to keep {them})")
+    return lines
 
 
 def check_data_sizes(config: dict, results: str | Path = "results") -> None:

@@ -7,6 +7,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from . import adapt
 from .label_shift import estimate_target_priors, prior_offset
 from .select import criteria_scores
+from .calibration import margin_calibration
 from .self_training import refine_cell
 from .svm import decide, fit_svm, svm_kwargs
 
@@ -116,7 +117,8 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
     ``centerings`` only the cells at those centrings do (the others' columns are empty): the criteria are
     most of a large grid's time, and ``selection.scope: global`` picks at ``svm.center`` only.  Those cells
     are also refined as ``selection["refine"]`` says (:func:`layerfuse.self_training.refine_cell`): the row
-    names the method in ``refine`` and gets ``refined_accuracy``/``refined_balanced_accuracy``.
+    names the method in ``refine`` and gets ``refined_accuracy``/``refined_balanced_accuracy``, and Platt's
+    ``platt_a``/``platt_b`` turn its margins into probabilities (:func:`layerfuse.calibration.margin_calibration`).
     ``label_shift``: keywords of the class-proportion estimate (``max_source_images``).
 
     Returns ``(rows, predictions, margins, target_priors)``: a score row, the target's predicted labels
@@ -137,7 +139,7 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
         if not failed and ("prior" in centerings or (adapter == "none" and not reducer)):
             priors[adapter] = estimate_target_priors(xs, ys, xt, svm=svm_args, **(label_shift or {})).tolist()
         for center in centerings:
-            refined = None
+            refined, platt = None, (nan, nan)
             if failed:
                 pred, margin = np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32)
                 metrics = {**{k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_f1")},
@@ -157,8 +159,10 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
                         validation_size=selection["validation_size"], seed=selection["seed"],
                         **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
                     refined = refine_cell(cs, ys, ct, refine=selection.get("refine"), svm=svm_args)
+                    platt = margin_calibration(cs, ys, svm=svm_args, seed=selection["seed"])
             refined_row = {"refine": selection["refine"]["method"] if refined is not None else "",
-                           "refined_accuracy": nan, "refined_balanced_accuracy": nan}
+                           "refined_accuracy": nan, "refined_balanced_accuracy": nan,
+                           "platt_a": platt[0], "platt_b": platt[1]}
             if refined is None:
                 refined = (np.full(len(yt), -1), np.full(len(yt), np.nan, np.float32))
             else:

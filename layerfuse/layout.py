@@ -7,6 +7,7 @@ dataset's shared store, listed in its manifests.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +18,18 @@ from .h5io import read_arrays
 from .images import read_manifest
 
 __all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions",
-           "image_thumbnails"]
+           "image_thumbnails", "report_folder"]
+
+
+def report_folder(experiments) -> str:
+    """``results/report/runs/<run>``: the folder of one run's landing page and config dump, named by the
+    experiments it runs, so two configs in one working directory never share them.  Long lists end in a hash."""
+    keys = sorted(experiments)
+    name = "-".join(keys)
+    if len(name) > 60:
+        digest = hashlib.sha256("\0".join(keys).encode()).hexdigest()[:8]
+        name = f"{'-'.join(keys[:2])[:40]}-and-{len(keys) - 2}-more-{digest}"
+    return f"results/report/runs/{name}"
 
 
 def manifest_rows(store, manifest) -> np.ndarray | None:

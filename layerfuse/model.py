@@ -43,6 +43,7 @@ from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
 from .layout import cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
+from .calibration import margin_calibration, platt_probability
 from .select import refine_of
 from .self_training import refine_cell
 from .svm import decide, fit_svm, svm_kwargs
@@ -107,6 +108,8 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         svm = fit_svm(cs, ys, **svm_kwargs(params["svm"]))
         pred, _ = decide(svm.decision_function(ct), svm.classes_)
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
+    # the margin -> probability map of the workflow's predictions (the same fit on the same centred source)
+    pick["platt"] = margin_calibration(cs, ys, svm=svm_kwargs(params["svm"]), seed=params.get("seed", 0))
     _check_reproduces(inputs["predictions"], featureset, adapter, center, pred, refined=bool(refine))
     record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
     _write_model_dir(Path(out_dir), record, arrays)
@@ -164,7 +167,8 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
                      "weights_sha256": record_in["sha256"]},
         "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": pick["adapter"],
                  "center": pick["center"], "picked_by": pick["criterion"],
-                 "refine": params["refine"] if pick.get("refine") else None},
+                 "refine": params["refine"] if pick.get("refine") else None,
+                 "calibration": {"method": "platt", "a": pick["platt"][0], "b": pick["platt"][1]}},
         "classes": classes,
         "layers": {"global": params["layers"][params["global_layer"]],
                    "local": params["layers"][layer] if reducer else None},
@@ -283,7 +287,7 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     """Classify image files and folders (searched recursively) with a saved model.
 
     Returns a table with a row per file: ``image`` (relative to its folder, or as given), ``predicted``,
-    ``confidence`` (the SVM margin, as in the workflow's predictions), ``cell``, ``refine`` (the method that
+    ``probability`` and ``margin`` (as in the workflow's predictions), ``cell``, ``refine`` (the method that
     refitted its SVM, empty for none), ``status`` (``ok`` or ``skipped``) and ``reason``; written atomically
     to ``out_csv`` when given.
     """
@@ -309,11 +313,12 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     classes = np.asarray(record["classes"])
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
     refine = (record["cell"].get("refine") or {}).get("method", "")      # models saved before refinement: none
+    platt = record["cell"].get("calibration") or {"a": np.nan, "b": np.nan}   # models saved before calibration
     batch_size = int(batch_size or record["extract"]["batch_size"])
     max_bytes = int(record["max_file_mb"] * 2**20)
 
     files = _scan_paths(paths)
-    rows = [{"image": shown, "predicted": "", "confidence": np.nan, "cell": cell, "refine": refine,
+    rows = [{"image": shown, "predicted": "", "probability": np.nan, "margin": np.nan, "cell": cell, "refine": refine,
              "status": row["status"],
              "reason": row["reason"]} for _, _, shown, row in files]
     todo = [i for i, r in enumerate(rows) if r["status"] == "ok"]
@@ -334,10 +339,12 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
                 maps = (out["local"].to(local_dtype).contiguous().to(torch.float32).numpy()
                         if "local" in out else None)
                 pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), arrays["svm/classes"])
-                for (i, _), p, m in zip(ok, pred, margin):
-                    rows[i].update(predicted=classes[p], confidence=float(m))
+                probability = platt_probability(margin, platt["a"], platt["b"])
+                for (i, _), p, m, q in zip(ok, pred, margin, probability):
+                    rows[i].update(predicted=classes[p], probability=float(q), margin=float(m))
             bar.update(len(chunk))
-    table = pd.DataFrame(rows, columns=["image", "predicted", "confidence", "cell", "refine", "status", "reason"])
+    table = pd.DataFrame(rows, columns=["image", "predicted", "probability", "margin", "cell", "refine", "status",
+                                       "reason"])
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .adapt import is_nested
+from .adapt import is_nested, parse_cell
 from .h5io import atomic_path
 from .images import manifest_classes, manifest_summary, read_manifest
 from .select import criterion_label, refine_of, selection_headline
@@ -24,11 +24,12 @@ __all__ = ["SCORE_COLUMNS", "write_score_rows", "gather_scores", "paper_table", 
 # local_width: the local block's width after reduction (PCA may keep fewer components than asked);
 # recall: each class's recall on the target (label order, ";"-separated); target_priors: the target's class
 # proportions estimated without labels (prior centring); failed: why an adapter's cell has no scores;
-# refine: the method that refined the cell's classifier (selection.refine; candidate cells only), and its scores.
+# refine: the method that refined the cell's classifier (selection.refine; candidate cells only), and its scores;
+# platt_a, platt_b: the candidate cell's margin -> probability map (layerfuse.calibration), fitted on the source.
 SCORE_COLUMNS = ["experiment", "backbone", "featureset", "layer", "reducer", "adapter", "center", "n_components",
                  "n_components_used", "local_width", "accuracy", "balanced_accuracy", "macro_f1", "n_source",
                  "n_target", "recall", "target_priors", "failed", "refine", "refined_accuracy",
-                 "refined_balanced_accuracy"]
+                 "refined_balanced_accuracy", "platt_a", "platt_b"]
 REDUCER_TITLES = {"pca": "PCA", "flatten": "Flatten", "pool2d": "Pool2D"}
 
 
@@ -199,25 +200,56 @@ def plot_fusion_vs_global(tables: dict, path, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_accuracy_vs_dims(tables: dict, path, title: str = "") -> None:
-    """Accuracy against TCA dimensions, one line per feature set, no-TCA levels dotted; one panel per
-    backbone (``tables``: {backbone: accuracy table})."""
-    plt, fig, axes = _panels(tables, 3.8)
-    for ax, (backbone, table) in zip(axes, tables.items()):
+def plot_accuracy_vs_dims(tables: dict, path, title: str = "", picks: dict | None = None) -> None:
+    """Accuracy against TCA dimensions: a row of panels per backbone (``tables``: {backbone: accuracy table}), a
+    panel per reducer with its blocks' fusions and Global (black) as lines and their no-TCA levels dotted, one
+    y-range for all; a star marks each cell the default criterion picked (``picks``: {backbone: [(column, row)]},
+    :func:`group_picks`)."""
+    plt = pyplot()
+    reducers = sorted({c.split(" ", 1)[1] for t in tables.values() for c in t.columns if c != "Global"}) or [None]
+    fig, axes = plt.subplots(len(tables), len(reducers), figsize=(3.6 * len(reducers) + 1.8, 2.9 * len(tables)),
+                             squeeze=False, sharey=True)
+    for ax_row, (backbone, table) in zip(axes, tables.items()):
         dims = [r for r in table.index if r.isdigit()]
-        for i, col in enumerate(table.columns):
-            line, = ax.plot([int(d) for d in dims], table.loc[dims, col], marker="o", markersize=3, label=col,
-                            linewidth=2.2 if col == "Global" else 1.0, color=f"C{i % 10}")
-            if "no TCA" in table.index and not pd.isna(table.loc["no TCA", col]):
-                ax.axhline(table.loc["no TCA", col], color=line.get_color(), linestyle=":", linewidth=0.8)
-        ax.set_xlabel("TCA components")
-        ax.set_title(f"{title} — {backbone}" if title else backbone, fontsize=9)
-    axes[0].set_ylabel("target accuracy (%)  (dotted: no TCA)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 1))
+        marked = set((picks or {}).get(backbone, ()))
+        for ax, reducer in zip(ax_row, reducers):
+            columns = ["Global"] + sorted(c for c in table.columns if c != "Global" and c.split(" ", 1)[1] == reducer)
+            for i, col in enumerate(c for c in columns if c in table.columns):
+                color = "black" if col == "Global" else f"C{i - 1}"
+                ax.plot([int(d) for d in dims], table.loc[dims, col], marker="o", markersize=3, color=color,
+                        linewidth=2.0 if col == "Global" else 1.2, label=col.split(" ", 1)[0])
+                if "no TCA" in table.index and not pd.isna(table.loc["no TCA", col]):
+                    ax.axhline(table.loc["no TCA", col], color=color, linestyle=":", linewidth=1.0)
+                for column, row in marked:
+                    if column == col and row in table.index and (row.isdigit() or row == "no TCA"):
+                        x = int(row) if row.isdigit() else (max(map(int, dims)) if dims else 0)
+                        ax.plot([x], [table.loc[row, col]], marker="*", markersize=13, color="C3", zorder=5,
+                                linestyle="none", label="picked" if row.isdigit() else "picked (no TCA)")
+            ax.set_title(f"{backbone}: {reducer or 'Global'}", fontsize=9)
+            ax.set_xlabel("TCA components", fontsize=8)
+            ax.legend(fontsize=7, loc="best")
+            ax.grid(alpha=0.3)
+        ax_row[0].set_ylabel("target accuracy (%)\n(dotted: no TCA)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
+
+
+def group_picks(df: pd.DataFrame, params: dict) -> dict:
+    """``{backbone: [(table column, table row)]}``: the cells of a group's ``accuracy.csv`` rows ``df`` that the
+    default criterion (``params["default"]``) picked at the tables' centring, as :func:`paper_table` labels them."""
+    default = params.get("default")
+    if not default or "selected_by" not in df:
+        return {}
+    rows = df[(df["center"] == params["center"])
+              & df["selected_by"].fillna("").astype(str).str.split(";").apply(lambda v: default in v)]
+    picks = {}
+    for r in rows.itertuples():
+        row = "no TCA" if r.adapter == "none" else str(parse_cell(r.adapter)[1]) if is_nested(r.adapter) else r.adapter
+        picks.setdefault(r.backbone, []).append((_column_label(r.featureset, params["global_layer"]), row))
+    return picks
 
 
 def selection_markdown(picks: pd.DataFrame) -> str:
@@ -263,16 +295,93 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def landing_panels(selections: dict, paper_tables: dict, finetuned=(), predictions: dict | None = None,
+                   skipped: dict | None = None) -> list[dict]:
+    """What the landing figure draws, a panel per experiment and backbone (sorted): ``title``; where the target is
+    labelled, ``bars`` ``[(label, accuracy %, is the pick)]`` (source only, the criterion's cell, the refined
+    pick, the best cell, the paper's Global average with TCA); where it is not, ``counts`` (predicted images per
+    class, from ``predictions``: ``{(experiment, backbone): predictions table}``), ``skipped`` (``{experiment:
+    target images skipped}``) and ``agreement`` (how many criteria picked the default's cell)."""
+    paper = load_paper_tables()
+    panels = []
+    for (experiment, backbone), t in sorted(selections.items()):
+        head = selection_headline(t)
+        pick = head["pick"]
+        criteria = t[t["kind"] == "criterion"]
+        same = ((criteria["featureset"] == pick["featureset"]) & (criteria["adapter"] == pick["adapter"])
+                & (criteria["center"] == pick["center"]))
+        panel = {"title": f"{experiment} / {backbone}",
+                 "agreement": f"{int(same.sum())} of {len(criteria)} criteria pick {head['cell']}"}
+        if pd.isna(pick["accuracy"]):
+            table = (predictions or {}).get((experiment, backbone))
+            panel["counts"] = (table["predicted"].value_counts() if table is not None else pd.Series(dtype=int))
+            panel["skipped"] = int((skipped or {}).get(experiment, 0))
+        else:
+            criterion = t[(t["kind"] == "criterion") & (t["criterion"] == pick["criterion"])]
+            bars = [("source only (no adapter, no centring)", head["source_only"], False)]
+            if head["refine"] and len(criterion):
+                bars.append((f"{head['cell']} ({pick['criterion']})", criterion["accuracy"].iloc[0], False))
+            bars.append((f"{head['cell']} ({criterion_label(pick)}): the pick", pick["accuracy"], True))
+            bars.append(("best cell (picked with the labels)", head["best"], False))
+            table_id = paper_tables.get(experiment)
+            ref = paper.loc[(paper["table"] == table_id) & (paper["row"] == "Avg") & (paper["featureset"] == "global")
+                            & (paper["backbone"] == paper_backbone(backbone, finetuned)), "accuracy"]
+            if len(ref):
+                bars.append((f"paper, Global with TCA (Table {table_id})", float(ref.iloc[0]) / 100, False))
+            panel["bars"] = [(label, 100 * float(v), is_pick) for label, v, is_pick in bars if not pd.isna(v)]
+        panels.append(panel)
+    return panels
+
+
+def plot_landing(panels: list[dict], path, max_panels: int = 12, max_classes: int = 15) -> None:
+    """The landing page's figure: a row per :func:`landing_panels` panel (the first ``max_panels``), full width:
+    accuracy bars with the pick highlighted, or, for an unlabelled target, predicted images per class."""
+    plt = pyplot()
+    shown = panels[:max_panels]
+    heights = [max(len(p.get("bars", ())), min(len(p.get("counts", ())), max_classes), 2) * 0.32 + 0.9 for p in shown]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(11, sum(heights) + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, panel in zip(axes[:, 0], shown):
+        if "bars" in panel:
+            labels, values, picks = zip(*panel["bars"]) if panel["bars"] else ((), (), ())
+            y = np.arange(len(labels))[::-1]
+            ax.barh(y, values, color=["C1" if p else "0.7" for p in picks], height=0.7)
+            for yi, v, p in zip(y, values, picks):
+                ax.text(v + 0.5, yi, f"{v:.1f}", va="center", fontsize=8, fontweight="bold" if p else "normal")
+            ax.set_yticks(y, labels, fontsize=8)
+            ax.set_xlim(0, 105)
+            ax.set_title(f"{panel['title']}: target accuracy (%); {panel['agreement']}", fontsize=9, loc="left")
+        else:
+            counts = panel["counts"].head(max_classes)
+            y = np.arange(len(counts))[::-1]
+            ax.barh(y, counts.to_numpy(), color="C0", height=0.7)
+            for yi, v in zip(y, counts.to_numpy()):
+                ax.text(v, yi, f" {v}", va="center", fontsize=8)
+            ax.set_yticks(y, [str(c) for c in counts.index], fontsize=8)
+            more = f" (first {max_classes} classes)" if len(panel["counts"]) > max_classes else ""
+            ax.set_title(f"{panel['title']}: unlabelled target, {int(panel['counts'].sum())} images classified, "
+                         f"{panel['skipped']} skipped; {panel['agreement']}\npredicted images per class{more}",
+                         fontsize=9, loc="left")
+        ax.spines[["top", "right"]].set_visible(False)
+    if len(panels) > max_panels:
+        fig.text(0.01, 0.002, f"{len(panels) - max_panels} more experiment/backbone pairs: see the table below",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
 def plot_confusion(confusion: pd.DataFrame, path, title: str = "") -> None:
     """Counts of true (rows) by predicted (columns) classes, annotated."""
     plt = pyplot()
     values = confusion.to_numpy()
     size = max(3.0, 0.45 * values.shape[1] + 2)
     fig, ax = plt.subplots(figsize=(size, max(2.0, 0.45 * values.shape[0] + 1.6)))
-    ax.imshow(values, cmap="Blues", aspect="auto")
+    top = values.max() if values.size else 0
+    # from 0, so equal counts are not all drawn at the darkest shade (nor text picked white on white)
+    ax.imshow(values, cmap="Blues", aspect="auto", vmin=0, vmax=max(top, 1))
     ax.set_xticks(range(values.shape[1]), [str(c) for c in confusion.columns], rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(values.shape[0]), [str(c) for c in confusion.index], fontsize=7)
-    top = values.max() if values.size else 0
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
     ax.set_xlabel("predicted")
@@ -314,15 +423,20 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
              f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "
              "criterion (<code>selection.default</code>)"
              + (", its SVM refitted on the source and the target's confident pseudo-labels "
-                "(<code>selection.refine</code>)" if refined else "") + ". Confidence is the SVM margin.</p>",
-             "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
-             "<tr><th>criterion</th><th>cell</th><th>score</th><th>accuracy %</th><th>balanced %</th>"
-             "<th>regret (points)</th></tr>"]
+                "(<code>selection.refine</code>)" if refined else "") + ". <code>probability</code> in the CSV: "
+             "the chance each prediction is right, calibrated on the source (Platt scaling of the SVM margin; "
+             "optimistic under a domain shift).</p>",
+             "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>"]
+    # an unlabelled target has no accuracy: its columns would be all "–"
+    labelled = bool(picks["accuracy"].notna().any())
+    parts.append("<tr><th>criterion</th><th>cell</th><th>score</th>"
+                 + ("<th>accuracy %</th><th>balanced %</th><th>regret (points)</th>" if labelled else "") + "</tr>")
     for r in picks.itertuples():
         name = esc(criterion_label(r)) + (" (default)" if r.default else "")
         score = "" if pd.isna(r.score) else f"{r.score:.4g}"
         parts.append(f"<tr><td>{name}</td><td>{esc(f'{r.featureset} / {r.adapter} / {r.center}')}</td><td>{score}</td>"
-                     f"<td>{pct(r.accuracy)}</td><td>{pct(r.balanced_accuracy)}</td><td>{pct(r.regret)}</td></tr>")
+                     + (f"<td>{pct(r.accuracy)}</td><td>{pct(r.balanced_accuracy)}</td><td>{pct(r.regret)}</td>"
+                        if labelled else "") + "</tr>")
     parts.append("</table>")
     counts = predictions["predicted"].value_counts()
     parts += ["<h3>Predicted classes</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>",
@@ -334,7 +448,7 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     if thumbnails:
         parts.append(f"<h3>Examples per predicted class (up to {per_class}, most confident first)</h3>")
         for cls in counts.index:
-            rows = predictions[predictions["predicted"] == cls].sort_values("confidence", ascending=False)
+            rows = predictions[predictions["predicted"] == cls].sort_values("margin", ascending=False)
             imgs = []
             for r in rows.head(per_class).itertuples():
                 if r.image not in thumbnails:
@@ -459,11 +573,13 @@ def proportions_section(cells, manifests: dict, global_layer: str = "global", pi
 
 
 def tables_markdown(df: pd.DataFrame, picks: pd.DataFrame | None, *, center: str = "domain",
-                    global_layer: str = "global", pca_fits: dict | None = None, manifests: dict | None = None) -> str:
+                    global_layer: str = "global", pca_fits: dict | None = None, manifests: dict | None = None,
+                    capped=()) -> str:
     """``tables.md``: the paper's layout of every cell (``df``, ``accuracy.csv``) at the tables' centring
     ``center``, the label-free selection (``picks``: the selection tables), PCA's fitting sample
-    (``pca_fits``: ``{PCA model path: its attributes}`` where maps are not stored), the class proportions and
-    the Data section (``manifests``: ``source``/``target`` manifest paths)."""
+    (``pca_fits``: ``{PCA model path: its attributes}`` where maps are not stored), the defaults lowered to the
+    data (``capped``: :func:`layerfuse.config.cap_to_data`'s lines), the class proportions and the Data section
+    (``manifests``: ``source``/``target`` manifest paths)."""
     parts = []
     tables = df[df["center"] == center]
     for (exp, backbone), group in tables.groupby(["experiment", "backbone"], sort=True):
@@ -478,6 +594,9 @@ def tables_markdown(df: pd.DataFrame, picks: pd.DataFrame | None, *, center: str
                  "Balanced accuracy gets its own table where it differs from accuracy (an unbalanced target).\n")
     if picks is not None:
         parts.append(selection_markdown(picks))
+    if capped:
+        parts.append("**Defaults capped to the data** (a value you write is used as written, or refused): "
+                     + "; ".join(capped) + ".\n")
     capped = df[df["n_components_used"].notna() & (df["n_components_used"] < df["n_components"])]
     if len(capped):
         parts.append("**TCA dims capped** (fewer usable images than components): "

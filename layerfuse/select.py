@@ -24,6 +24,7 @@ import sklearn
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
+from .calibration import platt_probability
 from .images import read_manifest
 from .layout import cell_predictions
 from .svm import make_calibrated_svm, source_sample
@@ -277,8 +278,10 @@ def selection_headline(table) -> dict:
 def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev"):
     """``(cell row, predictions)`` of the ``default`` criterion's pick in a selection ``table`` among ``cells``
     (the score rows): a row per usable target image of ``target_manifest``, ``image``, ``predicted``,
-    ``confidence`` (the SVM margin), ``cell``, ``refine`` (the method that refitted the cell's SVM, whose
-    predictions these are; empty for the source's SVM), and ``true`` where the target is labelled."""
+    ``probability`` (that the prediction is right: the margin through the cell's Platt map, fitted on the
+    source; NaN where the source could not calibrate it), ``margin`` (the SVM's), ``cell``, ``refine`` (the method
+    that refitted the cell's SVM, whose predictions these are; empty for the source's SVM), and ``true`` where the
+    target is labelled."""
     pick = table.loc[table["default"].astype(bool)]
     if pick.empty:
         raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
@@ -291,9 +294,11 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
     if len(images) != len(pred):
         raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
                          "rerun the workflow")
+    probability = platt_probability(margin, chosen.get("platt_a", np.nan), chosen.get("platt_b", np.nan))
     predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
-                          "confidence": margin, "cell": f"{chosen['featureset']}/{chosen['adapter']}/"
-                                                        f"{chosen['center']}", "refine": refine})
+                                "probability": probability, "margin": margin,
+                                "cell": f"{chosen['featureset']}/{chosen['adapter']}/{chosen['center']}",
+                                "refine": refine})
     if not cells["accuracy"].isna().all():
         predictions["true"] = [names[i] for i in labels]
     return chosen, predictions

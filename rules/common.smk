@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and every input function.
 # Only this file reads `config`; rules receive slices of it through `params`.
+import copy
 import hashlib
 import json
 import re
@@ -11,11 +12,13 @@ from layerfuse.adapt import adapter_specs
 from layerfuse.config import (
     adapters,
     backbone_spec,
+    cap_to_data,
     check_config,
     check_data_sizes,
     check_duplicate_keys,
     check_output_folders,
     domain_specs,
+    dropped_defaults,
     experiment_classes,
     featuresets,
     node_is_frozen,
@@ -23,26 +26,48 @@ from layerfuse.config import (
     validate_config,
 )
 from layerfuse import job_memory
+from layerfuse.layout import report_folder
 from layerfuse.reduce import PCA_COMPONENTS, is_fitted
 from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 
+SCHEMA = Path(workflow.basedir) / "schemas/config.schema.yaml"
+# the config as written, before the schema's defaults fill it: sizes left at their defaults are capped to
+# small data (cap_to_data), the user's own are checked
+GIVEN_CONFIG = copy.deepcopy(config)
 try:
     check_duplicate_keys(dict.fromkeys([*workflow.configfiles, *(workflow.overwrite_configfiles or [])]))
-    validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
+    validate_config(config, SCHEMA)
     check_config(config)
+    CAPPED = cap_to_data(config, GIVEN_CONFIG)
     check_data_sizes(config)
 except ValueError as exc:
     sys.exit(f"config error: {exc}")
+if workflow.is_main_process:
+    for _line in [*dropped_defaults(GIVEN_CONFIG, SCHEMA), *CAPPED]:
+        print(f"note: {_line}", file=sys.stderr)
 try:
     check_output_folders()
 except ValueError as exc:
     sys.exit(f"error: {exc}")
 
 EXPERIMENTS = list(config["experiments"])
+# This run's landing page and config dump: keyed by its experiments, never shared with another config's report.
+REPORT_FOLDER = report_folder(EXPERIMENTS)
+LANDING_PAGE = f"{REPORT_FOLDER}/workflow.rst"
+CONFIG_DUMP = f"{REPORT_FOLDER}/config.yaml"
 # Classes each experiment uses, resolved from both domains' folder names now: a params value, so a
 # class folder added to one domain reruns the other domain's preparation only if the class set changes.
 CLASSES = {k: experiment_classes(v) for k, v in config["experiments"].items()}
+
+
+def canonical(value):
+    """A params value with dict keys sorted at every level, so reordering the config reruns nothing."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 # Image folders and user weight files are outside the workflow: their rules read a content
@@ -65,14 +90,12 @@ def _external_inputs():
 
 
 if workflow.is_main_process:
-    from layerfuse._snakemake import live_jobs
+    from layerfuse._snakemake import live_jobs, live_run_message, report_outdated, report_requested, runs_jobs
 
-    # Jobs of an earlier Snakemake that was killed alone live on and still write their outputs.
-    if _live := live_jobs():
-        sys.exit(
-            f"error: {len(_live)} job(s) of an earlier run are still running (pid {_live[0]['pid']}, log "
-            f"{_live[0]['log']}): wait for them or stop them (kill {' '.join(str(j['pid']) for j in _live)}), then rerun"
-        )
+    # Jobs still writing in this folder (another Snakemake's, or left running by one that was killed): running
+    # the same jobs beside them would race them.  Runs that start no job are not refused.
+    if runs_jobs() and (_live := live_jobs()):
+        sys.exit(live_run_message(_live))
     try:
         for _path, _max_bytes in _external_inputs().items():
             refresh_fingerprint(_path, fingerprint_file(_path), max_bytes=_max_bytes)
@@ -110,14 +133,10 @@ ADAPTERS = adapters(config)
 ADAPTER_SPECS = adapter_specs(config["tca"], config["adapters"])
 DOMAINS = ["source", "target"]
 
-
-def canonical(value):
-    """A params value with dict keys sorted at every level, so reordering the config reruns nothing."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
+# `--report` describes this config's finished run or refuses (the config is complete here: store_maps resolved)
+if workflow.is_main_process and report_requested():
+    if _why := report_outdated(LANDING_PAGE, CONFIG_DUMP, canonical(config)):
+        sys.exit(f"error: {_why}")
 
 
 GROUPS = {}
@@ -184,7 +203,7 @@ def get_final_outputs():
         + expand("results/{experiment}/model/{backbone}", experiment=EXPERIMENTS, backbone=BACKBONES)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)
-        + ["results/report/config.yaml", LANDING_PAGE]
+        + [CONFIG_DUMP, LANDING_PAGE]
     )
 
 
@@ -201,6 +220,7 @@ def group_params(wildcards):
         "center": config["svm"]["center"],
         "global_layer": config["global_layer"],
         "finetuned": FINETUNED,
+        "default": config["selection"]["default"],
     })
 
 
@@ -587,4 +607,5 @@ def model_params(wildcards):
         "fusion": config["fusion"],
         "svm": SVM_PARAMS,
         "refine": config["selection"]["refine"],
+        "seed": config["selection"]["seed"],
     })

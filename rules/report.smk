@@ -11,6 +11,7 @@ rule aggregate_scores:
     params:
         center=config["svm"]["center"],
         global_layer=config["global_layer"],
+        capped=CAPPED,
     log:
         "logs/{experiment}/aggregate_scores.log",
     conda:
@@ -54,7 +55,7 @@ rule report_group:
 
 rule dump_config:
     output:
-        report("results/report/config.yaml", category="Configuration", caption="../report/config.rst"),
+        report(CONFIG_DUMP, category="Configuration", caption="../report/config.rst"),
     params:
         config=canonical(config),
     log:
@@ -65,12 +66,15 @@ rule dump_config:
         "../workflow_scripts/dump_config.py"
 
 
-# The report's landing page (the Snakefile's `report:` once it exists): report/workflow.rst and a table of each
-# experiment's pick beside the source-only classifier and the paper's number.
+# The report's landing page (the Snakefile's `report:` once it exists): report/workflow.rst with a figure and a
+# table of each experiment's pick beside the source-only classifier and the paper's number.
 rule report_landing:
     input:
         intro=str(Path(workflow.basedir) / "report" / "workflow.rst"),
         selections=expand("results/{experiment}/selection/{backbone}.csv", experiment=EXPERIMENTS, backbone=BACKBONES),
+        predictions=expand("results/{experiment}/predictions/{backbone}.csv", experiment=EXPERIMENTS,
+                           backbone=BACKBONES),
+        target_manifests=expand("results/{experiment}/manifest/target.tsv", experiment=EXPERIMENTS),
     output:
         LANDING_PAGE,
     params:

@@ -9,4 +9,5 @@ run(lambda: aggregate_scores(
     snakemake.input.scores, snakemake.output.csv, snakemake.output.tables,
     manifests={"source": snakemake.input.source_manifest, "target": snakemake.input.target_manifest},
     center=snakemake.params.center, selections=snakemake.input.selections,
-    global_layer=snakemake.params.global_layer, pca_models=snakemake.input.get("pca", [])))
+    global_layer=snakemake.params.global_layer, pca_models=snakemake.input.get("pca", []),
+    capped=snakemake.params.capped))

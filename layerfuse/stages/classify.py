@@ -46,8 +46,8 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     Writes ``outputs.selection`` (a row per criterion: the cell it picks, its score, and, where the target
     is labelled, its accuracy, balanced accuracy and regret against the oracle; plus the oracle, the Global
     cell without an adapter and the source-only Global cell), ``outputs.predictions`` (a row per target
-    image: ``image`` relative to the target folder, ``predicted``, ``confidence`` = the SVM margin,
-    ``cell``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` /
+    image: ``image`` relative to the target folder, ``predicted``, ``probability`` (Platt), ``margin`` (the
+    SVM's), ``cell``, ``refine``, and ``true`` where labelled), and the confusion matrix ``outputs.confusion`` /
     ``outputs.figure`` (true classes by predicted; one row ``unlabelled`` for an unlabelled target); with
     ``outputs.summary``, the report's Predictions page (thumbnails from the image store ``target_images``).
     """
@@ -74,7 +74,7 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
                                        f"{table['cell'].iloc[0]} (picked by {sel['default']})")
     if getattr(outputs, "summary", None):
         per_class = 6
-        shown = table.sort_values("confidence", ascending=False).groupby("predicted").head(per_class)["image"]
+        shown = table.sort_values("margin", ascending=False).groupby("predicted").head(per_class)["image"]
         html = predictions_html(f"{chosen['experiment']} / {chosen['backbone']}", out, table,
                                 image_thumbnails(target_images, target_manifest, set(shown)),
                                 outputs.figure if labelled else None, per_class)

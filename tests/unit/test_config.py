@@ -218,3 +218,32 @@ def test_every_cli_option_says_what_it_does():
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+
+
+def test_defaults_too_large_for_the_data_are_capped_and_written_values_are_not(tmp_path):
+    """cap_to_data lowers only what the user left at its default; a value written stays, for check_data_sizes."""
+    from layerfuse.config import cap_to_data
+
+    given = {"experiments": {"x": {"synthetic": {"n_classes": 3, "n_source": 5, "n_target": 4}}}}
+    cfg = _validated(copy.deepcopy(given))
+    notes = cap_to_data(cfg, given, results=tmp_path)
+    assert cfg["tca"]["dims"] == [27] and cfg["reducers"]["pca"]["n_components"] == 14
+    assert notes == ["tca.dims: the default [256, 192, 128, 96, 64] capped to [27] (experiment 'x' has 27 images, "
+                     "source + target)",
+                     "reducers.pca.n_components: the default 256 capped to 14 (experiment 'x' has 15 source images)"]
+    check_data_sizes(cfg, results=tmp_path)                               # now within the data
+    given = {**given, "tca": {"dims": [28]}, "reducers": {"p": {"method": "pca", "n_components": 15}}}
+    cfg = _validated(copy.deepcopy(given))
+    assert cap_to_data(cfg, given, results=tmp_path) == [] and cfg["tca"]["dims"] == [28]
+    with pytest.raises(ConfigError, match="tca.dims: 28 components exceed"):
+        check_data_sizes(cfg, results=tmp_path)
+
+
+def test_a_mapping_that_leaves_out_default_entries_is_named():
+    from layerfuse.config import dropped_defaults
+
+    path = REPO / "schemas/config.schema.yaml"
+    assert dropped_defaults({"reducers": {"pca": {"method": "pca"}}}, path) == [
+        "reducers: your mapping replaces the default one and leaves out flatten, pool2d (add them to keep them)"]
+    assert dropped_defaults({"backbones": {"imagenet": {}, "finetuned": {}}, "tca": {"dims": [4]}}, path) == []
+    assert dropped_defaults({}, path) == []

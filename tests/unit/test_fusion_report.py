@@ -159,3 +159,69 @@ def test_report_landing_puts_each_experiments_pick_beside_source_only_and_the_pa
     html = publish_parts(text.replace('{{ snakemake.config["experiments"] | join(", ") }}', "mine, officeaw"),
                          writer="html")["html_body"]
     assert "<table" in html and "95.6 (95.9)" in html and "Where to look" in html
+    # a picture first: the figure, embedded (the report is one file), before the table; the rule graph moved below
+    assert "<style>" in html and "#rulegraph" in html and html.index("<img") < html.index("<table")
+    import base64
+
+    src = html.split('<img', 1)[1].split('src="', 1)[1].split('"', 1)[0]
+    assert src.startswith("data:image/png;base64,") and max(map(len, text.splitlines())) < 1000
+    assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_landing_panels_show_the_pick_beside_its_references_or_what_an_unlabelled_target_got():
+    from layerfuse.report import landing_panels
+    from layerfuse.select import selection_table
+
+    cells = pd.DataFrame({"featureset": ["global"] * 4, "adapter": ["none", "none", "tca-8", "tca-8"],
+                          "center": ["none", "domain"] * 2, "accuracy": [0.912, 0.936, 0.90, 0.956],
+                          "balanced_accuracy": [0.92, 0.94, 0.90, 0.959], "crit_dev": [0.0, 0.1, 0.2, 0.9],
+                          "crit_snd": [0.5, 0.1, 0.2, 0.0]})
+    labelled = selection_table(cells, ["dev", "snd"], default="dev", center="domain", global_layer="global")
+    unlabelled = labelled[labelled["kind"] != "oracle"].assign(accuracy=np.nan, balanced_accuracy=np.nan)
+    predictions = pd.DataFrame({"predicted": ["a", "b", "b", "c", "b"]})
+    panels = landing_panels({("officeaw", "imagenet"): labelled, ("mine", "imagenet"): unlabelled},
+                            {"officeaw": "II"}, (), {("mine", "imagenet"): predictions}, {"mine": 3})
+    mine, office = panels
+    assert mine["title"] == "mine / imagenet" and mine["counts"].to_dict() == {"b": 3, "a": 1, "c": 1}
+    assert mine["skipped"] == 3 and mine["agreement"] == "1 of 2 criteria pick global / tca-8 / domain"
+    labels, values, picks = zip(*office["bars"])
+    assert picks == (False, True, False, False) and labels[1] == "global / tca-8 / domain (dev): the pick"
+    assert values == pytest.approx((91.2, 95.6, 95.6, 51.25))
+    assert labels[3] == "paper, Global with TCA (Table II)"
+
+
+@pytest.mark.parametrize("counts", [[[20, 20]], [[12, 28]], [[5, 0], [1, 6]]])
+def test_confusion_cells_are_shaded_from_zero(tmp_path, counts):
+    """Equal counts (an unlabelled target's single row) are drawn shaded, not white: the scale starts at 0."""
+    from PIL import Image
+
+    from layerfuse.report import plot_confusion
+
+    confusion = pd.DataFrame(counts, columns=["a", "b"], index=["x", "y"][:len(counts)])
+    plot_confusion(confusion, tmp_path / "c.png")
+    rgb = np.asarray(Image.open(tmp_path / "c.png").convert("RGB")).astype(int)
+    blue = (rgb[..., 2] - rgb[..., 0] > 60).mean()             # "Blues" cells past its pale end
+    top = np.max(counts)
+    assert blue > 0.05 * sum(v / top for row in counts for v in row) / (len(counts) * 2)
+
+
+def test_the_dims_figure_marks_the_default_criterions_picks(tmp_path):
+    """group_picks finds the cells the default criterion picked (accuracy.csv's selected_by) as the tables label
+    them; the figure draws a panel per backbone and reducer."""
+    from PIL import Image
+
+    from layerfuse.report import group_picks, plot_accuracy_vs_dims
+
+    df = pd.DataFrame({"backbone": ["imagenet", "imagenet", "imagenet", "finetuned"],
+                       "featureset": ["global", "global", "block1-pca", "global"],
+                       "adapter": ["tca-64", "none", "tca-64", "none"],
+                       "center": ["domain", "domain", "domain", "none"],
+                       "selected_by": ["snd;dev", "entropy", np.nan, "dev"]})
+    params = {"center": "domain", "global_layer": "global", "default": "dev"}
+    assert group_picks(df, params) == {"imagenet": [("Global", "64")]}          # finetuned's is at another centring
+    table = pd.DataFrame({"Global": [90.0, 91.0, 88.0], "block1 PCA": [89.0, 90.0, 87.0],
+                          "block1 Flatten": [88.0, 92.0, 86.0]}, index=["128", "64", "no TCA"])
+    plot_accuracy_vs_dims({"imagenet": table, "finetuned": table}, tmp_path / "d.png", "g",
+                          picks=group_picks(df, params))
+    width, height = Image.open(tmp_path / "d.png").size
+    assert width > height > 0                                     # 2 backbones x 2 reducers, side by side

@@ -304,3 +304,21 @@ def test_fingerprint_survives_a_symlink_loop_and_ignores_links_out(tmp_path):
     content, _ = scan_files(root)
     assert content["a/x.png"][1] != "link" and content["a/out.png"] == [0, "link"]
     assert not any(k.startswith("a/loop/a") for k in content)
+
+
+@pytest.mark.parametrize("argv, runs", [
+    (["snakemake", "--cores", "2"], True),
+    (["snakemake", "--cores", "2", "--configfile", "my.yaml", "all"], True),
+    (["snakemake", "-n"], False),
+    (["snakemake", "-np", "--cores", "1"], False),
+    (["snakemake", "--dry-run"], False),
+    (["snakemake", "--report", "report.html"], False),
+    (["snakemake", "--report=report.html"], False),
+    (["snakemake", "--lint"], False),
+    (["snakemake", "-p", "--cores", "1"], True),
+])
+def test_runs_jobs_reads_the_invocation(argv, runs):
+    """Only invocations that start jobs are refused while a run is live (a dry run, a report, a lint are not)."""
+    from layerfuse._snakemake import runs_jobs
+
+    assert runs_jobs(argv) is runs

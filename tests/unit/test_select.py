@@ -110,9 +110,15 @@ def test_the_picks_refined_classifier_gives_the_predictions(tmp_path):
         np.vstack([cs, ct]), np.r_[ys, -np.ones(len(ct), int)],
         sample_domain=np.r_[np.ones(len(cs)), -np.ones(len(ct))])
     assert predictions["predicted"].tolist() == [["a", "b", "c"][i] for i in model.predict(ct)]
-    # the confidences too: the refits' margins (on float32 features), not the source SVM's (here both predict
-    # alike; their margins differ by up to 0.6)
-    np.testing.assert_allclose(predictions["confidence"], model.decision_function(ct).max(axis=1), atol=0.01)
+    # the margins too: the refits' (on float32 features), not the source SVM's (here both predict alike; their
+    # margins differ by up to 0.6); the probability is the margin through the cell's Platt map, fitted on the source
+    np.testing.assert_allclose(predictions["margin"], model.decision_function(ct).max(axis=1), atol=0.01)
+    from layerfuse.calibration import margin_calibration, platt_probability
+    from layerfuse.svm import svm_kwargs
+
+    a, b = margin_calibration(cs, ys, svm=svm_kwargs(SVM), seed=SELECTION["seed"])
+    np.testing.assert_allclose(predictions["probability"], platt_probability(predictions["margin"], a, b), atol=1e-3)
+    assert predictions["probability"].between(0, 1).all()
     assert chosen["accuracy"].item() == pytest.approx((model.predict(ct) == yt).mean())
     assert runs["absent"][1]["predicted"].tolist() == predictions["predicted"].tolist()
     assert runs["absent"][0]["accuracy"].isna().all()          # unlabelled: the refined row, no accuracy

@@ -62,7 +62,7 @@ def test_predictions_for_every_target_image(unlabelled_run):
     pred = pd.read_csv(work / "results/field/predictions/imagenet.csv")
     assert sorted(pred["image"]) == sorted(truth)
     assert set(pred["predicted"]) <= {"circle", "square", "triangle"}
-    assert pred["confidence"].notna().all() and pred["cell"].nunique() == 1 and set(pred["refine"]) == {"self_training"}
+    assert pred["probability"].between(0, 1).all() and pred["margin"].notna().all() and pred["cell"].nunique() == 1 and set(pred["refine"]) == {"self_training"}
     assert "true" not in pred.columns
     confusion = pd.read_csv(work / "results/field/predictions/imagenet_confusion.csv", index_col=0)
     assert list(confusion.index) == ["unlabelled"] and confusion.to_numpy().sum() == len(truth)
@@ -124,7 +124,9 @@ def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
     assert ours.loc[ours["image"] == "notes.txt", "status"].item() == "skipped"
     ours = ours[ours["status"] == "ok"].set_index("image").loc[workflow["image"]]
     assert list(ours["predicted"]) == list(workflow["predicted"])
-    np.testing.assert_allclose(ours["confidence"].astype(float), workflow["confidence"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(ours["margin"].astype(float), workflow["margin"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(ours["probability"].astype(float), workflow["probability"], atol=1e-3)
+    assert record["cell"]["calibration"]["method"] == "platt" and np.isfinite(record["cell"]["calibration"]["a"])
     # the pick's SVM was refitted by target self-training (the default): the model keeps the last refit
     assert record["cell"]["refine"]["method"] == "self_training" and set(ours["refine"]) == {"self_training"}
 
