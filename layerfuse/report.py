@@ -286,6 +286,8 @@ def landing_rst(selections: dict, paper_tables: dict, finetuned=()) -> str:
         accuracy = pct(pick["accuracy"])
         if not pd.isna(pick["accuracy"]):
             accuracy += f" ({pct(pick['balanced_accuracy'])})"
+        else:
+            accuracy = "unlabelled target (see the figure)"
         rows.append([experiment, backbone, f"{head['cell']} ({criterion_label(pick)})", accuracy,
                      pct(head["source_only"]), pct(head["best"]),
                      f"{ref.iloc[0]:.1f} (Table {table_id})" if len(ref) else "–"])

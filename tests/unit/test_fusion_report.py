@@ -152,7 +152,7 @@ def test_report_landing_puts_each_experiments_pick_beside_source_only_and_the_pa
     rows = text.split("   * - ")[1:]
     assert len(rows) == 4 and rows[0].startswith("experiment")
     assert rows[1].split() == ["mine", "-", "imagenet", "-", "global", "/", "tca-8", "/", "domain", "(dev)",
-                               "-", "–", "-", "–", "-", "–", "-", "–"]
+                               "-", "unlabelled", "target", "(see", "the", "figure)", "-", "–", "-", "–", "-", "–"]
     assert ("global / tca-8 / domain (dev)\n     - 95.6 (95.9)\n     - 91.2\n     - 95.6\n     - 50.4 (Table II)"
             in rows[2])
     assert "51.2 (Table II)" in rows[3]                 # the paper's ImageNet Global average with TCA
