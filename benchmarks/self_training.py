@@ -11,8 +11,8 @@ here as ``evaluate_svm`` fits them: the workflow's linear SVM on the source, and
 :func:`layerfuse.self_training.refine_cell` at each number of rounds and balance.  Printed per experiment:
 accuracy / balanced accuracy (%) of the centred Global cell without an adapter (the floor a default must
 not fall more than 0.5 point below), of the default criterion's pick (its criterion row in the selection
-table) plain and refined, the candidates combined (``ensemble``: the mean of every candidate cell's decision
-values, uniform weights, plain or refined), the refits' time over the plain SVM's on the same cells, in
+table) plain and refined, the candidates combined (``ensemble uniform|criterion``: every candidate cell's
+decision values, weighted equally or by the default criterion's scores, plain or refined: ``selection.combine``), the refits' time over the plain SVM's on the same cells, in
 this run, and the refits' seconds over the job seconds the run recorded (``benchmarks/<experiment>/``, an earlier
 measurement on the machine that ran it).
 At the end, per setting, the mean over pairs (Corel-1000's ``s<seed>`` splits averaged first) and the
@@ -35,7 +35,8 @@ from layerfuse import adapt
 from layerfuse.evaluate import center_domains
 from layerfuse.h5io import read_pair
 from layerfuse.self_training import BALANCES, refine_cell
-from layerfuse.svm import fit_svm
+from layerfuse.select import vote_weights
+from layerfuse.svm import decision_matrix, fit_svm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import require_run  # noqa: E402
 
@@ -67,7 +68,7 @@ def run(root: Path, backbone: str, settings: list[tuple[int, str]]) -> dict:
         selection.loc[selection["default"].astype(bool), "criterion"].iloc[0])].iloc[0]
     pairs, adapters = _pairs(root, backbone)
     out, plain_s, refine_s = {}, 0.0, defaultdict(float)
-    votes = defaultdict(list)                  # each candidate cell's decision values, for the ensembles
+    votes = defaultdict(dict)                  # each candidate cell's decision values, for the ensembles
     for adapter in adapters:
         xs, xt, ys, yt, _, failed, _ = adapt.cell_features(pairs, adapter)
         if failed:
@@ -79,7 +80,7 @@ def run(root: Path, backbone: str, settings: list[tuple[int, str]]) -> dict:
         svm = fit_svm(cs, ys, **SVM)
         plain = svm.predict(ct)
         plain_s += time.perf_counter() - t
-        votes["plain"].append(svm.decision_function(ct))
+        votes["plain"][adapter] = svm.decision_function(ct)
         if adapter == adapt.NO_ADAPTER:
             out["floor"] = _scores(yt, plain)
         is_pick = pick["featureset"] == "global" and pick["adapter"] == adapter and pick["center"] == "domain"
@@ -90,15 +91,23 @@ def run(root: Path, backbone: str, settings: list[tuple[int, str]]) -> dict:
             pred, _, est = refine_cell(cs, ys, ct, refine={"method": "self_training", "rounds": rounds,
                                                            "balance": balance}, svm=SVM)
             refine_s[(rounds, balance)] += time.perf_counter() - t
-            votes[f"refined {rounds} {balance}"].append(est.decision_function(ct))
+            votes[f"refined {rounds} {balance}"][adapter] = est.decision_function(ct)
             if is_pick:
                 out[f"pick refined {rounds} {balance}"] = _scores(yt, pred)
     if "pick" not in out:
         raise ValueError(f"{root}: the pick {pick['featureset']}/{pick['adapter']}/{pick['center']} is not a "
                          "global cell at domain centring (selection.scope: global, svm.center: domain)")
-    for name, decisions in votes.items():      # the candidates combined: their mean decision value, uniform weights
-        mean = np.mean(decisions, axis=0)
-        out[f"ensemble {name}"] = _scores(yt, (mean > 0).astype(int) if mean.ndim == 1 else mean.argmax(1))
+    # the candidates combined (selection.combine): their decision values, weighted equally (uniform) or by the
+    # default criterion's scores (criterion, the workflow's default; layerfuse.select.vote_weights)
+    scores = pd.read_csv(root / "scores" / backbone / "global.csv")
+    crit = scores[scores["center"] == "domain"].set_index("adapter")[f"crit_{pick['criterion']}"]
+    voting = [a for a in adapters if a in crit.index and not np.isnan(crit[a]) and a in votes["plain"]]
+    for name, decisions in votes.items():
+        for method in ("uniform", "criterion"):
+            weights = np.round(vote_weights([crit[a] for a in voting], method), 6)
+            vote = sum(w * decision_matrix(decisions[a]).astype(np.float64)
+                       for w, a in zip(weights, voting))
+            out[f"ensemble {method} {name}"] = _scores(yt, vote.argmax(1))
     out["time"] = {k: v / plain_s for k, v in refine_s.items()}
     out["seconds"] = dict(refine_s)
     return out
@@ -134,8 +143,9 @@ def main(argv=None) -> int:
             print(f"  refits' seconds / the run's recorded job seconds ({total:.0f} s): " +
                   ", ".join(f"{r} {b}: {100 * v / total:.1f}%" for (r, b), v in res["seconds"].items()))
         by_pair[re.sub(r"s\d+$", "", root.name)].append(res)
-    names = (["floor", "pick"] + [f"pick refined {r} {b}" for r, b in settings] + ["ensemble plain"]
-             + [f"ensemble refined {r} {b}" for r, b in settings])
+    names = (["floor", "pick"] + [f"pick refined {r} {b}" for r, b in settings]
+             + [f"ensemble {m} {v}" for m in ("uniform", "criterion")
+                for v in ["plain"] + [f"refined {r} {b}" for r, b in settings]])
     print(f"\nmean over {len(by_pair)} pair(s) (splits averaged first); worst: the largest fall below the floor")
     for name in names:
         per_pair = [np.mean([[r[name][0], r[name][1], r[name][0] - r["floor"][0]] for r in runs], axis=0)

@@ -63,7 +63,7 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     """The summary lines of one finished experiment (its selection CSVs, per backbone)."""
     import pandas as pd  # pandas and scikit-learn load for the summary only: the other commands start faster
 
-    from .select import selection_headline  # scikit-learn: the summary only
+    from .select import criterion_label, selection_headline  # scikit-learn: the summary only
 
     root = Path(results_dir)
     selections = sorted((root / "selection").glob("*.csv"))
@@ -74,9 +74,14 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     for path in selections:
         head = selection_headline(pd.read_csv(path))
         pick, base = head["pick"], head["baseline"]
-        line = f"  {path.stem}: picked {head['cell']} (by {head['criterion']}, no target labels)"
-        if head["refine"]:
-            line += f", refitted by {head['refine']} on the target"
+        if pick.get("kind") == "ensemble":
+            members = json.loads(pick["members"])
+            line = (f"  {path.stem}: {criterion_label(pick)} ({len(members)} cells of {pick['featureset']}: "
+                    f"{', '.join(f'{a}/{c}' for a, c, _ in members)}; no target labels)")
+        else:
+            line = f"  {path.stem}: picked {head['cell']} (by {head['criterion']}, no target labels)"
+            if head["refine"]:
+                line += f", refitted by {head['refine']} on the target"
         if not pd.isna(pick["accuracy"]):
             line += f": accuracy {pct(pick['accuracy'])}, balanced {pct(pick['balanced_accuracy'])}"
             if not pd.isna(head["source_only"]):

@@ -9,7 +9,7 @@ from .label_shift import estimate_target_priors, prior_offset
 from .select import criteria_scores
 from .calibration import margin_calibration
 from .self_training import refine_cell
-from .svm import decide, fit_svm, svm_kwargs
+from .svm import decide, decision_matrix, fit_svm, svm_kwargs
 
 __all__ = ["CENTERINGS", "GRID_CENTERINGS", "center_domains", "classify", "target_metrics", "evaluate_svm", "score_grid"]
 
@@ -121,15 +121,18 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
     ``platt_a``/``platt_b`` turn its margins into probabilities (:func:`layerfuse.calibration.margin_calibration`).
     ``label_shift``: keywords of the class-proportion estimate (``max_source_images``).
 
-    Returns ``(rows, predictions, margins, target_priors)``: a score row, the target's predicted labels
-    (-1 for a failed cell) and margins per cell, and the estimated proportions by adapter cell; predictions
-    and margins are ``(plain, refined)`` pairs, the refined ones -1 and NaN where the cell was not refined.
+    Returns ``(rows, predictions, margins, target_priors, decisions)``: a score row, the target's predicted
+    labels (-1 for a failed cell) and margins per cell, the estimated proportions by adapter cell, and, where
+    ``selection["combine"]`` votes, ``{row index: the scored cell's decision values}``
+    (:func:`layerfuse.svm.decision_matrix`);
+    predictions and margins are ``(plain, refined)`` pairs, the refined ones -1 and NaN where the cell was not
+    refined.
     """
     layer, _, reducer = meta["featureset"].partition("-")
     local_width = (pairs["none"][4] if "none" in pairs else {}).get("local_width", "")
     svm_args = svm_kwargs(svm)
     centerings = GRID_CENTERINGS + (("prior",) if svm.get("center") == "prior" else ())
-    rows, preds, margins, priors = [], [], [], {}
+    rows, preds, margins, priors, decisions = [], [], [], {}, {}
     scored = (selection or {}).get("centerings", centerings)
     no_crit = {f"crit_{k}": float("nan") for k in (selection or {}).get("criteria", ())}
     nan = float("nan")
@@ -160,6 +163,11 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
                         **{k: selection[k] for k in ("max_target_images", "max_source_images") if k in selection}).items()}
                     refined = refine_cell(cs, ys, ct, refine=selection.get("refine"), svm=svm_args)
                     platt = margin_calibration(cs, ys, svm=svm_args, seed=selection["seed"])
+                    if (selection.get("combine") or {}).get("method", "none") != "none":
+                        # what the candidates' vote needs (layerfuse.select.combined_decision): this cell's
+                        # decision values, its refined classifier's where it was refined
+                        model = refined[2] if refined is not None else fit_svm(cs, ys, **svm_args)
+                        decisions[len(rows)] = decision_matrix(model.decision_function(ct))
             refined_row = {"refine": selection["refine"]["method"] if refined is not None else "",
                            "refined_accuracy": nan, "refined_balanced_accuracy": nan,
                            "platt_a": platt[0], "platt_b": platt[1]}
@@ -175,4 +183,4 @@ def score_grid(pairs: dict, adapters: list[str], svm: dict, meta: dict, *, selec
                          "n_components_used": xs.shape[1] if dims is not None else "",
                          "local_width": local_width, **metrics, **crit, **refined_row, "failed": failed,
                          "target_priors": ";".join(f"{p:.4f}" for p in priors.get(adapter, []))})
-    return rows, preds, margins, priors
+    return rows, preds, margins, priors, decisions

@@ -18,7 +18,7 @@ from .h5io import read_arrays
 from .images import read_manifest
 
 __all__ = ["manifest_rows", "rows_in", "rows_of", "store_pair", "featureset_of", "store_of", "cell_predictions",
-           "image_thumbnails", "report_folder"]
+           "cell_decisions", "image_thumbnails", "report_folder"]
 
 
 def report_folder(experiments) -> str:
@@ -103,6 +103,15 @@ def cell_predictions(stores, featureset: str, adapter: str, center: str, *, refi
         if f"{prefix}pred" not in f:
             raise ValueError(f"{f.filename} holds no refined predictions: rerun the workflow")
         return f[f"{prefix}pred"][k], f[f"{prefix}margin"][k], f["labels"][()]
+
+
+def cell_decisions(stores, featureset: str) -> dict:
+    """``{(adapter, centring): decision values}`` of the cells of a feature set whose decision values its
+    predictions store keeps (``selection.combine``'s voters; empty where it keeps none)."""
+    with h5py.File(store_of(stores, featureset), "r") as f:
+        cells = json.loads(f.attrs["cells"])
+        rows = json.loads(f.attrs.get("decision_rows", "[]"))
+        return {tuple(cells[r]): f["decisions"][i] for i, r in enumerate(rows)}
 
 
 def image_thumbnails(images_store, manifest, wanted: set) -> dict:

@@ -41,12 +41,12 @@ from .evaluate import center_domains
 from .fusion import apply_scale
 from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
-from .layout import cell_predictions, rows_in, store_of
+from .layout import cell_decisions, cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
 from .calibration import margin_calibration, platt_probability
-from .select import refine_of
+from .select import ENSEMBLE, refine_of
 from .self_training import refine_cell
-from .svm import decide, fit_svm, svm_kwargs
+from .svm import decide, decision_matrix, fit_svm, svm_kwargs
 from .weights import sha256_file
 
 __all__ = ["MODEL_FORMAT", "export_model", "load_model", "predict"]
@@ -66,8 +66,10 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
     if pick.empty:
         raise ValueError(f"{selection_csv}: the default criterion picked no cell")
     row = pick.iloc[0]
+    members = json.loads(row["members"]) if row["kind"] == ENSEMBLE else None
     return {"criterion": row["criterion"], "featureset": row["featureset"], "adapter": row["adapter"],
-            "center": row["center"], "refine": refine_of(row)}
+            "center": row["center"], "refine": refine_of(row), "members": members,
+            "combine": row.get("combine") if members else None}
 
 
 def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) -> dict:
@@ -79,11 +81,13 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     ``source_manifest`` and ``target_manifest``, ``global_store`` (the target's global store: the
     precision used).  ``params``: ``layers``, ``global_layer``, ``image_size``, ``max_file_mb``,
     ``extract``, ``reducers``, ``fusion``, ``svm``, ``refine`` (``selection.refine``: where the pick was refined,
-    the SVM kept is the refined classifier's last refit).  Returns the model's JSON record.
+    the SVM kept is the refined classifier's last refit), ``seed``.  Where the pick is the candidates' vote
+    (``selection.combine``) the model keeps every member's map and SVM (``members/<i>/``) and their weights.
+    Returns the model's JSON record.
     """
 
     pick = _pick_row(inputs["selection"], cell)
-    featureset, adapter, center = pick["featureset"], pick["adapter"], pick["center"]
+    featureset, center = pick["featureset"], pick["center"]
     reducer = featureset.partition("-")[2]
     xs, xt, ys, yt, fused_attrs = read_pair(store_of(inputs["fused"], featureset))
     arrays = {"fusion/scales": np.array([np.nan if s is None else s
@@ -91,31 +95,66 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     reducer_params = params["reducers"][reducer] if reducer else None
     if reducer_params and is_fitted(reducer_params):
         arrays.update(_pca_arrays(inputs, featureset))
-    (zs, zt), adapter_record, adapter_arrays = _adapter_arrays(inputs, featureset, adapter, xs, xt)
-    arrays.update(adapter_arrays)
+    refine = pick.get("refine", "")
+    if refine and params["refine"]["method"] != refine:
+        raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
+                         f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
+    if pick.get("members"):
+        votes, members, platts = 0.0, [], []
+        expected = cell_decisions(inputs["predictions"], featureset)
+        want = 0.0
+        for i, (adapter, member_center, weight) in enumerate(pick["members"]):
+            member = _member_model(inputs, params, featureset, adapter, member_center, xs, xt, ys, refine)
+            arrays.update({f"members/{i}/{k}": v for k, v in member["arrays"].items()})
+            members.append({"adapter": adapter, "center": member_center, "weight": weight,
+                            "adapter_record": member["adapter_record"]})
+            votes = votes + weight * member["decision"].astype(np.float64)
+            want = want + weight * expected[(adapter, member_center)].astype(np.float64)
+            platts.append(member["platt"])
+        weights = np.array([m["weight"] for m in members])
+        platt = tuple(float(v) for v in np.round(weights @ np.array(platts) / weights.sum(), 6))
+        if not np.array_equal(votes.argmax(axis=1), want.argmax(axis=1)):
+            raise ValueError(f"{featureset}: the refitted members' vote disagrees with the workflow's on "
+                             f"{int((votes.argmax(1) != want.argmax(1)).sum())} image(s); rerun the workflow")
+        pick.update(platt=platt, member_records=members)
+        adapter_record = None
+    else:
+        member = _member_model(inputs, params, featureset, pick["adapter"], center, xs, xt, ys, refine)
+        arrays.update(member["arrays"])
+        _check_reproduces(inputs["predictions"], featureset, pick["adapter"], center, member["pred"],
+                          refined=bool(refine))
+        pick["platt"], adapter_record = member["platt"], member["adapter_record"]
+    record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
+    _write_model_dir(Path(out_dir), record, arrays)
+    log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, pick["adapter"], center,
+             pick["criterion"], out_dir)
+    return record
+
+
+def _member_model(inputs: dict, params: dict, featureset: str, adapter: str, center: str, xs, xt, ys,
+                  refine: str) -> dict:
+    """One cell's saved map and SVM (``arrays``: adapter, ``center/target_mean``, ``svm/*``), its
+    ``adapter_record``, its target predictions (``pred``) and decision values (``decision``,
+    :func:`layerfuse.svm.decision_matrix`), and its Platt map (``platt``), refitted as the workflow fitted it."""
+    (zs, zt), adapter_record, arrays = _adapter_arrays(inputs, featureset, adapter, xs, xt)
+    arrays = dict(arrays)
     priors = _cell_priors(inputs["predictions"], featureset, adapter) if center == "prior" else None
     cs, ct = center_domains(zs, zt, center, ys=ys, target_priors=priors)
     if center != "none":                        # what new target images are centred on
         arrays["center/target_mean"] = (zt - ct).mean(0)
-    refine = pick.get("refine", "")
+    svm_args = svm_kwargs(params["svm"])
     if refine:                                  # the refined classifier's last refit predicts as the workflow's did
-        if params["refine"]["method"] != refine:
-            raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
-                             f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
-        pred, _, refined = refine_cell(cs, ys, ct, refine=params["refine"], svm=svm_kwargs(params["svm"]))
+        pred, _, refined = refine_cell(cs, ys, ct, refine=params["refine"], svm=svm_args)
         svm = refined.svm_
+        decision = refined.decision_function(ct)
     else:
-        svm = fit_svm(cs, ys, **svm_kwargs(params["svm"]))
-        pred, _ = decide(svm.decision_function(ct), svm.classes_)
+        svm = fit_svm(cs, ys, **svm_args)
+        decision = svm.decision_function(ct)
+        pred, _ = decide(decision, svm.classes_)
     arrays["svm/coef"], arrays["svm/intercept"], arrays["svm/classes"] = svm.coef_, svm.intercept_, svm.classes_
     # the margin -> probability map of the workflow's predictions (the same fit on the same centred source)
-    pick["platt"] = margin_calibration(cs, ys, svm=svm_kwargs(params["svm"]), seed=params.get("seed", 0))
-    _check_reproduces(inputs["predictions"], featureset, adapter, center, pred, refined=bool(refine))
-    record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
-    _write_model_dir(Path(out_dir), record, arrays)
-    log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, adapter, center, pick["criterion"],
-             out_dir)
-    return record
+    return {"arrays": arrays, "adapter_record": adapter_record, "pred": pred, "decision": decision_matrix(decision),
+            "platt": margin_calibration(cs, ys, svm=svm_args, seed=params.get("seed", 0))}
 
 
 def _pca_arrays(inputs: dict, featureset: str) -> dict:
@@ -168,7 +207,8 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
         "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": pick["adapter"],
                  "center": pick["center"], "picked_by": pick["criterion"],
                  "refine": params["refine"] if pick.get("refine") else None,
-                 "calibration": {"method": "platt", "a": pick["platt"][0], "b": pick["platt"][1]}},
+                 "calibration": {"method": "platt", "a": pick["platt"][0], "b": pick["platt"][1]},
+                 **({"combine": pick["combine"], "members": pick["member_records"]} if pick.get("members") else {})},
         "classes": classes,
         "layers": {"global": params["layers"][params["global_layer"]],
                    "local": params["layers"][layer] if reducer else None},
@@ -260,8 +300,21 @@ class _Pipeline:
         return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, self.scales)], axis=1)
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        a = self.arrays
-        x = adapt.apply_saved_map(x, self.record["adapter"], a)
+        members = self.record["cell"].get("members")
+        if not members:
+            return self._cell_decision(x, self.record["adapter"], self.arrays)
+        # the candidates' vote: each member's decision values (two columns for two classes), weighted
+        vote = 0.0
+        for i, member in enumerate(members):
+            prefix = f"members/{i}/"
+            arrays = {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+            d = decision_matrix(self._cell_decision(x, member["adapter_record"], arrays))
+            vote = vote + member["weight"] * d.astype(np.float64)
+        return vote
+
+    @staticmethod
+    def _cell_decision(x: np.ndarray, adapter_record, a: dict) -> np.ndarray:
+        x = adapt.apply_saved_map(x, adapter_record, a)
         if "center/target_mean" in a:
             x = x - a["center/target_mean"]
         d = x @ a["svm/coef"].T + a["svm/intercept"]

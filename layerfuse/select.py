@@ -15,6 +15,7 @@ higher is better for every criterion.
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 
@@ -26,13 +27,18 @@ from sklearn.model_selection import StratifiedShuffleSplit
 
 from .calibration import platt_probability
 from .images import read_manifest
-from .layout import cell_predictions
+from .layout import cell_decisions, cell_predictions
 from .svm import make_calibrated_svm, source_sample
 
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions", "confusion_table"]
+           "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions", "confusion_table",
+           "COMBINES", "ENSEMBLE", "vote_weights", "combined_decision", "add_combined_row"]
+
+# selection.combine's methods, and the adapter name of the candidates' vote in tables, predictions and models
+COMBINES = ("none", "uniform", "criterion")
+ENSEMBLE = "ensemble"
 
 
 def _scorers(seed: int) -> dict:
@@ -241,6 +247,58 @@ def refine_of(row) -> str:
     return value if isinstance(value, str) else ""
 
 
+def vote_weights(scores, method: str = "criterion") -> np.ndarray:
+    """Each candidate's weight in the vote: equal (``uniform``), or (``criterion``) a softmax of the criterion's
+    scores standardised over the candidates (no scale to tune: a candidate one standard deviation above the mean
+    counts e times one at the mean; equal scores give equal weights)."""
+    s = np.asarray(scores, np.float64)
+    if method == "uniform" or len(s) < 2 or not s.std() > 0:
+        return np.full(len(s), 1.0 / len(s))
+    if method != "criterion":
+        raise ValueError(f"selection.combine.method: unknown {method!r}; use {', '.join(COMBINES)}")
+    z = (s - s.mean()) / s.std()
+    w = np.exp(z - z.max())
+    return w / w.sum()
+
+
+def combined_decision(cells, pick, prediction_stores, *, method: str = "criterion", default: str = "dev"):
+    """``(members, decision)`` of the candidates' vote, or None where fewer than two can vote: the cells of the
+    pick's feature set that the ``default`` criterion scored (with ``selection.scope: global``, its adapters at
+    ``svm.center``) and whose decision values the
+    predictions store keeps (each refined classifier's, where ``selection.refine`` refined it), ``members``
+    ``[(adapter, centring, weight)]`` (:func:`vote_weights` of their scores) and ``decision`` the weighted sum of
+    their decision values (:func:`layerfuse.svm.decision_matrix`; argmax: the label, max: the margin)."""
+    decisions = cell_decisions(prediction_stores, pick["featureset"])
+    rows = cells[(cells["featureset"] == pick["featureset"]) & cells[f"crit_{default}"].notna()]
+    voters = [(r["adapter"], r["center"], r[f"crit_{default}"]) for _, r in rows.iterrows()
+              if (r["adapter"], r["center"]) in decisions]
+    if len(voters) < 2:
+        return None
+    # six decimals: the weights the selection table and a saved model keep, so both vote exactly as here
+    weights = np.round(vote_weights([v[2] for v in voters], method), 6)
+    decision = sum(w * decisions[(a, c)].astype(np.float64) for w, (a, c, _) in zip(weights, voters))
+    return [(a, c, float(w)) for w, (a, c, _) in zip(weights, voters)], decision
+
+
+def add_combined_row(table, cells, members, decision, labels, *, method: str, refine: str):
+    """Append the vote's row to a selection ``table`` (kind ``ensemble``, adapter ``ensemble``; ``members`` as
+    JSON; its accuracies where ``labels`` are known) and make it the default, in place."""
+    pick = table[table["default"].astype(bool)].iloc[0]
+    pred = decision.argmax(axis=1)
+    labelled = len(labels) and bool((np.asarray(labels) >= 0).all())
+    acc = float((pred == labels).mean()) if labelled else np.nan
+    bal = float(balanced_accuracy_score(labels, pred)) if labelled else np.nan
+    table["default"] = False
+    table["members"], table["combine"] = "", ""
+    table.loc[len(table)] = {**pick.to_dict(), "kind": "ensemble", "default": True, "refine": refine,
+                             "adapter": ENSEMBLE, "score": np.nan, "accuracy": acc, "balanced_accuracy": bal,
+                             "members": json.dumps([[a, c, w] for a, c, w in members]),
+                             "combine": method}
+    if labelled:
+        table.loc[len(table) - 1, "regret"] = cells["accuracy"].max() - acc
+        table.loc[len(table) - 1, "regret_balanced"] = cells["balanced_accuracy"].max() - bal
+
+
 def _words(method: str) -> str:
     return method.replace("_", "-")
 
@@ -249,8 +307,11 @@ def criterion_label(row) -> str:
     """A selection row's criterion as tables show it: ``dev``, or ``dev, then self-training`` for the pick's
     refined row."""
     refine = refine_of(row)
-    criterion = row["criterion"] if hasattr(row, "get") else row.criterion      # a Series or an itertuples() row
-    return str(criterion) + (f", then {_words(refine)}" if refine else "")
+    get = row.get if hasattr(row, "get") else lambda k, d=None: getattr(row, k, d)   # a Series or an itertuples() row
+    if get("kind") == "ensemble":
+        weighting = f"{get('criterion')}-weighted" if get("combine") == "criterion" else str(get("combine"))
+        return f"{weighting} vote of the candidates" + (f", each refined by {_words(refine)}" if refine else "")
+    return str(get("criterion")) + (f", then {_words(refine)}" if refine else "")
 
 
 def selection_headline(table) -> dict:
@@ -275,13 +336,23 @@ def selection_headline(table) -> dict:
             "source_only": accuracy("source_only"), "best": accuracy("oracle")}
 
 
-def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev"):
+def member_platt(cells, featureset: str, members) -> tuple[float, float]:
+    """The vote's margin -> probability map: its members' Platt ``(a, b)`` averaged by their weights."""
+    rows = cells[cells["featureset"] == featureset].set_index(["adapter", "center"])
+    weights = np.array([w for _, _, w in members])
+    ab = np.array([[rows.loc[(a, c), "platt_a"], rows.loc[(a, c), "platt_b"]] for a, c, _ in members], np.float64)
+    return tuple(float(v) for v in np.round(weights @ ab / weights.sum(), 6))
+
+
+def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev",
+                       combined=None):
     """``(cell row, predictions)`` of the ``default`` criterion's pick in a selection ``table`` among ``cells``
     (the score rows): a row per usable target image of ``target_manifest``, ``image``, ``predicted``,
     ``probability`` (that the prediction is right: the margin through the cell's Platt map, fitted on the
     source; NaN where the source could not calibrate it), ``margin`` (the SVM's), ``cell``, ``refine`` (the method
     that refitted the cell's SVM, whose predictions these are; empty for the source's SVM), and ``true`` where the
-    target is labelled."""
+    target is labelled.  Where the default row is the candidates' vote (kind ``ensemble``), ``combined`` is its
+    :func:`combined_decision` and the predictions are the vote's."""
     pick = table.loc[table["default"].astype(bool)]
     if pick.empty:
         raise ValueError(f"selection.default: {default!r} scored no cell (see the evaluate_svm logs); "
@@ -290,14 +361,21 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
     refine = refine_of(pick.iloc[0])
     pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
                                             chosen["center"], refined=bool(refine))
+    platt = (chosen.get("platt_a", np.nan), chosen.get("platt_b", np.nan))
+    adapter = chosen["adapter"]
+    if pick["kind"].iloc[0] == "ensemble":
+        # the candidates' vote (combined_decision); its margin mapped by the members' Platt maps, averaged by weight
+        members, decision = combined
+        pred, margin, adapter = decision.argmax(axis=1), decision.max(axis=1).astype(np.float32), ENSEMBLE
+        platt = member_platt(cells, chosen["featureset"], members)
     images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
     if len(images) != len(pred):
         raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
                          "rerun the workflow")
-    probability = platt_probability(margin, chosen.get("platt_a", np.nan), chosen.get("platt_b", np.nan))
+    probability = platt_probability(margin, *platt)
     predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
                                 "probability": probability, "margin": margin,
-                                "cell": f"{chosen['featureset']}/{chosen['adapter']}/{chosen['center']}",
+                                "cell": f"{chosen['featureset']}/{adapter}/{chosen['center']}",
                                 "refine": refine})
     if not cells["accuracy"].isna().all():
         predictions["true"] = [names[i] for i in labels]

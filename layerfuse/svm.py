@@ -33,7 +33,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide",
+__all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide", "decision_matrix",
            "make_calibrated_svm", "source_sample"]
 
 SOLVERS = ("auto", "newton", "liblinear")
@@ -83,6 +83,14 @@ def decide(decision: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.nd
     if decision.ndim == 1:
         return classes[(decision > 0).astype(int)], np.abs(decision).astype(np.float32)
     return classes[decision.argmax(axis=1)], decision.max(axis=1).astype(np.float32)
+
+
+def decision_matrix(decision: np.ndarray) -> np.ndarray:
+    """Decision values as ``(images, classes)`` float32: a two-class SVM's single column ``d`` becomes
+    ``[-d, d]``, so the argmax and the max are :func:`decide`'s label and margin for any number
+    of classes, and weighted sums of several cells' matrices vote."""
+    d = np.asarray(decision, np.float32)
+    return np.stack([-d, d], axis=1) if d.ndim == 1 else d
 
 
 def source_sample(ys: np.ndarray, max_images: int, seed: int) -> np.ndarray | None:

@@ -496,8 +496,11 @@ def score_selection(wildcards):
     are scored (the criteria are most of a large grid's time): changing `svm.center` then reruns the
     global feature set's `evaluate_svm` and no other SVM."""
     sel = config["selection"]
-    settings = scoring_settings({k: sel[k] for k in ("criteria", "validation_size", "seed", "max_target_images",
-                                                     "max_source_images", "refine")},
+    # `combine` only where it votes: the candidates' decision values are then kept (runs made without it are not
+    # rescored)
+    keys = ("criteria", "validation_size", "seed", "max_target_images", "max_source_images", "refine") + (
+        ("combine",) if sel["combine"]["method"] != "none" else ())
+    settings = scoring_settings({k: sel[k] for k in keys},
                                 wildcards.featureset, scope=sel["scope"], center=config["svm"]["center"],
                                 global_layer=config["global_layer"])
     return None if settings is None else canonical(settings)

@@ -73,6 +73,7 @@ COUNTERPARTS = {
                                                                         "max_target_images")},
     "selection.max_source_images": [_param(select.criteria_scores, "max_source_images"),
                                     _param(label_shift.estimate_target_priors, "max_source_images")],
+    "selection.combine.method": [_param(select.combined_decision, "method"), _param(select.vote_weights, "method")],
     **{f"selection.refine.{k}": [_param(self_training.SelfTrainingSVM, k)] for k in ("rounds", "final_share",
                                                                                        "balance")},
     **{f"$defs.experiment.synthetic.{k}": [_param(synthetic.make_demo_dataset, k)]
@@ -88,6 +89,7 @@ EXEMPT = {
     "extract": "a section", "fusion": "a section", "tca": "a section", "svm": "a section", "selection": "a section",
     "adapters": "a section: no adapter beyond TCA unless configured",
     "selection.refine": "a section",
+    "selection.combine": "a section",
     "selection.refine.method": "whether the workflow refines its pick (a plan: score_grid refines where told to)",
     # what the workflow builds: which networks, layers, grid rows and jobs
     "backbones": "the demo's two backbones: which networks a run builds",

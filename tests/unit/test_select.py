@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -258,3 +260,42 @@ def test_a_source_class_of_one_image_is_scored_without_criteria(caplog):
                             global_layer="global")
     chosen = table[table["default"]]
     assert chosen["kind"].tolist() == ["refined"] and "dev scored no cell" in chosen["criterion"].item()
+
+
+@pytest.mark.parametrize("combine", ["uniform", "criterion"])
+def test_the_candidates_vote_gives_the_predictions(tmp_path, combine):
+    """``selection.combine``: the pick's feature set's scored cells vote with their (refined) decision values,
+    weighted equally or by the default criterion; the vote's row is the default, its predictions are the
+    weighted sum's argmax, and the same with the target's labels absent."""
+    from layerfuse.evaluate import center_domains
+    from layerfuse.select import vote_weights
+    from layerfuse.self_training import SelfTrainingSVM
+
+    refine = {"method": "self_training", "rounds": 2, "final_share": 1.0, "balance": "uniform"}
+    selection = {**SELECTION, "refine": refine, "combine": {"method": combine}}
+    runs = {}
+    for name, labels in (("true", None), ("absent", -np.ones(40, int))):
+        (tmp_path / name).mkdir()
+        runs[name] = _grid(tmp_path / name, np.random.RandomState(1), labels, selection)
+    table, predictions, yt = runs["true"]
+    vote = table[table["default"]]
+    assert vote["kind"].tolist() == ["ensemble"] and vote["adapter"].item() == "ensemble"
+    members = json.loads(vote["members"].item())
+    assert sorted(m[:2] for m in members) == [["none", "domain"], ["none", "none"]]      # the global set's cells
+    pick = table[(table["kind"] == "criterion") & (table["criterion"] == "snd")].iloc[0]
+    assert pick["featureset"] == "global" and not pick["default"]
+    scores = pd.read_csv(tmp_path / "true" / "global.csv").set_index("center")["crit_snd"]
+    weights = np.round(vote_weights([scores[c] for _, c, _ in members], combine), 6)
+    assert [m[2] for m in members] == pytest.approx(weights.tolist(), abs=1e-9)
+    xs, xt, ys, _ = _shifted(np.random.RandomState(1))
+    total = 0
+    for (_, center, _), w in zip(members, weights):
+        cs, ct = center_domains(xs, xt, center)
+        model = SelfTrainingSVM(**{k: v for k, v in refine.items() if k != "method"}, **SVM).fit(
+            np.vstack([cs, ct]), np.r_[ys, -np.ones(len(ct), int)],
+            sample_domain=np.r_[np.ones(len(cs)), -np.ones(len(ct))])
+        total = total + w * model.decision_function(ct)
+    assert predictions["predicted"].tolist() == [["a", "b", "c"][i] for i in total.argmax(1)]
+    assert set(predictions["cell"]) == {"global/ensemble/domain"} and set(predictions["refine"]) == {"self_training"}
+    assert vote["accuracy"].item() == pytest.approx((total.argmax(1) == yt).mean())
+    assert runs["absent"][1]["predicted"].tolist() == predictions["predicted"].tolist()
