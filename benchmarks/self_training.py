@@ -12,8 +12,8 @@ here as ``evaluate_svm`` fits them: the workflow's linear SVM on the source, and
 accuracy / balanced accuracy (%) of the centred Global cell without an adapter (the floor a default must
 not fall more than 0.5 point below), of the default criterion's pick (its criterion row in the selection
 table) plain and refined, the candidates combined (``ensemble uniform|criterion``: every candidate cell's
-decision values, weighted equally or by the default criterion's scores, plain or refined: ``selection.combine``), the refits' time over the plain SVM's on the same cells, in
-this run, and the refits' seconds over the job seconds the run recorded (``benchmarks/<experiment>/``, an earlier
+decision values, weighted equally or by the default criterion's scores, plain or refined: ``selection.combine``),
+the refits' time over the plain SVM's on the same cells, in this run, and the refits' seconds over the job seconds the run recorded (``benchmarks/<experiment>/``, an earlier
 measurement on the machine that ran it).
 At the end, per setting, the mean over pairs (Corel-1000's ``s<seed>`` splits averaged first) and the
 largest fall below the floor.  No target label enters a fit; they score the result only.

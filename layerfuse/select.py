@@ -33,7 +33,8 @@ from .svm import make_calibrated_svm, source_sample
 log = logging.getLogger("layerfuse.select")
 
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
-           "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions", "confusion_table",
+           "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions",
+           "confusion_table",
            "COMBINES", "ENSEMBLE", "vote_weights", "combined_decision", "add_combined_row"]
 
 # selection.combine's methods, and the adapter name of the candidates' vote in tables, predictions and models

@@ -33,7 +33,8 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide", "decision_matrix",
+__all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide",
+           "decision_matrix",
            "make_calibrated_svm", "source_sample"]
 
 SOLVERS = ("auto", "newton", "liblinear")
