@@ -1,5 +1,6 @@
 """An own-data run on small folders with the defaults (5 classes x 10 labelled source images, 40 unlabelled
-target images), then a second config in the same folder: each report describes its own run only."""
+target images), in the folder of another config's finished run (tests/workflow/conftest.py's
+``unlabelled_run``): each report describes its own run only."""
 from __future__ import annotations
 
 import shutil
@@ -12,7 +13,6 @@ import yaml
 
 from layerfuse.synthetic import make_demo_dataset
 
-from .conftest import seeded_workdir
 from .helpers import snakemake
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 
 def own_config(root: Path, name: str, experiment: str, **extra) -> Path:
     """The README's "Classify your own images" config, plus ``extra`` keys."""
-    cfg = {"experiments": {experiment: {"source": {"path": "data/source"},
-                                        "target": {"path": "data/target", "labels": "none"}}}, **extra}
+    cfg = {"experiments": {experiment: {"source": {"path": "shop/source"},
+                                        "target": {"path": "shop/target", "labels": "none"}}}, **extra}
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -32,14 +32,14 @@ QUICK = {"image_size": 64, "backbones": {"imagenet": {"weights": "keras-npm"}}, 
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory, mini_baseline):
+def small_run(tmp_path_factory, unlabelled_run):
     root = tmp_path_factory.mktemp("small")
-    work = seeded_workdir(root, mini_baseline)
+    work = unlabelled_run[0]
     make_demo_dataset(root / "demo", n_classes=5, n_source=10, n_target=8, seed=3, size=64)
-    (work / "data/target").mkdir(parents=True)
+    (work / "shop/target").mkdir(parents=True)
     for i, path in enumerate(sorted((root / "demo/target").glob("*/*.png"))):
-        shutil.copyfile(path, work / f"data/target/img{i:02d}.png")
-    shutil.copytree(root / "demo/source", work / "data/source")
+        shutil.copyfile(path, work / f"shop/target/img{i:02d}.png")
+    shutil.copytree(root / "demo/source", work / "shop/source")
     config = own_config(root, "shop", "shopone", **QUICK)
     proc = snakemake(work, config=config)
     return root, work, config, proc
@@ -89,20 +89,20 @@ def test_small_folders_run_with_the_defaults(small_run):
     assert "**Defaults capped to the data**" in tables and "capped to [90, 64]" in tables
 
 
-def test_each_config_reports_its_own_run(small_run, tmp_path):
-    """Two configs in one folder: each report's landing page and config list its experiments only; a config
-    without a finished run, or changed since its run, is refused in one line."""
+def test_each_config_reports_its_own_run(small_run, unlabelled_run, tmp_path):
+    """Two configs' runs in one folder: each report's landing page and results are its own experiment's only; a
+    config without a finished run, or changed since its run, is refused in one line."""
     root, work, first, _ = small_run
-    second = own_config(root, "other", "shoptwo", **{**QUICK, "local_layers": []})
-    snakemake(work, config=second)
+    second = unlabelled_run[0].parent / "config.yaml"                 # experiment "field", finished there
     pages = {}
-    for config, name in ((first, "shopone"), (second, "shoptwo")):
+    for config, name in ((first, "shopone"), (second, "field")):
         out = tmp_path / f"{name}.html"
         snakemake(work, "--report", str(out), config=config)
         pages[name] = out.read_text(errors="replace")
         assert (work / f"results/report/runs/{name}/workflow.rst").exists()
-    assert "Experiments in this run: shopone." in pages["shopone"] and "shoptwo" not in pages["shopone"]
-    assert "Experiments in this run: shoptwo." in pages["shoptwo"] and "shopone" not in pages["shoptwo"]
+    assert "Experiments in this run: shopone." in pages["shopone"] and "results/field/" not in pages["shopone"]
+    assert "Experiments in this run: field." in pages["field"] and "shopone" not in pages["field"]
+    assert "results/shopone/" in pages["shopone"] and "results/field/" in pages["field"]
     never = own_config(root, "never", "shopthree", **QUICK)
     for config, args, why in ((never, (), "no finished run of this config to report"),
                               (first, ("--config", "svm={C: 0.5}"), "the results were made with another config")):
