@@ -12,10 +12,11 @@ from jsonschema.exceptions import best_match
 
 from .adapt import check_adapter, grid_cells
 from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
+from .job_memory import extraction_pass_mb
 from .reduce import PCA_COMPONENTS, check_reducer, is_fitted
 
 __all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "cap_to_data", "dropped_defaults",
-           "check_output_folders", "featuresets", "adapters",
+           "check_output_folders", "resolve_pca_in_pass", "pca_components_held", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
 
 
@@ -239,6 +240,26 @@ def resolve_store_maps(config: dict) -> bool:
     if ex["store_maps"] == "auto":
         ex["store_maps"] = not ex["one_pass"] or any("split" in v for v in config["experiments"].values())
     return ex["store_maps"]
+
+
+def pca_components_held(config: dict, in_pass: bool) -> int:
+    """PCA components an extraction pass without stored maps holds: one block's (a pass per block) or every
+    block's (``extract.pca_in_pass``); 0 without a fitted reducer."""
+    components = [r.get("n_components", PCA_COMPONENTS) for r in config["reducers"].values() if is_fitted(r)]
+    if not components:
+        return 0
+    return sum(components) * len(config["local_layers"]) if in_pass else max(components)
+
+
+def resolve_pca_in_pass(config: dict, budget_mb: float) -> bool:
+    """``extract.pca_in_pass``, with ``auto`` resolved in place: every PCA block projected in the main pass (one
+    pass through the network instead of one more per block: 1.26x the images/s on Amazon→Webcam, the same
+    results) where that pass, holding every block's loadings, fits ``budget_mb``; else a pass per block."""
+    ex = config["extract"]
+    if ex["pca_in_pass"] == "auto":
+        held = pca_components_held(config, True)
+        ex["pca_in_pass"] = bool(held) and extraction_pass_mb(config["image_size"], held) <= budget_mb
+    return ex["pca_in_pass"]
 
 
 def _image_count(spec, classes: list[str], manifest: Path | None = None) -> int:

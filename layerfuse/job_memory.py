@@ -20,12 +20,21 @@ from .h5io import pair_shape, read_labels
 from .svm import SQUARED_BLOCK_ROWS, resolve_solver
 from .tca import KERNEL_BLOCK_ROWS
 
-__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb"]
+__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "extraction_pass_mb"]
 
 BASE_MB = 300                     # the interpreter with numpy, scipy, scikit-learn and h5py loaded
 MIN_MB = 1000                     # the other rules' 1 GB: room for a BLAS with many threads' buffers
 CRITERIA_MB = 400                 # skada and the criteria's estimators, where a job scores them
 _MB = 2 ** 20
+
+
+PASS_MB = 3000                    # an extraction pass: the network, a batch and its activations
+
+
+def extraction_pass_mb(image_size: int, held_components: int = 0) -> int:
+    """An extraction pass's memory: :data:`PASS_MB` plus the PCA loadings it holds (``held_components``
+    over the blocks it projects; 256 x (image_size / 4)² float32 values per component of an early block)."""
+    return PASS_MB + int(4 * 256 * (image_size // 4) ** 2 * held_components / _MB)
 
 
 def _shape(path) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from layerfuse.config import (
     experiment_classes,
     featuresets,
     node_is_frozen,
+    pca_components_held,
+    resolve_pca_in_pass,
     resolve_store_maps,
     validate_config,
 )
@@ -117,6 +120,11 @@ LAYERS = list(config["layers"])
 # (sorted: reordering the config changes no params).
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
 STORE_MAPS = resolve_store_maps(config)
+# `extract.pca_in_pass: auto`: one pass where it fits half this machine's memory (or `--resources mem_mb`)
+_MEM_MB = getattr(workflow.global_resources.get("mem_mb"), "value", workflow.global_resources.get("mem_mb"))
+PASS_BUDGET_MB = min(v for v in (_MEM_MB if isinstance(_MEM_MB, (int, float)) else None,
+                                 os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2) if v)
+PCA_IN_PASS = resolve_pca_in_pass(config, PASS_BUDGET_MB)
 # the reducers fitted on the source (PCA): a model each, fitted before the passes project onto it
 PCA_REDUCERS = [k for k, v in config["reducers"].items() if is_fitted(v)]
 # {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)
@@ -346,15 +354,10 @@ def pca_models(wildcards, backbones=None):
 
 
 def pass_mem_mb(wildcards):
-    """An extraction pass's memory: the network and a batch (3 GB), plus the PCA loadings it projects onto
-    without stored maps (256 x (image_size / 4)² float32 values per component and block): one block's
-    at a time, or every block's with `extract.pca_in_pass`."""
-    values = 256 * (config["image_size"] // 4) ** 2
-    components = [config["reducers"][r].get("n_components", PCA_COMPONENTS) for r in PCA_REDUCERS]
-    if STORE_MAPS or not components:
-        return 3000
-    held = sum(components) * len(config["local_layers"]) if config["extract"]["pca_in_pass"] else max(components)
-    return 3000 + int(4 * values * held / 2**20)
+    """An extraction pass's memory (layerfuse.job_memory.extraction_pass_mb): the network and a batch, plus the
+    PCA loadings it projects onto without stored maps: one block's at a time, or every block's in one pass."""
+    return job_memory.extraction_pass_mb(config["image_size"],
+                                         0 if STORE_MAPS else pca_components_held(config, PCA_IN_PASS))
 
 
 def pca_fits(wildcards):

@@ -247,3 +247,22 @@ def test_a_mapping_that_leaves_out_default_entries_is_named():
         "reducers: your mapping replaces the default one and leaves out flatten, pool2d (add them to keep them)"]
     assert dropped_defaults({"backbones": {"imagenet": {}, "finetuned": {}}, "tca": {"dims": [4]}}, path) == []
     assert dropped_defaults({}, path) == []
+
+
+@pytest.mark.parametrize("budget_mb, expected", [(64_000, True), (4_000, False)])
+def test_pca_in_pass_auto_holds_every_block_where_memory_allows(budget_mb, expected):
+    """`extract.pca_in_pass: auto`: one pass (every block's loadings held) where it fits the budget, else a pass
+    per block; a value written is kept; without a fitted reducer nothing is held."""
+    from layerfuse.config import pca_components_held, resolve_pca_in_pass
+    from layerfuse.job_memory import extraction_pass_mb
+
+    cfg = _validated({"experiments": {"x": {"synthetic": {}}}})
+    assert cfg["extract"]["pca_in_pass"] == "auto"
+    held = pca_components_held(cfg, True)
+    assert held == 256 * 3 and pca_components_held(cfg, False) == 256
+    assert extraction_pass_mb(224, held) == 3000 + 2352            # 3 blocks x 256 x 56² float32 values
+    assert resolve_pca_in_pass(cfg, budget_mb) is expected and cfg["extract"]["pca_in_pass"] is expected
+    written = _validated({"experiments": {"x": {"synthetic": {}}}, "extract": {"pca_in_pass": False}})
+    assert resolve_pca_in_pass(written, 64_000) is False
+    no_pca = _validated({"experiments": {"x": {"synthetic": {}}}, "reducers": {"f": {"method": "flatten"}}})
+    assert resolve_pca_in_pass(no_pca, 64_000) is False and pca_components_held(no_pca, True) == 0
