@@ -250,10 +250,20 @@ def apply_reducer(maps: np.ndarray, spec: dict, fitted: dict | None = None) -> n
     return reduce_maps(maps, spec["method"], spec)
 
 
+# Rows per projection product: a float32 product's last bits depend on its number of rows, so every pass
+# projects the same groups of rows (a pass of its own runs half of the default 32-image batch), and the stores
+# are the same whether the main pass or a pass per block projects (extract.pca_in_pass).
+PROJECTION_ROWS = 16
+
+
 def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np.ndarray:
-    """PCA scores of a batch of maps, ``(x - mean) @ loadings`` (:func:`pca_loadings`), float32."""
+    """PCA scores of a batch of maps, ``(x - mean) @ loadings`` (:func:`pca_loadings`), float32, in products of
+    :data:`PROJECTION_ROWS` rows."""
     flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
-    return ((flat - mean) @ loadings).astype(np.float32, copy=False)
+    out = np.empty((len(flat), loadings.shape[1]), np.float32)
+    for lo in range(0, len(flat), PROJECTION_ROWS):
+        out[lo:lo + PROJECTION_ROWS] = (flat[lo:lo + PROJECTION_ROWS] - mean) @ loadings
+    return out
 
 
 class StoredProjection:

@@ -127,10 +127,6 @@ PASS_BUDGET_MB = min(v for v in (_MEM_MB if isinstance(_MEM_MB, (int, float)) el
 PCA_IN_PASS = resolve_pca_in_pass(config, PASS_BUDGET_MB)
 # the reducers fitted on the source (PCA): a model each, fitted before the passes project onto it
 PCA_REDUCERS = [k for k, v in config["reducers"].items() if is_fitted(v)]
-# fit_pca's threads (its Gram products use every thread it gets): the blocks' fits side by side where there are
-# cores for each, else one after another on every core, so no core idles while one block's fit runs alone
-_PCA_FITS = max(1, len(config["local_layers"]) * len(PCA_REDUCERS))
-PCA_FIT_THREADS = workflow.cores // _PCA_FITS if workflow.cores >= _PCA_FITS else workflow.cores
 # {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)
 LOCAL_REDUCTIONS = {f"{layer}-{r}": [layer, config["reducers"][r]]
                     for layer in config["local_layers"] for r in config["reducers"]}

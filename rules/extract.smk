@@ -208,7 +208,6 @@ if ONE_PASS_BACKBONES and not STORE_MAPS and PCA_REDUCERS:
             "results/{experiment}/pca/{backbone}/{local_layer}/{reducer}.h5",
         params:
             reducer=reducer_params,
-        threads: PCA_FIT_THREADS
         priority: 10
         log:
             "logs/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.log",
