@@ -158,3 +158,20 @@ def test_reducer_entries_are_checked_and_applied_through_one_protocol(rng):
                                   project_maps(maps, mean, loadings))
     with pytest.raises(ValueError, match="per-image reducer"):
         reduce_maps(maps, "pca", {})
+
+
+def test_projection_is_the_same_bits_whatever_the_batch():
+    """A pass projects its batch in products of PROJECTION_ROWS rows: a 32-image batch (the main pass) gives the
+    same bits as its two 16-image halves (a pass of its own), so the stores do not depend on extract.pca_in_pass."""
+    from layerfuse.reduce import PROJECTION_ROWS, project_maps
+
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((2 * PROJECTION_ROWS + 3, 8, 12, 12)).astype(np.float16)
+    mean = rng.standard_normal(8 * 144).astype(np.float32)
+    loadings = rng.standard_normal((8 * 144, 40)).astype(np.float32)
+    whole = project_maps(maps, mean, loadings)
+    halves = np.concatenate([project_maps(maps[i:i + PROJECTION_ROWS], mean, loadings)
+                             for i in range(0, len(maps), PROJECTION_ROWS)])
+    assert whole.dtype == np.float32 and whole.tobytes() == halves.tobytes()
+    expected = (maps.reshape(len(maps), -1).astype(np.float32) - mean) @ loadings
+    np.testing.assert_allclose(whole, expected, rtol=1e-4, atol=1e-3)
