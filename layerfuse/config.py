@@ -254,7 +254,8 @@ def pca_components_held(config: dict, in_pass: bool) -> int:
 def resolve_pca_in_pass(config: dict, budget_mb: float) -> bool:
     """``extract.pca_in_pass``, with ``auto`` resolved in place: every PCA block projected in the main pass (one
     pass through the network instead of one more per block: 1.26x the images/s on Amazon→Webcam, the same
-    results) where that pass, holding every block's loadings, fits ``budget_mb``; else a pass per block."""
+    results) where that pass, holding every block's loadings, fits ``budget_mb``
+    (:data:`layerfuse.job_memory.PASS_BUDGET_MB` in the workflow); else a pass per block."""
     ex = config["extract"]
     if ex["pca_in_pass"] == "auto":
         held = pca_components_held(config, True)

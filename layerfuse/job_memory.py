@@ -29,6 +29,9 @@ _MB = 2 ** 20
 
 
 PASS_MB = 3000                    # an extraction pass: the network, a batch and its activations
+# what an extraction job may ask for before `extract.pca_in_pass: auto` splits its PCA projections into a pass per
+# block: a 16 GB laptop beside its desktop, a common 8 GB cluster slot
+PASS_BUDGET_MB = 8000
 
 
 def extraction_pass_mb(image_size: int, held_components: int = 0) -> int:

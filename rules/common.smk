@@ -3,7 +3,6 @@
 import copy
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -120,11 +119,9 @@ LAYERS = list(config["layers"])
 # (sorted: reordering the config changes no params).
 PASS_LAYERS = sorted(k for k in LAYERS if k == config["global_layer"] or k in config["local_layers"])
 STORE_MAPS = resolve_store_maps(config)
-# `extract.pca_in_pass: auto`: one pass where it fits half this machine's memory (or `--resources mem_mb`)
-_MEM_MB = getattr(workflow.global_resources.get("mem_mb"), "value", workflow.global_resources.get("mem_mb"))
-PASS_BUDGET_MB = min(v for v in (_MEM_MB if isinstance(_MEM_MB, (int, float)) else None,
-                                 os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 2) if v)
-PCA_IN_PASS = resolve_pca_in_pass(config, PASS_BUDGET_MB)
+# `extract.pca_in_pass: auto`: one pass where it fits job_memory.PASS_BUDGET_MB (a constant, not this machine's
+# memory: a cluster job parses the workflow again on its node and must decide as the submitting process did)
+PCA_IN_PASS = resolve_pca_in_pass(config, job_memory.PASS_BUDGET_MB)
 # the reducers fitted on the source (PCA): a model each, fitted before the passes project onto it
 PCA_REDUCERS = [k for k, v in config["reducers"].items() if is_fitted(v)]
 # {store key: [local layer, reducer spec]}: what a pass without stored maps computes (`extract.store_maps: false`)

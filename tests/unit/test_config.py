@@ -261,6 +261,9 @@ def test_pca_in_pass_auto_holds_every_block_where_memory_allows(budget_mb, expec
     held = pca_components_held(cfg, True)
     assert held == 256 * 3 and pca_components_held(cfg, False) == 256
     assert extraction_pass_mb(224, held) == 3000 + 2352            # 3 blocks x 256 x 56² float32 values
+    from layerfuse.job_memory import PASS_BUDGET_MB
+
+    assert extraction_pass_mb(224, held) <= PASS_BUDGET_MB           # the defaults make one pass
     assert resolve_pca_in_pass(cfg, budget_mb) is expected and cfg["extract"]["pca_in_pass"] is expected
     written = _validated({"experiments": {"x": {"synthetic": {}}}, "extract": {"pca_in_pass": False}})
     assert resolve_pca_in_pass(written, 64_000) is False
