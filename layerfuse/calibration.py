@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from .svm import decide, fit_svm
 
-__all__ = ["platt_fit", "platt_probability", "margin_calibration"]
+__all__ = ["platt_fit", "platt_probability", "margin_calibration", "weighted_platt"]
 
 
 def platt_probability(margin, a: float, b: float) -> np.ndarray:
@@ -60,3 +60,10 @@ def margin_calibration(xs, ys, *, svm: dict, folds: int = 3, seed: int = 0) -> t
         margins[held], correct[held] = margin, pred == ys[held]
     # six decimals: what accuracy.csv keeps, so a saved model's probabilities equal the workflow's exactly
     return tuple(round(v, 6) for v in platt_fit(margins, correct))
+
+
+def weighted_platt(weights, maps) -> tuple[float, float]:
+    """A vote's Platt map: its members' ``(a, b)`` (``maps``) averaged by their ``weights``, to six decimals as
+    :func:`margin_calibration` keeps them (the workflow and a saved model compute the same)."""
+    w = np.asarray(weights, np.float64)
+    return tuple(float(v) for v in np.round(w @ np.asarray(maps, np.float64) / w.sum(), 6))

@@ -43,7 +43,7 @@ from .h5io import atomic_path, read_arrays, read_pair
 from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_workers, manifest_classes
 from .layout import cell_decisions, cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
-from .calibration import margin_calibration, platt_probability
+from .calibration import margin_calibration, platt_probability, weighted_platt
 from .select import ENSEMBLE, refine_of
 from .self_training import refine_cell
 from .svm import decide, decision_matrix, fit_svm, svm_kwargs
@@ -100,9 +100,8 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
                          f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
     if pick.get("members"):
-        votes, members, platts = 0.0, [], []
+        votes, want, members, platts = 0.0, 0.0, [], []
         expected = cell_decisions(inputs["predictions"], featureset)
-        want = 0.0
         for i, (adapter, member_center, weight) in enumerate(pick["members"]):
             member = _member_model(inputs, params, featureset, adapter, member_center, xs, xt, ys, refine)
             arrays.update({f"members/{i}/{k}": v for k, v in member["arrays"].items()})
@@ -111,8 +110,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
             votes = votes + weight * member["decision"].astype(np.float64)
             want = want + weight * expected[(adapter, member_center)].astype(np.float64)
             platts.append(member["platt"])
-        weights = np.array([m["weight"] for m in members])
-        platt = tuple(float(v) for v in np.round(weights @ np.array(platts) / weights.sum(), 6))
+        platt = weighted_platt([m["weight"] for m in members], platts)
         if not np.array_equal(votes.argmax(axis=1), want.argmax(axis=1)):
             raise ValueError(f"{featureset}: the refitted members' vote disagrees with the workflow's on "
                              f"{int((votes.argmax(1) != want.argmax(1)).sum())} image(s); rerun the workflow")

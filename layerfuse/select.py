@@ -25,7 +25,7 @@ import sklearn
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from .calibration import platt_probability
+from .calibration import platt_probability, weighted_platt
 from .images import read_manifest
 from .layout import cell_decisions, cell_predictions
 from .svm import make_calibrated_svm, source_sample
@@ -340,9 +340,8 @@ def selection_headline(table) -> dict:
 def member_platt(cells, featureset: str, members) -> tuple[float, float]:
     """The vote's margin -> probability map: its members' Platt ``(a, b)`` averaged by their weights."""
     rows = cells[cells["featureset"] == featureset].set_index(["adapter", "center"])
-    weights = np.array([w for _, _, w in members])
-    ab = np.array([[rows.loc[(a, c), "platt_a"], rows.loc[(a, c), "platt_b"]] for a, c, _ in members], np.float64)
-    return tuple(float(v) for v in np.round(weights @ ab / weights.sum(), 6))
+    return weighted_platt([w for _, _, w in members],
+                          [[rows.loc[(a, c), "platt_a"], rows.loc[(a, c), "platt_b"]] for a, c, _ in members])
 
 
 def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev",
