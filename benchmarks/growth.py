@@ -11,7 +11,9 @@ Prints, per size, the wall time, each stage's job seconds (from the rules' ``ben
 RSS, the disk the results take per image, and everything after extraction over the extraction:
 ``(all job seconds - extraction) / extraction``, where extraction is the passes over the images
 (``extract_pca_sample`` and ``extract_features``) and data generation and decoding are left out; the same
-ratio on the jobs' CPU seconds, which another process on the machine inflates less.
+ratio on the jobs' CPU seconds, which another process on the machine inflates less.  Then, in the same
+invocation, one plain forward pass over the same images storing only the Global features (``plain_pass``): the
+run's passes' images/s against it (the goal: at least 0.9) and the whole run over it (the goal: at most 1.3).
 
 Rerun on the same ``WORKDIR`` it resumes a stopped size (``--rerun-incomplete``; with ``--shard-size`` a
 stopped pass loses one shard; ``--until gather_features`` stops after the
@@ -121,6 +123,31 @@ def measure(workdir: Path, images: int) -> dict:
             "folders_kb": {k: v / images / 1e3 for k, v in folders.items()}}
 
 
+def plain_pass(workdir: Path, threads: int = 2) -> tuple[float, int]:
+    """``(seconds, images)`` of one plain forward pass over the run's image stores (source and target) that
+    stores only the Global features: what a torchvision script classifying the images would run, at the
+    workflow's batch size and precision on ``threads`` threads, beside which the whole run is measured."""
+    import tempfile
+
+    import h5py
+
+    from layerfuse.extract import extract_features, load_recorded_backbone
+
+    model, spec, record = load_recorded_backbone(workdir / "resources/weights/imagenet.pth",
+                                                 workdir / "resources/weights/imagenet.json")
+    seconds, images = 0.0, 0
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for domain in ("source", "target"):
+            store = workdir / "results/growth/images" / f"{domain}.h5"
+            with h5py.File(store, "r") as f:
+                images += len(f["labels"])
+            t = time.perf_counter()
+            extract_features(store, {"global": Path(tmp) / f"{domain}.h5"}, layers={"global": "flatten"},
+                             model=model, spec=spec, weights_sha256=record["sha256"], threads=threads)
+            seconds += time.perf_counter() - t
+    return seconds, images
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workdir", type=Path)
@@ -130,6 +157,8 @@ def main(argv=None):
     p.add_argument("--shard-size", type=int, help="extract.shard_size (default: the schema's, one job per domain)")
     p.add_argument("--until", nargs="+", help="run only up to these rules (Snakemake's --until)")
     p.add_argument("--report-only", action="store_true", help="report what each size's run took so far, run nothing")
+    p.add_argument("--no-plain-pass", action="store_true", help="leave out the plain single pass (the ratios' "
+                   "baseline) where a size's run is still going")
     args = p.parse_args(argv)
     for n in args.images:
         if not args.report_only:
@@ -155,6 +184,14 @@ def main(argv=None):
             print(f"{len(shards)} shards: job seconds {shards[0]:.0f} to {shards[-1]:.0f}, median {median:.0f}; "
                   f"with every shard at the median, extraction {at_median:.0f} s, after extraction / extraction "
                   f"{(total - extraction) / at_median:.2f}")
+        if not args.no_plain_pass:
+            # the goal's baseline, measured now on this machine: one plain forward pass over the same images
+            plain_s, n_images = plain_pass(args.workdir / f"n{n}")
+            passes = sum(c[0] for k, c in costs.items() if k in ("extract_features", "extract_shard"))
+            print(f"plain single pass (Global features only, {n_images} images): {plain_s:.0f} s, "
+                  f"{n_images / plain_s:.1f} images/s; the run's passes {n_images / passes:.1f} images/s "
+                  f"(default pass / plain {plain_s / passes:.2f}); whole run / plain pass: wall "
+                  f"{r['wall'] / plain_s:.2f}, job seconds {total / plain_s:.2f}")
         print("| stage | job seconds | CPU seconds | peak RSS MB |\n|---|---|---|---|")
         for rule, (sec, mb, cpu) in sorted(r["costs"].items(), key=lambda kv: -kv[1][0]):
             print(f"| {rule}{' (left out)' if rule in LEFT_OUT else ''} | {sec:.1f} | {cpu:.1f} | {mb:.0f} |", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from .adapt import NESTED_KEY
@@ -20,7 +21,7 @@ from .h5io import pair_shape, read_labels
 from .svm import SQUARED_BLOCK_ROWS, resolve_solver
 from .tca import KERNEL_BLOCK_ROWS
 
-__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "extraction_pass_mb"]
+__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "fit_pca_mb", "extraction_pass_mb"]
 
 BASE_MB = 300                     # the interpreter with numpy, scipy, scikit-learn and h5py loaded
 MIN_MB = 1000                     # the other rules' 1 GB: room for a BLAS with many threads' buffers
@@ -40,10 +41,14 @@ def extraction_pass_mb(image_size: int, held_components: int = 0) -> int:
     return PASS_MB + int(4 * 256 * (image_size // 4) ** 2 * held_components / _MB)
 
 
-def _shape(path) -> tuple[int, int, int]:
+def _existing(path):
     if not Path(path).exists():
         raise FileNotFoundError(errno.ENOENT, "not made yet", str(path))
-    return pair_shape(path)
+    return path
+
+
+def _shape(path) -> tuple[int, int, int]:
+    return pair_shape(_existing(path))
 
 
 def _classifier_bytes(ns: int, width: int, n_classes: int, solver: str) -> int:
@@ -75,6 +80,17 @@ def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection
         work += CRITERIA_MB * _MB + 6 * 8 * width * (min(ns, selection.get("max_source_images", ns))
                                  + min(nt, selection.get("max_target_images", nt)))
     return max(MIN_MB, BASE_MB + int((held + work) / _MB))
+
+
+def fit_pca_mb(sample_store, *, n_components: int = 256, block_memory_mb: float = 1024) -> int:
+    """``fit_pca`` on a sample store of ``n`` maps of ``d`` values (:func:`layerfuse.reduce.fit_pca_sample`): a
+    block of columns (``block_memory_mb``), the ``n x n`` Gram matrix (float64, with its eigensolver's copy and
+    workspace), the ``d x k`` float32 loadings and the ``n x k`` scores."""
+    with h5py.File(_existing(sample_store), "r") as f:
+        n, d = f["features"].shape[0], int(np.prod(f["features"].shape[1:]))
+    k = min(n_components, max(n - 1, 1))
+    work = block_memory_mb * _MB + 3 * 8 * n * n + 4 * d * k + 8 * n * k
+    return max(MIN_MB, BASE_MB + int(work / _MB))
 
 
 def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 3000, solver: str = "auto") -> int:

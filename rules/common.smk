@@ -514,6 +514,11 @@ def evaluate_svm_mem_mb(wildcards, input):
                                       selection=score_selection(wildcards), center=config["svm"]["center"])
 
 
+def fit_pca_mem_mb(wildcards, input):
+    spec = config["reducers"][wildcards.reducer]
+    return job_memory.fit_pca_mb(input.sample, **reduce.reducer_kwargs(spec, "pca"))
+
+
 def fit_adapter_mem_mb(wildcards, input):
     return job_memory.fit_adapter_mb(input.fused, ADAPTER_SPECS[wildcards.adapter])
 

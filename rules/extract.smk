@@ -214,7 +214,7 @@ if ONE_PASS_BACKBONES and not STORE_MAPS and PCA_REDUCERS:
         benchmark:
             "benchmarks/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.tsv"
         resources:
-            mem_mb=4000,
+            mem_mb=fit_pca_mem_mb,
             runtime=30,
         conda:
             "../envs/layerfuse.yaml"

@@ -90,3 +90,22 @@ def test_a_store_not_made_yet_is_named_for_snakemake_to_ask_again(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         job_memory.fit_tca_mb(missing)
     assert err.value.filename == missing
+
+
+@needs_proc
+@pytest.mark.slow
+def test_fit_pca_estimate_covers_the_measured_peak(tmp_path, monkeypatch):
+    """fit_pca on a sample store of block maps as the pass writes them (float16, images x channels x h x w)."""
+    import h5py
+
+    monkeypatch.setattr(job_memory, "MIN_MB", 0)
+    rng = np.random.default_rng(0)
+    sample = tmp_path / "sample.h5"
+    with h5py.File(sample, "w") as f:
+        f["features"] = rng.standard_normal((1200, 64, 28, 28), dtype=np.float32).astype(np.float16)
+        f["labels"] = rng.integers(0, 10, 1200)
+    reducer = {"method": "pca", "n_components": 256, "block_memory_mb": 128}
+    peak = _peak_mb(f"from layerfuse.stages import fit_pca\n"
+                    f"fit_pca({str(sample)!r}, {str(sample)!r}, {json.dumps(reducer)}, {str(tmp_path / 'pca.h5')!r})")
+    estimate = job_memory.fit_pca_mb(sample, n_components=256, block_memory_mb=128)
+    assert peak <= estimate <= 2 * peak, (peak, estimate)
