@@ -32,6 +32,28 @@ def require_run(experiment_dir: Path, *paths: str) -> None:
                              f"run `{run_command(Path(experiment_dir).name)}` first")
 
 
+def run_seconds(root: Path) -> float:
+    """The experiment's recorded job seconds (Snakemake's ``benchmarks/<experiment>/**.tsv`` beside its
+    ``results/``), 0 where there are none."""
+    import pandas as pd
+
+    tsvs = (root.parents[1] / "benchmarks" / root.name).rglob("*.tsv")
+    return float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in tsvs))
+
+
+def pair_means(by_pair: dict, name: str, reference: str, floor: str = "floor") -> tuple[float, float, float, float]:
+    """Over pairs (a pair's runs, e.g. Corel-1000's seeds, averaged first): the mean accuracy and balanced
+    accuracy of setting ``name``, its mean gap to setting ``reference`` (reference - name: a regret where the
+    reference is the best cell) and its largest fall below ``floor`` over every run."""
+    import numpy as np
+
+    per_pair = [np.mean([[r[name][0], r[name][1], r[reference][0] - r[name][0]] for r in runs], axis=0)
+                for runs in by_pair.values()]
+    acc, bal, gap = np.mean(per_pair, axis=0)
+    worst = min(min(r[name][0] - r[floor][0] for r in runs) for runs in by_pair.values())
+    return float(acc), float(bal), float(gap), float(worst)
+
+
 def scores_over_dims(z, n_source: int, ys, yt, dims, center: str = "none") -> list[dict]:
     """The workflow's SVM metrics on the first ``d`` components of a TCA embedding, for each ``d`` in ``dims``."""
     from layerfuse.evaluate import evaluate_svm

@@ -38,7 +38,7 @@ from layerfuse.self_training import BALANCES, refine_cell
 from layerfuse.select import vote_weights
 from layerfuse.svm import decision_matrix, fit_svm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import require_run  # noqa: E402
+from _common import pair_means, require_run, run_seconds  # noqa: E402
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
 
@@ -113,13 +113,6 @@ def run(root: Path, backbone: str, settings: list[tuple[int, str]]) -> dict:
     return out
 
 
-def run_seconds(root: Path) -> float:
-    """The experiment's recorded job seconds (Snakemake's ``benchmarks/<experiment>/**.tsv`` beside its
-    ``results/``), 0 where there are none."""
-    tsvs = (root.parents[1] / "benchmarks" / root.name).rglob("*.tsv")
-    return float(sum(pd.read_csv(p, sep="\t")["s"].sum() for p in tsvs))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="results/<experiment> folders of finished runs")
@@ -148,11 +141,8 @@ def main(argv=None) -> int:
                 for v in ["plain"] + [f"refined {r} {b}" for r, b in settings]])
     print(f"\nmean over {len(by_pair)} pair(s) (splits averaged first); worst: the largest fall below the floor")
     for name in names:
-        per_pair = [np.mean([[r[name][0], r[name][1], r[name][0] - r["floor"][0]] for r in runs], axis=0)
-                    for runs in by_pair.values()]
-        acc, bal, gap = np.mean(per_pair, axis=0)
-        worst = min(min(r[name][0] - r["floor"][0] for r in runs) for runs in by_pair.values())
-        print(f"  {name:<30} {acc:5.2f} / {bal:5.2f}   vs floor {gap:+5.2f}, worst {worst:+5.2f}")
+        acc, bal, gap, worst = pair_means(by_pair, name, reference="floor")
+        print(f"  {name:<30} {acc:5.2f} / {bal:5.2f}   vs floor {-gap:+5.2f}, worst {worst:+5.2f}")
     return 0
 
 

@@ -63,7 +63,7 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     """The summary lines of one finished experiment (its selection CSVs, per backbone)."""
     import pandas as pd  # pandas and scikit-learn load for the summary only: the other commands start faster
 
-    from .select import criterion_label, selection_headline  # scikit-learn: the summary only
+    from .select import criterion_label, selection_headline, vote_members  # scikit-learn: the summary only
 
     root = Path(results_dir)
     selections = sorted((root / "selection").glob("*.csv"))
@@ -75,9 +75,13 @@ def summary(results_dir, tables: bool = False) -> list[str]:
         head = selection_headline(pd.read_csv(path))
         pick, base = head["pick"], head["baseline"]
         if pick.get("kind") == "ensemble":
-            members = json.loads(pick["members"])
-            line = (f"  {path.stem}: {criterion_label(pick)} ({len(members)} cells of {pick['featureset']}: "
-                    f"{', '.join(f'{a}/{c}' for a, c, _ in members)}; no target labels)")
+            members = vote_members(pick)
+            if pick["featureset"] == "all":
+                sets = list(dict.fromkeys(m[0] for m in members))
+                cells = f"{len(members)} cells of {len(sets)} feature sets: {', '.join(sets)}"
+            else:
+                cells = f"{len(members)} cells of {pick['featureset']}: {', '.join(f'{m[1]}/{m[2]}' for m in members)}"
+            line = f"  {path.stem}: {criterion_label(pick)} ({cells}; no target labels)"
         else:
             line = f"  {path.stem}: picked {head['cell']} (by {head['criterion']}, no target labels)"
             if head["refine"]:

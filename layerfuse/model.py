@@ -44,7 +44,7 @@ from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_worker
 from .layout import cell_decisions, cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
 from .calibration import margin_calibration, platt_probability, weighted_platt
-from .select import ENSEMBLE, refine_of
+from .select import ENSEMBLE, refine_of, vote_members
 from .self_training import refine_cell
 from .svm import decide, decision_matrix, fit_svm, svm_kwargs
 from .weights import sha256_file
@@ -66,7 +66,7 @@ def _pick_row(selection_csv, cell: dict | None) -> dict:
     if pick.empty:
         raise ValueError(f"{selection_csv}: the default criterion picked no cell")
     row = pick.iloc[0]
-    members = json.loads(row["members"]) if row["kind"] == ENSEMBLE else None
+    members = vote_members(row) if row["kind"] == ENSEMBLE else None
     return {"criterion": row["criterion"], "featureset": row["featureset"], "adapter": row["adapter"],
             "center": row["center"], "refine": refine_of(row), "members": members,
             "combine": row.get("combine") if members else None}
@@ -88,27 +88,26 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
 
     pick = _pick_row(inputs["selection"], cell)
     featureset, center = pick["featureset"], pick["center"]
-    reducer = featureset.partition("-")[2]
-    xs, xt, ys, yt, fused_attrs = read_pair(store_of(inputs["fused"], featureset))
-    arrays = {"fusion/scales": np.array([np.nan if s is None else s
-                                         for s in json.loads(fused_attrs["block_scales"])], np.float64)}
-    reducer_params = params["reducers"][reducer] if reducer else None
-    if reducer_params and is_fitted(reducer_params):
-        arrays.update(_pca_arrays(inputs, featureset))
     refine = pick.get("refine", "")
     if refine and params["refine"]["method"] != refine:
         raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
                          f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
+    spanning = featureset == "all"            # a vote whose members come from several feature sets
+    sets = list(dict.fromkeys(m[0] for m in pick["members"])) if spanning else [featureset]
+    fused, arrays, set_records = {}, {}, {}
+    for fs in sets:
+        fs_arrays, set_records[fs], fused[fs] = _featureset_parts(inputs, params, fs)
+        arrays.update({(f"featuresets/{fs}/{k}" if spanning else k): v for k, v in fs_arrays.items()})
     if pick.get("members"):
         votes, want, members, platts = 0.0, 0.0, [], []
-        expected = cell_decisions(inputs["predictions"], featureset)
-        for i, (adapter, member_center, weight) in enumerate(pick["members"]):
-            member = _member_model(inputs, params, featureset, adapter, member_center, xs, xt, ys, refine)
+        for i, (fs, adapter, member_center, weight) in enumerate(pick["members"]):
+            xs, xt, ys = fused[fs][:3]
+            member = _member_model(inputs, params, fs, adapter, member_center, xs, xt, ys, refine)
             arrays.update({f"members/{i}/{k}": v for k, v in member["arrays"].items()})
-            members.append({"adapter": adapter, "center": member_center, "weight": weight,
+            members.append({"featureset": fs, "adapter": adapter, "center": member_center, "weight": weight,
                             "adapter_record": member["adapter_record"]})
             votes = votes + weight * member["decision"].astype(np.float64)
-            want = want + weight * expected[(adapter, member_center)].astype(np.float64)
+            want = want + weight * cell_decisions(inputs["predictions"], fs)[(adapter, member_center)].astype(np.float64)
             platts.append(member["platt"])
         platt = weighted_platt([m["weight"] for m in members], platts)
         if not np.array_equal(votes.argmax(axis=1), want.argmax(axis=1)):
@@ -117,16 +116,32 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         pick.update(platt=platt, member_records=members)
         adapter_record = None
     else:
+        xs, xt, ys = fused[featureset][:3]
         member = _member_model(inputs, params, featureset, pick["adapter"], center, xs, xt, ys, refine)
         arrays.update(member["arrays"])
         _check_reproduces(inputs["predictions"], featureset, pick["adapter"], center, member["pred"],
                           refined=bool(refine))
         pick["platt"], adapter_record = member["platt"], member["adapter_record"]
-    record = _model_record(inputs, params, Path(out_dir), pick, reducer_params, fused_attrs, adapter_record)
+    record = _model_record(inputs, params, Path(out_dir), pick, set_records, adapter_record)
     _write_model_dir(Path(out_dir), record, arrays)
     log.info("model of %s/%s/%s (picked by %s) written to %s", featureset, pick["adapter"], center,
              pick["criterion"], out_dir)
     return record
+
+
+def _featureset_parts(inputs: dict, params: dict, featureset: str):
+    """``(arrays, record, (xs, xt, ys))`` of one feature set: its fusion's block scales and PCA's mean and
+    loadings, what ``model.json`` says of its layer, reducer and fusion, and its fused source and target."""
+    layer, _, reducer = featureset.partition("-")
+    xs, xt, ys, _, fused_attrs = read_pair(store_of(inputs["fused"], featureset))
+    arrays = {"fusion/scales": np.array([np.nan if s is None else s
+                                         for s in json.loads(fused_attrs["block_scales"])], np.float64)}
+    reducer_params = params["reducers"][reducer] if reducer else None
+    if reducer_params and is_fitted(reducer_params):
+        arrays.update(_pca_arrays(inputs, featureset))
+    record = {"layer": layer, "local": params["layers"][layer] if reducer else None, "reducer": reducer_params,
+              "scaling": fused_attrs["scaling"]}
+    return arrays, record, (xs, xt, ys)
 
 
 def _member_model(inputs: dict, params: dict, featureset: str, adapter: str, center: str, xs, xt, ys,
@@ -186,11 +201,14 @@ def _adapter_arrays(inputs: dict, featureset: str, adapter: str, xs, xt):
         raise ValueError(f"{path}: {exc}") from None
 
 
-def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer_params, fused_attrs: dict,
+def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, set_records: dict,
                   adapter_record: dict) -> dict:
-    """``model.json``'s content (without the SHA-256 of ``model.h5``)."""
+    """``model.json``'s content (without the SHA-256 of ``model.h5``).  A vote across feature sets (its
+    feature set ``all``) keeps each one's layer, reducer and fusion in ``featuresets``, its arrays under
+    ``featuresets/<feature set>/``; one feature set's model keeps them at the top."""
     featureset = pick["featureset"]
-    layer, _, reducer = featureset.partition("-")
+    one = set_records.get(featureset, {"layer": None, "local": None, "reducer": None,
+                                       "scaling": next(iter(set_records.values()))["scaling"]})
     with h5py.File(inputs["global_store"], "r") as f:
         precision = str(f.attrs["precision"])
     record_in = json.loads(Path(inputs["record"]).read_text())
@@ -202,18 +220,19 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, reducer
                      "preprocessing": record_in["preprocessing"], "maxpool_pad": record_in["maxpool_pad"],
                      "weights": os.path.relpath(Path(inputs["weights"]).resolve(), out_dir.resolve()),
                      "weights_sha256": record_in["sha256"]},
-        "cell": {"featureset": featureset, "layer": layer, "reducer": reducer or None, "adapter": pick["adapter"],
+        "cell": {"featureset": featureset, "layer": one["layer"], "reducer": featureset.partition("-")[2] or None,
+                 "adapter": pick["adapter"],
                  "center": pick["center"], "picked_by": pick["criterion"],
                  "refine": params["refine"] if pick.get("refine") else None,
                  "calibration": {"method": "platt", "a": pick["platt"][0], "b": pick["platt"][1]},
                  **({"combine": pick["combine"], "members": pick["member_records"]} if pick.get("members") else {})},
         "classes": classes,
-        "layers": {"global": params["layers"][params["global_layer"]],
-                   "local": params["layers"][layer] if reducer else None},
+        "layers": {"global": params["layers"][params["global_layer"]], "local": one["local"]},
         "image_size": params["image_size"], "max_file_mb": params["max_file_mb"],
         "extract": {"precision": precision, "batch_size": params["extract"]["batch_size"],
                     "local_dtype": params["extract"]["local_dtype"]},
-        "reducer": reducer_params, "fusion": {"scaling": fused_attrs["scaling"]}, "adapter": adapter_record,
+        "reducer": one["reducer"], "fusion": {"scaling": one["scaling"]}, "adapter": adapter_record,
+        **({"featuresets": set_records} if featureset == "all" else {}),
         "svm": params["svm"], "config": params,
     }
 
@@ -286,26 +305,42 @@ class _Pipeline:
 
     def __init__(self, record: dict, arrays: dict):
         self.record, self.arrays = record, arrays
-        self.scales = [None if np.isnan(s) else float(s) for s in arrays["fusion/scales"]]
+        sets = record.get("featuresets")       # a vote across feature sets: each one's reducer and fusion
+        if sets is None:
+            sets = {record["cell"]["featureset"]: {"local": record["layers"]["local"], "reducer": record["reducer"],
+                                                   "scaling": record["fusion"]["scaling"]}}
+        self.sets = {}
+        for name, spec in sets.items():
+            prefix = f"featuresets/{name}/" if "featuresets" in record else ""
+            a = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            self.sets[name] = (spec, a, [None if np.isnan(x) else float(x) for x in a["fusion/scales"]])
 
-    def features(self, global_vec: np.ndarray, local_maps: np.ndarray | None) -> np.ndarray:
-        rec, a = self.record, self.arrays
-        scaling = rec["fusion"]["scaling"]
-        blocks = [global_vec]
-        if local_maps is not None:
-            fitted = {"mean": a.get("reducer/mean"), "loadings": a.get("reducer/loadings")}
-            blocks.append(apply_reducer(local_maps, rec["reducer"], fitted))
-        return np.concatenate([apply_scale(b, scaling, s) for b, s in zip(blocks, self.scales)], axis=1)
+    def local_nodes(self) -> list[str]:
+        """The graph nodes whose maps the feature sets reduce (none for the Global feature set alone)."""
+        return list(dict.fromkeys(spec["local"] for spec, _, _ in self.sets.values() if spec["local"]))
 
-    def decision(self, x: np.ndarray) -> np.ndarray:
-        members = self.record["cell"].get("members")
+    def features(self, global_vec: np.ndarray, local_maps: dict) -> dict:
+        """``{feature set: fused features}`` of a batch (``local_maps``: ``{node: maps}``)."""
+        out = {}
+        for name, (spec, a, scales) in self.sets.items():
+            blocks = [global_vec]
+            if spec["local"]:
+                fitted = {"mean": a.get("reducer/mean"), "loadings": a.get("reducer/loadings")}
+                blocks.append(apply_reducer(local_maps[spec["local"]], spec["reducer"], fitted))
+            out[name] = np.concatenate([apply_scale(b, spec["scaling"], s) for b, s in zip(blocks, scales)], axis=1)
+        return out
+
+    def decision(self, features: dict) -> np.ndarray:
+        cell = self.record["cell"]
+        members = cell.get("members")
         if not members:
-            return self._cell_decision(x, self.record["adapter"], self.arrays)
+            return self._cell_decision(features[cell["featureset"]], self.record["adapter"], self.arrays)
         # the candidates' vote: each member's decision values (two columns for two classes), weighted
         vote = 0.0
         for i, member in enumerate(members):
             prefix = f"members/{i}/"
             arrays = {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+            x = features[member.get("featureset", cell["featureset"])]
             d = decision_matrix(self._cell_decision(x, member["adapter_record"], arrays))
             vote = vote + member["weight"] * d.astype(np.float64)
         return vote
@@ -356,12 +391,14 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     model = load_backbone(weights, spec, bb["weights_sha256"])
     if threads:
         torch.set_num_threads(int(threads))
-    layers = record["layers"]
-    nodes = {layers["global"]: "global", **({layers["local"]: "local"} if layers["local"] else {})}
+    pipeline = _Pipeline(record, arrays)
+    local = {f"local{i}": node for i, node in enumerate(pipeline.local_nodes())}
+    nodes = {record["layers"]["global"]: "global", **{node: key for key, node in local.items()}}
     extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"])
     local_dtype = getattr(torch, record["extract"]["local_dtype"])
-    pipeline = _Pipeline(record, arrays)
     classes = np.asarray(record["classes"])
+    # the SVM's class labels: a vote's members share them
+    classes_index = arrays["svm/classes"] if "svm/classes" in arrays else arrays["members/0/svm/classes"]
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
     refine = (record["cell"].get("refine") or {}).get("method", "")      # models saved before refinement: none
     platt = record["cell"].get("calibration") or {"a": np.nan, "b": np.nan}   # models saved before calibration
@@ -387,9 +424,9 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
                 with torch.inference_mode():
                     out = extractor(prepared(np.stack([image for _, image in ok])))
                 g = out["global"].to(torch.float32).numpy()
-                maps = (out["local"].to(local_dtype).contiguous().to(torch.float32).numpy()
-                        if "local" in out else None)
-                pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), arrays["svm/classes"])
+                maps = {node: out[key].to(local_dtype).contiguous().to(torch.float32).numpy()
+                        for key, node in local.items()}
+                pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), classes_index)
                 probability = platt_probability(margin, platt["a"], platt["b"])
                 for (i, _), p, m, q in zip(ok, pred, margin, probability):
                     rows[i].update(predicted=classes[p], probability=float(q), margin=float(m))

@@ -35,7 +35,7 @@ log = logging.getLogger("layerfuse.select")
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
            "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions",
            "confusion_table",
-           "COMBINES", "ENSEMBLE", "vote_weights", "combined_decision", "add_combined_row"]
+           "COMBINES", "ENSEMBLE", "vote_weights", "combined_decision", "add_combined_row", "vote_members"]
 
 # selection.combine's methods, and the adapter name of the candidates' vote in tables, predictions and models
 COMBINES = ("none", "uniform", "criterion")
@@ -168,15 +168,22 @@ def candidate_cells(cells, scope: str, *, center: str, global_layer: str) -> np.
     return ((cells["featureset"] == global_layer) & (cells["center"] == center)).to_numpy()
 
 
-def scoring_settings(selection: dict, featureset: str, *, scope: str, center: str, global_layer: str):
+def scoring_settings(selection: dict, featureset: str, *, scope: str, center: str, global_layer: str,
+                     vote_members: str = "featureset", default: str = "dev"):
     """The criteria's settings for one feature set's ``evaluate_svm`` (``selection`` as given, None where
-    no cell of it is a candidate): with scope ``global``, ``centerings`` limits them to the cells
+    no cell of it is scored): with scope ``global``, ``centerings`` limits them to the cells
     :func:`candidate_cells` lets the selection pick, at ``center`` (the criteria are most of a large
-    grid's time); with ``all``, every cell."""
+    grid's time), and where the vote takes every feature set's cells (``vote_members: all``) the other
+    feature sets' cells at ``center`` are scored by the ``default`` criterion alone (their weights in the vote)
+    and refined; with ``all``, every cell."""
     _check_scope(scope)
     if scope == "all":
         return selection
-    return {**selection, "centerings": [center]} if featureset == global_layer else None
+    if featureset == global_layer:
+        return {**selection, "centerings": [center]}
+    if vote_members == "all" and (selection.get("combine") or {}).get("method", "none") != "none":
+        return {**selection, "criteria": [default], "centerings": [center]}
+    return None
 
 
 def selection_table(cells, criteria, *, default: str = "dev", center: str, global_layer: str, scope: str = "global"):
@@ -262,23 +269,41 @@ def vote_weights(scores, method: str = "criterion") -> np.ndarray:
     return w / w.sum()
 
 
-def combined_decision(cells, pick, prediction_stores, *, method: str = "criterion", default: str = "dev"):
-    """``(members, decision)`` of the candidates' vote, or None where fewer than two can vote: the cells of the
-    pick's feature set that the ``default`` criterion scored (with ``selection.scope: global``, its adapters at
-    ``svm.center``) and whose decision values the
-    predictions store keeps (each refined classifier's, where ``selection.refine`` refined it), ``members``
-    ``[(adapter, centring, weight)]`` (:func:`vote_weights` of their scores) and ``decision`` the weighted sum of
-    their decision values (:func:`layerfuse.svm.decision_matrix`; argmax: the label, max: the margin)."""
-    decisions = cell_decisions(prediction_stores, pick["featureset"])
-    rows = cells[(cells["featureset"] == pick["featureset"]) & cells[f"crit_{default}"].notna()]
-    voters = [(r["adapter"], r["center"], r[f"crit_{default}"]) for _, r in rows.iterrows()
-              if (r["adapter"], r["center"]) in decisions]
+def combined_decision(cells, pick, prediction_stores, *, method: str = "criterion", default: str = "dev",
+                      members: str = "featureset"):
+    """``(members, decision)`` of the candidates' vote, or None where fewer than two can vote: the cells that the
+    ``default`` criterion scored, of the pick's feature set (``members: featureset``; with ``selection.scope:
+    global``, its adapters at ``svm.center``) or of every feature set (``all``), whose decision values the
+    predictions stores keep (each refined classifier's, where ``selection.refine`` refined it); ``members``
+    ``[(feature set, adapter, centring, weight)]`` (:func:`vote_weights` of their scores) and ``decision`` the
+    weighted sum of their decision values (:func:`layerfuse.svm.decision_matrix`; argmax: the label, max: the
+    margin)."""
+    featuresets = [pick["featureset"]] if members == "featureset" else list(dict.fromkeys(cells["featureset"]))
+    voters, decisions = [], {}
+    for featureset in featuresets:
+        decisions[featureset] = cell_decisions(prediction_stores, featureset)
+        rows = cells[(cells["featureset"] == featureset) & cells[f"crit_{default}"].notna()]
+        voters += [(featureset, r["adapter"], r["center"], r[f"crit_{default}"]) for _, r in rows.iterrows()
+                   if (r["adapter"], r["center"]) in decisions[featureset]]
     if len(voters) < 2:
         return None
     # six decimals: the weights the selection table and a saved model keep, so both vote exactly as here
-    weights = np.round(vote_weights([v[2] for v in voters], method), 6)
-    decision = sum(w * decisions[(a, c)].astype(np.float64) for w, (a, c, _) in zip(weights, voters))
-    return [(a, c, float(w)) for w, (a, c, _) in zip(weights, voters)], decision
+    weights = np.round(vote_weights([v[3] for v in voters], method), 6)
+    decision = sum(w * decisions[f][(a, c)].astype(np.float64) for w, (f, a, c, _) in zip(weights, voters))
+    return [(f, a, c, float(w)) for w, (f, a, c, _) in zip(weights, voters)], decision
+
+
+def vote_featureset(members) -> str:
+    """The feature set a vote's row names: its members' one feature set, or ``all`` where they span several."""
+    featuresets = {m[0] for m in members}
+    return featuresets.pop() if len(featuresets) == 1 else "all"
+
+
+def vote_members(row) -> list:
+    """A vote's ``[(feature set, adapter, centring, weight)]`` from its selection row (``members`` JSON; tables
+    written before votes spanned feature sets list ``[adapter, centring, weight]`` of the row's feature set)."""
+    members = json.loads(row["members"])
+    return [tuple(m) if len(m) == 4 else (row["featureset"], *m) for m in members]
 
 
 def add_combined_row(table, cells, members, decision, labels, *, method: str, refine: str):
@@ -292,8 +317,9 @@ def add_combined_row(table, cells, members, decision, labels, *, method: str, re
     table["default"] = False
     table["members"], table["combine"] = "", ""
     table.loc[len(table)] = {**pick.to_dict(), "kind": "ensemble", "default": True, "refine": refine,
+                             "featureset": vote_featureset(members),
                              "adapter": ENSEMBLE, "score": np.nan, "accuracy": acc, "balanced_accuracy": bal,
-                             "members": json.dumps([[a, c, w] for a, c, w in members]),
+                             "members": json.dumps([list(m) for m in members]),
                              "combine": method}
     if labelled:
         table.loc[len(table) - 1, "regret"] = cells["accuracy"].max() - acc
@@ -337,11 +363,11 @@ def selection_headline(table) -> dict:
             "source_only": accuracy("source_only"), "best": accuracy("oracle")}
 
 
-def member_platt(cells, featureset: str, members) -> tuple[float, float]:
+def member_platt(cells, members) -> tuple[float, float]:
     """The vote's margin -> probability map: its members' Platt ``(a, b)`` averaged by their weights."""
-    rows = cells[cells["featureset"] == featureset].set_index(["adapter", "center"])
-    return weighted_platt([w for _, _, w in members],
-                          [[rows.loc[(a, c), "platt_a"], rows.loc[(a, c), "platt_b"]] for a, c, _ in members])
+    rows = cells.set_index(["featureset", "adapter", "center"])
+    return weighted_platt([m[3] for m in members],
+                          [[rows.loc[tuple(m[:3]), "platt_a"], rows.loc[tuple(m[:3]), "platt_b"]] for m in members])
 
 
 def picked_predictions(cells, table, prediction_stores, target_manifest, names: list[str], *, default: str = "dev",
@@ -362,12 +388,12 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
     pred, margin, labels = cell_predictions(prediction_stores, chosen["featureset"], chosen["adapter"],
                                             chosen["center"], refined=bool(refine))
     platt = (chosen.get("platt_a", np.nan), chosen.get("platt_b", np.nan))
-    adapter = chosen["adapter"]
+    featureset, adapter = chosen["featureset"], chosen["adapter"]
     if pick["kind"].iloc[0] == "ensemble":
         # the candidates' vote (combined_decision); its margin mapped by the members' Platt maps, averaged by weight
         members, decision = combined
         pred, margin, adapter = decision.argmax(axis=1), decision.max(axis=1).astype(np.float32), ENSEMBLE
-        platt = member_platt(cells, chosen["featureset"], members)
+        platt, featureset = member_platt(cells, members), pick["featureset"].iloc[0]
     images = [r["image_id"] for r in read_manifest(target_manifest) if r["status"] == "ok"]
     if len(images) != len(pred):
         raise ValueError(f"{target_manifest} lists {len(images)} usable images, the predictions {len(pred)}: "
@@ -375,7 +401,7 @@ def picked_predictions(cells, table, prediction_stores, target_manifest, names: 
     probability = platt_probability(margin, *platt)
     predictions = pd.DataFrame({"image": images, "predicted": [names[i] for i in pred],
                                 "probability": probability, "margin": margin,
-                                "cell": f"{chosen['featureset']}/{adapter}/{chosen['center']}",
+                                "cell": f"{featureset}/{adapter}/{chosen['center']}",
                                 "refine": refine})
     if not cells["accuracy"].isna().all():
         predictions["true"] = [names[i] for i in labels]

@@ -29,7 +29,7 @@ from layerfuse.config import (
 )
 from layerfuse import job_memory
 from layerfuse.layout import report_folder
-from layerfuse.reduce import PCA_COMPONENTS, is_fitted
+from layerfuse.reduce import PCA_COMPONENTS, is_fitted, reducer_kwargs
 from layerfuse.select import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 
@@ -498,11 +498,14 @@ def score_selection(wildcards):
     sel = config["selection"]
     # `combine` only where it votes: the candidates' decision values are then kept (runs made without it are not
     # rescored)
-    keys = ("criteria", "validation_size", "seed", "max_target_images", "max_source_images", "refine") + (
-        ("combine",) if sel["combine"]["method"] != "none" else ())
-    settings = scoring_settings({k: sel[k] for k in keys},
+    keys = ("criteria", "validation_size", "seed", "max_target_images", "max_source_images", "refine")
+    votes = sel["combine"]["method"] != "none"
+    # the scoring needs the vote's method only: which feature sets vote decides which jobs score (below)
+    settings = scoring_settings({**{k: sel[k] for k in keys}, **({"combine": {"method": sel["combine"]["method"]}}
+                                                                 if votes else {})},
                                 wildcards.featureset, scope=sel["scope"], center=config["svm"]["center"],
-                                global_layer=config["global_layer"])
+                                global_layer=config["global_layer"], vote_members=sel["combine"]["members"],
+                                default=sel["default"])
     return None if settings is None else canonical(settings)
 
 
@@ -516,7 +519,7 @@ def evaluate_svm_mem_mb(wildcards, input):
 
 def fit_pca_mem_mb(wildcards, input):
     spec = config["reducers"][wildcards.reducer]
-    return job_memory.fit_pca_mb(input.sample, **reduce.reducer_kwargs(spec, "pca"))
+    return job_memory.fit_pca_mb(input.sample, **reducer_kwargs(spec, "pca"))
 
 
 def fit_adapter_mem_mb(wildcards, input):

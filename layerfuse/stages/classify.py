@@ -69,7 +69,8 @@ def select_configuration(score_csvs, prediction_stores, source_manifest, target_
     combined = None
     if combine != "none":
         pick = out[out["default"].astype(bool)].iloc[0]
-        combined = combined_decision(df, pick, prediction_stores, method=combine, default=sel["default"])
+        combined = combined_decision(df, pick, prediction_stores, method=combine, default=sel["default"],
+                                     members=sel["combine"].get("members", "featureset"))
         if combined is None:
             log.warning("selection.combine: fewer than two candidate cells were scored; the pick predicts alone")
         else:

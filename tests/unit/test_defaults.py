@@ -73,6 +73,8 @@ COUNTERPARTS = {
     "selection.max_source_images": [_param(select.criteria_scores, "max_source_images"),
                                     _param(label_shift.estimate_target_priors, "max_source_images")],
     "selection.combine.method": [_param(select.combined_decision, "method"), _param(select.vote_weights, "method")],
+    "selection.combine.members": [_param(select.combined_decision, "members"),
+                                  _param(select.scoring_settings, "vote_members")],
     **{f"selection.refine.{k}": [_param(self_training.SelfTrainingSVM, k)] for k in ("rounds", "final_share",
                                                                                        "balance")},
     **{f"$defs.experiment.synthetic.{k}": [_param(synthetic.make_demo_dataset, k)]

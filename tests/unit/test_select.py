@@ -11,7 +11,7 @@ import pytest
 
 from layerfuse.h5io import write_pair
 from layerfuse.images import write_manifest
-from layerfuse.select import CRITERIA, criteria_scores
+from layerfuse.select import CRITERIA, criteria_scores, scoring_settings
 from layerfuse.stages import evaluate_svm, select_configuration
 
 SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 5000}
@@ -281,7 +281,8 @@ def test_the_candidates_vote_gives_the_predictions(tmp_path, combine):
     vote = table[table["default"]]
     assert vote["kind"].tolist() == ["ensemble"] and vote["adapter"].item() == "ensemble"
     members = json.loads(vote["members"].item())
-    assert sorted(m[:2] for m in members) == [["none", "domain"], ["none", "none"]]      # the global set's cells
+    assert sorted(m[:3] for m in members) == [["global", "none", "domain"], ["global", "none", "none"]]
+    members = [m[1:] for m in members]                 # one feature set's cells: (adapter, centring, weight)
     pick = table[(table["kind"] == "criterion") & (table["criterion"] == "snd")].iloc[0]
     assert pick["featureset"] == "global" and not pick["default"]
     scores = pd.read_csv(tmp_path / "true" / "global.csv").set_index("center")["crit_snd"]
@@ -299,3 +300,39 @@ def test_the_candidates_vote_gives_the_predictions(tmp_path, combine):
     assert set(predictions["cell"]) == {"global/ensemble/domain"} and set(predictions["refine"]) == {"self_training"}
     assert vote["accuracy"].item() == pytest.approx((total.argmax(1) == yt).mean())
     assert runs["absent"][1]["predicted"].tolist() == predictions["predicted"].tolist()
+
+
+def test_a_vote_across_feature_sets(tmp_path):
+    """``selection.combine.members: all``: every feature set's scored cells vote, weighted by the default
+    criterion's scores over all of them; the row and the predictions name the feature set ``all``."""
+    from layerfuse.layout import cell_decisions
+    from layerfuse.select import vote_weights
+
+    selection = {**SELECTION, "refine": {"method": "self_training", "rounds": 2, "final_share": 1.0,
+                                         "balance": "uniform"},
+                 "combine": {"method": "criterion", "members": "all"}}
+    table, predictions, _ = _grid(tmp_path, np.random.RandomState(1), None, selection)
+    vote = table[table["default"]].iloc[0]
+    assert vote["kind"] == "ensemble" and vote["featureset"] == "all"
+    members = json.loads(vote["members"])
+    assert sorted(m[:3] for m in members) == [[f, "none", c] for f in ("block1-pca", "global") for c in ("domain", "none")]
+    scores = pd.concat([pd.read_csv(tmp_path / f"{f}.csv") for f in ("global", "block1-pca")]).set_index(
+        ["featureset", "center"])["crit_snd"]
+    weights = np.round(vote_weights([scores[(f, c)] for f, _, c, _ in members], "criterion"), 6)
+    assert [m[3] for m in members] == pytest.approx(weights.tolist(), abs=1e-9)
+    assert len(set(weights)) == 4                                    # the criterion told them apart
+    decisions = {f: cell_decisions([tmp_path / f"{f}.h5" for f in ("global", "block1-pca")], f)
+                 for f in ("global", "block1-pca")}
+    total = sum(w * decisions[f][(a, c)].astype(np.float64) for (f, a, c, _), w in zip(members, weights))
+    assert predictions["predicted"].tolist() == [["a", "b", "c"][i] for i in total.argmax(1)]
+    assert set(predictions["cell"]) == {"all/ensemble/domain"}
+
+
+def test_other_feature_sets_are_scored_by_the_default_criterion_only_where_they_vote():
+    sel = {"criteria": ["entropy", "dev"], "combine": {"method": "criterion"}}
+    kw = {"scope": "global", "center": "domain", "global_layer": "global", "default": "dev"}
+    assert scoring_settings(sel, "block1-pca", **kw) is None
+    assert scoring_settings(sel, "block1-pca", vote_members="all", **kw) == {**sel, "criteria": ["dev"],
+                                                                             "centerings": ["domain"]}
+    assert scoring_settings(sel, "global", vote_members="all", **kw) == {**sel, "centerings": ["domain"]}
+    assert scoring_settings({**sel, "combine": {"method": "none"}}, "block1-pca", vote_members="all", **kw) is None

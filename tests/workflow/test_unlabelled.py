@@ -96,6 +96,30 @@ def test_saved_model_predicts_as_the_workflow(unlabelled_run, tmp_path):
     assert record["cell"]["refine"]["method"] == "self_training" and set(ours["refine"]) == {"self_training"}
 
 
+FEATURESETS = ["global", "block1-flatten", "block1-pca"]
+SVM = {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}
+
+
+def _model_inputs(work, selection, predictions, adapters) -> dict:
+    """export_model's inputs for the unlabelled run's three feature sets (its block1 maps are stored)."""
+    res = work / "results/field"
+    return {"selection": selection, "predictions": predictions,
+            "fused": [res / f"fused/imagenet/{f}.h5" for f in FEATURESETS],
+            "adapted": [res / f"adapted/imagenet/{f}/{a}.h5" for f in FEATURESETS for a in adapters],
+            "reduced": [res / "reduced/imagenet/block1/pca.h5"], "maps": [res / "features/imagenet/source/block1.h5"],
+            "global_store": res / "features/imagenet/target/global.h5",
+            "source_manifest": res / "manifest/source.tsv", "target_manifest": res / "manifest/target.tsv",
+            "weights": work / "resources/weights/imagenet.pth", "record": work / "resources/weights/imagenet.json"}
+
+
+def _model_params(**more) -> dict:
+    return {"classes": ["circle", "square", "triangle"], "layers": {"global": "flatten", "block1": "layer1.0"},
+            "global_layer": "global", "image_size": 64, "max_file_mb": 64,
+            "extract": {"batch_size": 4, "local_dtype": "float16"},
+            "reducers": {"flatten": {"method": "flatten", "segment": 100}, "pca": {"method": "pca", "n_components": 8}},
+            "fusion": {"scaling": "block-rms"}, "svm": SVM, **more}
+
+
 @pytest.mark.parametrize("featureset", ["global", "block1-flatten", "block1-pca"])
 def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path, featureset):
     """Each reducer, raw, TCA, a skada adapter or JDA, centred or not: the model's predictions equal the cell's in the
@@ -105,21 +129,10 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
 
     work, _, _ = unlabelled_run
     res = work / "results/field"
-    fs = ["global", "block1-flatten", "block1-pca"]
-    inputs = {"selection": res / "selection/imagenet.csv",
-              "predictions": [res / f"scores/imagenet/{f}.h5" for f in fs],
-              "fused": [res / f"fused/imagenet/{f}.h5" for f in fs],
-              "adapted": [res / f"adapted/imagenet/{f}/{a}.h5" for f in fs for a in ("tca", "sa", "coral", "jda")],
-              "reduced": [res / "reduced/imagenet/block1/pca.h5"],
-              "maps": [res / "features/imagenet/source/block1.h5"],
-              "global_store": res / "features/imagenet/target/global.h5",
-              "source_manifest": res / "manifest/source.tsv", "target_manifest": res / "manifest/target.tsv",
-              "weights": work / "resources/weights/imagenet.pth", "record": work / "resources/weights/imagenet.json"}
-    params = {"classes": ["circle", "square", "triangle"], "layers": {"global": "flatten", "block1": "layer1.0"},
-              "global_layer": "global", "image_size": 64, "max_file_mb": 64,
-              "extract": {"batch_size": 4, "local_dtype": "float16"},
-              "reducers": {"flatten": {"method": "flatten", "segment": 100}, "pca": {"method": "pca", "n_components": 8}},
-              "fusion": {"scaling": "block-rms"}, "svm": {"C": 1.0, "class_weight": "balanced", "max_iter": 20000}}
+    fs = FEATURESETS
+    inputs = _model_inputs(work, res / "selection/imagenet.csv", [res / f"scores/imagenet/{f}.h5" for f in fs],
+                           ("tca", "sa", "coral", "jda"))
+    params = _model_params()
     with h5py.File(res / f"scores/imagenet/{featureset}.h5") as f:
         cells, pred = json.loads(f.attrs["cells"]), f["pred"][()]
     images = [r["image_id"] for r in read_manifest(res / "manifest/target.tsv") if r["status"] == "ok"]
@@ -248,3 +261,40 @@ def test_a_new_adapter_is_a_module_and_a_schema_entry(unlabelled_run, tmp_path):
         assert table.loc[images, "predicted"].tolist() == [params["classes"][i] for i in expected]
     finally:
         del adapt.METHODS["mean_match"]
+
+
+def test_a_vote_across_feature_sets_exports_a_model_that_votes_as_the_workflow(unlabelled_run, tmp_path):
+    """``selection.combine.members: all``: the Global, flatten and PCA feature sets' cells vote; the saved model holds
+    each feature set's reducer and fusion (``featuresets``) and ``predict`` gives the workflow's predictions and
+    probabilities."""
+    from types import SimpleNamespace
+
+    from layerfuse.model import predict
+    from layerfuse.stages import evaluate_svm, export_model, select_configuration
+
+    work, _, _ = unlabelled_run
+    res = work / "results/field"
+    fs = FEATURESETS
+    refine = {"method": "self_training", "rounds": 2, "final_share": 1.0, "balance": "uniform"}
+    # entropy: DEV's own held-out fits need more than these 5 source images per class
+    selection = {"criteria": ["entropy"], "default": "entropy", "validation_size": 0.2, "seed": 0, "scope": "global",
+                 "centerings": ["domain"], "refine": refine, "combine": {"method": "criterion", "members": "all"}}
+    scores, preds = [tmp_path / f"{f}.csv" for f in fs], [tmp_path / f"{f}.h5" for f in fs]
+    for f, csv, h5 in zip(fs, scores, preds):
+        evaluate_svm({"none": res / f"fused/imagenet/{f}.h5", "tca": res / f"adapted/imagenet/{f}/tca.h5"},
+                     ["none", "tca-4"], SVM, {"experiment": "field", "backbone": "imagenet", "featureset": f}, csv,
+                     predictions=h5, selection=selection)
+    outputs = SimpleNamespace(**{k: tmp_path / f"out_{k}.csv" for k in ("selection", "predictions", "confusion")},
+                              figure=tmp_path / "confusion.png")
+    select_configuration(scores, preds, res / "manifest/source.tsv", res / "manifest/target.tsv",
+                         {"selection": selection, "center": "domain", "global_layer": "global"}, outputs)
+    workflow = pd.read_csv(outputs.predictions)
+    assert set(workflow["cell"]) == {"all/ensemble/domain"}
+    record = export_model(_model_inputs(work, outputs.selection, preds, ("tca",)),
+                          _model_params(refine=refine, seed=0), tmp_path / "model")
+    assert record["cell"]["featureset"] == "all" and sorted(record["featuresets"]) == sorted(fs)
+    assert sorted({m["featureset"] for m in record["cell"]["members"]}) == sorted(fs)
+    table = predict(tmp_path / "model", [work / "data/target"], batch_size=3).set_index("image")
+    ours = table.loc[workflow["image"]]
+    assert ours["predicted"].tolist() == workflow["predicted"].tolist()
+    np.testing.assert_allclose(ours["probability"].astype(float), workflow["probability"], atol=1e-3)
