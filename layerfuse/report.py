@@ -310,19 +310,22 @@ def landing_panels(selections: dict, paper_tables: dict, finetuned=(), predictio
         head = selection_headline(t)
         pick = head["pick"]
         criteria = t[t["kind"] == "criterion"]
-        same = ((criteria["featureset"] == pick["featureset"]) & (criteria["adapter"] == pick["adapter"])
-                & (criteria["center"] == pick["center"]))
+        criterion = criteria[criteria["criterion"] == pick["criterion"]]
+        # the default criterion's own cell: what the refined pick refits and the vote starts from
+        chosen = criterion.iloc[0] if len(criterion) else pick
+        cell = f"{chosen['featureset']} / {chosen['adapter']} / {chosen['center']}"
+        same = ((criteria["featureset"] == chosen["featureset"]) & (criteria["adapter"] == chosen["adapter"])
+                & (criteria["center"] == chosen["center"]))
         panel = {"title": f"{experiment} / {backbone}",
-                 "agreement": f"{int(same.sum())} of {len(criteria)} criteria pick {head['cell']}"}
+                 "agreement": f"{int(same.sum())} of {len(criteria)} criteria pick {cell}"}
         if pd.isna(pick["accuracy"]):
             table = (predictions or {}).get((experiment, backbone))
             panel["counts"] = (table["predicted"].value_counts() if table is not None else pd.Series(dtype=int))
             panel["skipped"] = int((skipped or {}).get(experiment, 0))
         else:
-            criterion = t[(t["kind"] == "criterion") & (t["criterion"] == pick["criterion"])]
             bars = [("source only (no adapter, no centring)", head["source_only"], False)]
             if head["refine"] and len(criterion):
-                bars.append((f"{head['cell']} ({pick['criterion']})", criterion["accuracy"].iloc[0], False))
+                bars.append((f"{cell} ({pick['criterion']})", criterion["accuracy"].iloc[0], False))
             bars.append((f"{head['cell']} ({criterion_label(pick)}): the pick", pick["accuracy"], True))
             bars.append(("best cell (picked with the labels)", head["best"], False))
             table_id = paper_tables.get(experiment)
@@ -340,7 +343,7 @@ def plot_landing(panels: list[dict], path, max_panels: int = 12, max_classes: in
     accuracy bars with the pick highlighted, or, for an unlabelled target, predicted images per class."""
     plt = pyplot()
     shown = panels[:max_panels]
-    heights = [max(len(p.get("bars", ())), min(len(p.get("counts", ())), max_classes), 2) * 0.32 + 0.9 for p in shown]
+    heights = [max(len(p.get("bars", ())), min(len(p.get("counts", ())), max_classes), 2) * 0.32 + 1.1 for p in shown]
     fig, axes = plt.subplots(len(shown), 1, figsize=(11, sum(heights) + 0.3), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, panel in zip(axes[:, 0], shown):
@@ -352,7 +355,7 @@ def plot_landing(panels: list[dict], path, max_panels: int = 12, max_classes: in
                 ax.text(v + 0.5, yi, f"{v:.1f}", va="center", fontsize=8, fontweight="bold" if p else "normal")
             ax.set_yticks(y, labels, fontsize=8)
             ax.set_xlim(0, 105)
-            ax.set_title(f"{panel['title']}: target accuracy (%); {panel['agreement']}", fontsize=9, loc="left")
+            ax.set_title(f"{panel['title']}: target accuracy (%)\n{panel['agreement']}", fontsize=9, loc="left")
         else:
             counts = panel["counts"].head(max_classes)
             y = np.arange(len(counts))[::-1]

@@ -188,6 +188,16 @@ def test_landing_panels_show_the_pick_beside_its_references_or_what_an_unlabelle
     assert picks == (False, True, False, False) and labels[1] == "global / tca-8 / domain (dev): the pick"
     assert values == pytest.approx((91.2, 95.6, 95.6, 51.25))
     assert labels[3] == "paper, Global with TCA (Table II)"
+    # the candidates' vote: its bar beside the default criterion's own cell, which the agreement counts
+    from layerfuse.select import add_combined_row
+
+    voted = labelled.copy()
+    add_combined_row(voted, cells, [("global", "none", "domain", 0.4), ("global", "tca-8", "domain", 0.6)],
+                     np.array([[0.0, 1.0]] * 4), np.array([1, 1, 1, 0]), method="criterion", refine="self_training")
+    vote = landing_panels({("officeaw", "imagenet"): voted}, {}, ())[0]
+    labels = [label for label, _, _ in vote["bars"]]
+    assert labels[1] == "global / tca-8 / domain (dev)" and labels[2].startswith("global / ensemble / domain (")
+    assert vote["agreement"] == "1 of 2 criteria pick global / tca-8 / domain"
 
 
 @pytest.mark.parametrize("counts", [[[20, 20]], [[12, 28]], [[5, 0], [1, 6]]])
