@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -423,12 +424,20 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     chosen = picks[picks["default"].astype(bool)]
     cell = predictions["cell"].iloc[0] if len(predictions) else "–"
     refined = len(predictions) and bool(refine_of(predictions.iloc[0]))
+    criterion = esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'
+    if len(chosen) and chosen["kind"].iloc[0] == "ensemble":
+        n = len(json.loads(chosen["members"].iloc[0]))
+        source = (f"come from the vote of {n} candidate cells (<b>{esc(cell)}</b>, <code>selection.combine</code>), "
+                  f"weighted without target labels by the <b>{criterion}</b> criterion (<code>selection.default</code>)"
+                  + (", each SVM refitted on the source and the target's confident pseudo-labels "
+                     "(<code>selection.refine</code>)" if refined else ""))
+    else:
+        source = (f"come from the cell <b>{esc(cell)}</b>, picked without target labels by the <b>{criterion}</b> "
+                  "criterion (<code>selection.default</code>)"
+                  + (", its SVM refitted on the source and the target's confident pseudo-labels "
+                     "(<code>selection.refine</code>)" if refined else ""))
     parts = [f"<h2>{esc(title)}</h2>",
-             f"<p>Predictions for {len(predictions)} target image(s) come from the cell <b>{esc(cell)}</b>, picked "
-             f"without target labels by the <b>{esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'}</b> "
-             "criterion (<code>selection.default</code>)"
-             + (", its SVM refitted on the source and the target's confident pseudo-labels "
-                "(<code>selection.refine</code>)" if refined else "") + ". <code>probability</code> in the CSV: "
+             f"<p>Predictions for {len(predictions)} target image(s) {source}. <code>probability</code> in the CSV: "
              "the chance each prediction is right, calibrated on the source (Platt scaling of the SVM margin; "
              "optimistic under a domain shift).</p>",
              "<h3>Each criterion's vote</h3>", "<table border=1 cellpadding=3 style='border-collapse:collapse'>"]

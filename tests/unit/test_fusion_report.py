@@ -198,6 +198,12 @@ def test_landing_panels_show_the_pick_beside_its_references_or_what_an_unlabelle
     labels = [label for label, _, _ in vote["bars"]]
     assert labels[1] == "global / tca-8 / domain (dev)" and labels[2].startswith("global / ensemble / domain (")
     assert vote["agreement"] == "1 of 2 criteria pick global / tca-8 / domain"
+    from layerfuse.report import predictions_html
+
+    page = predictions_html("officeaw / imagenet", voted, pd.DataFrame(
+        {"image": ["a.png"], "predicted": ["b"], "probability": [0.9], "margin": [1.0],
+         "cell": ["global/ensemble/domain"], "refine": ["self_training"]}), {}, None, 6)
+    assert "come from the vote of 2 candidate cells" in page and "picked without target labels" not in page
 
 
 @pytest.mark.parametrize("counts", [[[20, 20]], [[12, 28]], [[5, 0], [1, 6]]])
