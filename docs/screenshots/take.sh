@@ -16,7 +16,9 @@ shot() {  # url, png, height
     --window-size=1400,"$3" --virtual-time-budget=8000 --screenshot="$here/$2" "$1" 2>/dev/null
   test -s "$here/$2"
 }
-shot "file://$work/report.html" report.png 900
+# a window tall enough that the report does not scroll to its rule graph; cropped below the landing text
+shot "file://$work/report.html" report.png 2600
+.venv/bin/python -c "from PIL import Image; p='$here/report.png'; Image.open(p).crop((0, 0, 1400, 1350)).save(p)"
 shot "file://$work/results/demo/predictions/imagenet.html" predictions.png 1400
 shot "file://$work/results/report/demo.html" tables.png 1100
 echo "screenshots in $here"
