@@ -63,7 +63,7 @@ def summary(results_dir, tables: bool = False) -> list[str]:
     """The summary lines of one finished experiment (its selection CSVs, per backbone)."""
     import pandas as pd  # pandas and scikit-learn load for the summary only: the other commands start faster
 
-    from .select import criterion_label, selection_headline, vote_members  # scikit-learn: the summary only
+    from .select import ALL_FEATURESETS, criterion_label, selection_headline, vote_members  # scikit-learn: summary only
 
     root = Path(results_dir)
     selections = sorted((root / "selection").glob("*.csv"))
@@ -76,7 +76,7 @@ def summary(results_dir, tables: bool = False) -> list[str]:
         pick, base = head["pick"], head["baseline"]
         if pick.get("kind") == "ensemble":
             members = vote_members(pick)
-            if pick["featureset"] == "all":
+            if pick["featureset"] == ALL_FEATURESETS:
                 sets = list(dict.fromkeys(m[0] for m in members))
                 cells = f"{len(members)} cells of {len(sets)} feature sets: {', '.join(sets)}"
             else:

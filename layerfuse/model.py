@@ -44,7 +44,7 @@ from .images import _file_row, _read_and_decode, _scan_unlabelled, decode_worker
 from .layout import cell_decisions, cell_predictions, rows_in, store_of
 from .reduce import apply_reducer, is_fitted, pca_loadings
 from .calibration import margin_calibration, platt_probability, weighted_platt
-from .select import ENSEMBLE, refine_of, vote_members
+from .select import ALL_FEATURESETS, ENSEMBLE, refine_of, vote_members
 from .self_training import refine_cell
 from .svm import decide, decision_matrix, fit_svm, svm_kwargs
 from .weights import sha256_file
@@ -92,7 +92,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
     if refine and params["refine"]["method"] != refine:
         raise ValueError(f"{inputs['selection']}: the pick was refined by {refine}, the config says "
                          f"selection.refine.method: {params['refine']['method']}; rerun the workflow")
-    spanning = featureset == "all"            # a vote whose members come from several feature sets
+    spanning = featureset == ALL_FEATURESETS   # a vote whose members come from several feature sets
     sets = list(dict.fromkeys(m[0] for m in pick["members"])) if spanning else [featureset]
     fused, arrays, set_records = {}, {}, {}
     for fs in sets:
@@ -100,6 +100,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
         arrays.update({(f"featuresets/{fs}/{k}" if spanning else k): v for k, v in fs_arrays.items()})
     if pick.get("members"):
         votes, want, members, platts = 0.0, 0.0, [], []
+        stored = {fs: cell_decisions(inputs["predictions"], fs) for fs in sets}   # the workflow's, per feature set
         for i, (fs, adapter, member_center, weight) in enumerate(pick["members"]):
             xs, xt, ys = fused[fs][:3]
             member = _member_model(inputs, params, fs, adapter, member_center, xs, xt, ys, refine)
@@ -107,7 +108,7 @@ def export_model(inputs: dict, params: dict, out_dir, cell: dict | None = None) 
             members.append({"featureset": fs, "adapter": adapter, "center": member_center, "weight": weight,
                             "adapter_record": member["adapter_record"]})
             votes = votes + weight * member["decision"].astype(np.float64)
-            want = want + weight * cell_decisions(inputs["predictions"], fs)[(adapter, member_center)].astype(np.float64)
+            want = want + weight * stored[fs][(adapter, member_center)].astype(np.float64)
             platts.append(member["platt"])
         platt = weighted_platt([m["weight"] for m in members], platts)
         if not np.array_equal(votes.argmax(axis=1), want.argmax(axis=1)):
@@ -207,8 +208,8 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, set_rec
     feature set ``all``) keeps each one's layer, reducer and fusion in ``featuresets``, its arrays under
     ``featuresets/<feature set>/``; one feature set's model keeps them at the top."""
     featureset = pick["featureset"]
-    one = set_records.get(featureset, {"layer": None, "local": None, "reducer": None,
-                                       "scaling": next(iter(set_records.values()))["scaling"]})
+    one = set_records.get(featureset) or {"layer": None, "local": None, "reducer": None,
+                                          "scaling": params["fusion"]["scaling"]}
     with h5py.File(inputs["global_store"], "r") as f:
         precision = str(f.attrs["precision"])
     record_in = json.loads(Path(inputs["record"]).read_text())
@@ -232,7 +233,7 @@ def _model_record(inputs: dict, params: dict, out_dir: Path, pick: dict, set_rec
         "extract": {"precision": precision, "batch_size": params["extract"]["batch_size"],
                     "local_dtype": params["extract"]["local_dtype"]},
         "reducer": one["reducer"], "fusion": {"scaling": one["scaling"]}, "adapter": adapter_record,
-        **({"featuresets": set_records} if featureset == "all" else {}),
+        **({"featuresets": set_records} if featureset == ALL_FEATURESETS else {}),
         "svm": params["svm"], "config": params,
     }
 
@@ -314,6 +315,8 @@ class _Pipeline:
             prefix = f"featuresets/{name}/" if "featuresets" in record else ""
             a = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             self.sets[name] = (spec, a, [None if np.isnan(x) else float(x) for x in a["fusion/scales"]])
+        # the SVM's class labels (a vote's members share them)
+        self.classes = arrays["svm/classes"] if "svm/classes" in arrays else arrays["members/0/svm/classes"]
 
     def local_nodes(self) -> list[str]:
         """The graph nodes whose maps the feature sets reduce (none for the Global feature set alone)."""
@@ -397,8 +400,6 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"])
     local_dtype = getattr(torch, record["extract"]["local_dtype"])
     classes = np.asarray(record["classes"])
-    # the SVM's class labels: a vote's members share them
-    classes_index = arrays["svm/classes"] if "svm/classes" in arrays else arrays["members/0/svm/classes"]
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
     refine = (record["cell"].get("refine") or {}).get("method", "")      # models saved before refinement: none
     platt = record["cell"].get("calibration") or {"a": np.nan, "b": np.nan}   # models saved before calibration
@@ -426,7 +427,7 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
                 g = out["global"].to(torch.float32).numpy()
                 maps = {node: out[key].to(local_dtype).contiguous().to(torch.float32).numpy()
                         for key, node in local.items()}
-                pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), classes_index)
+                pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), pipeline.classes)
                 probability = platt_probability(margin, platt["a"], platt["b"])
                 for (i, _), p, m, q in zip(ok, pred, margin, probability):
                     rows[i].update(predicted=classes[p], probability=float(q), margin=float(m))

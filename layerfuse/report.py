@@ -424,18 +424,18 @@ def predictions_html(title: str, picks: pd.DataFrame, predictions: pd.DataFrame,
     chosen = picks[picks["default"].astype(bool)]
     cell = predictions["cell"].iloc[0] if len(predictions) else "–"
     refined = len(predictions) and bool(refine_of(predictions.iloc[0]))
-    criterion = esc(chosen['criterion'].iloc[0]) if len(chosen) else '–'
-    if len(chosen) and chosen["kind"].iloc[0] == "ensemble":
-        n = len(json.loads(chosen["members"].iloc[0]))
-        source = (f"come from the vote of {n} candidate cells (<b>{esc(cell)}</b>, <code>selection.combine</code>), "
-                  f"weighted without target labels by the <b>{criterion}</b> criterion (<code>selection.default</code>)"
-                  + (", each SVM refitted on the source and the target's confident pseudo-labels "
-                     "(<code>selection.refine</code>)" if refined else ""))
+    name = esc(chosen["criterion"].iloc[0]) if len(chosen) else "–"
+    criterion = f"<b>{name}</b> criterion (<code>selection.default</code>)"
+    vote = len(chosen) and chosen["kind"].iloc[0] == "ensemble"
+    if vote:
+        source = (f"come from the vote of {len(json.loads(chosen['members'].iloc[0]))} candidate cells "
+                  f"(<b>{esc(cell)}</b>, <code>selection.combine</code>), weighted without target labels by the "
+                  f"{criterion}")
     else:
-        source = (f"come from the cell <b>{esc(cell)}</b>, picked without target labels by the <b>{criterion}</b> "
-                  "criterion (<code>selection.default</code>)"
-                  + (", its SVM refitted on the source and the target's confident pseudo-labels "
-                     "(<code>selection.refine</code>)" if refined else ""))
+        source = f"come from the cell <b>{esc(cell)}</b>, picked without target labels by the {criterion}"
+    if refined:
+        source += (f", {'each' if vote else 'its'} SVM refitted on the source and the target's confident "
+                   "pseudo-labels (<code>selection.refine</code>)")
     parts = [f"<h2>{esc(title)}</h2>",
              f"<p>Predictions for {len(predictions)} target image(s) {source}. <code>probability</code> in the CSV: "
              "the chance each prediction is right, calibrated on the source (Platt scaling of the SVM margin; "

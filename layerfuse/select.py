@@ -35,11 +35,14 @@ log = logging.getLogger("layerfuse.select")
 __all__ = ["CRITERIA", "SCOPES", "criteria_scores", "candidate_cells", "pick_cells", "scoring_settings",
            "selection_table", "selection_headline", "criterion_label", "refine_of", "picked_predictions",
            "confusion_table",
-           "COMBINES", "ENSEMBLE", "vote_weights", "combined_decision", "add_combined_row", "vote_members"]
+           "COMBINES", "ENSEMBLE", "ALL_FEATURESETS", "vote_weights", "combined_decision", "add_combined_row",
+           "vote_members"]
 
 # selection.combine's methods, and the adapter name of the candidates' vote in tables, predictions and models
 COMBINES = ("none", "uniform", "criterion")
 ENSEMBLE = "ensemble"
+# the feature set a vote's row, predictions and model name where its members span several
+ALL_FEATURESETS = "all"
 
 
 def _scorers(seed: int) -> dict:
@@ -296,7 +299,7 @@ def combined_decision(cells, pick, prediction_stores, *, method: str = "criterio
 def vote_featureset(members) -> str:
     """The feature set a vote's row names: its members' one feature set, or ``all`` where they span several."""
     featuresets = {m[0] for m in members}
-    return featuresets.pop() if len(featuresets) == 1 else "all"
+    return featuresets.pop() if len(featuresets) == 1 else ALL_FEATURESETS
 
 
 def vote_members(row) -> list:
