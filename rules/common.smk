@@ -204,7 +204,8 @@ wildcard_constraints:
 def get_final_outputs():
     return (
         expand("results/{experiment}/accuracy.csv", experiment=EXPERIMENTS)
-        + expand("results/{experiment}/predictions/{backbone}.csv", experiment=EXPERIMENTS, backbone=BACKBONES)
+        + expand("results/{experiment}/predictions/{backbone}{page}", experiment=EXPERIMENTS, backbone=BACKBONES,
+                 page=[".csv", ".html", "_confusion.csv", "_confusion.png"])   # a deleted page is remade too
         + expand("results/{experiment}/model/{backbone}", experiment=EXPERIMENTS, backbone=BACKBONES)
         + expand("results/{experiment}/tables.md", experiment=EXPERIMENTS)
         + expand("results/report/{group}.md", group=GROUPS)

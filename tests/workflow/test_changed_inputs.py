@@ -77,6 +77,14 @@ def test_a_copy_and_a_touch_rerun_nothing(copy):
     assert planned_jobs(work, config) == {}
 
 
+def test_a_deleted_report_page_is_remade(copy):
+    """Every output of the selection job is a target of `all`: deleting its Predictions page alone reruns it."""
+    work, config = copy
+    (work / "results/folders/predictions/imagenet.html").unlink()
+    jobs = planned_jobs(work, config)
+    assert jobs.get("select_configuration") == 1 and "evaluate_svm" not in jobs, jobs
+
+
 @pytest.mark.parametrize("domain", ["source", "target"])
 def test_added_image_reruns_its_domain_chain(copy, domain):
     """One image more in a domain: that domain's images and features, then what reads both (same counts)."""

@@ -209,3 +209,39 @@ def test_summary_is_a_few_lines(finished_run):
     assert proc.returncode == 0 and len(lines) <= 10, proc.stdout + proc.stderr
     assert sum("picked" in line and "source only (Global, no adaptation)" in line for line in lines) == 2
     assert "model/<backbone>" in lines[-1]
+
+
+def test_pair_tables_document_runs_of_one_clean_commit(finished_run, tmp_path):
+    """``benchmarks/pair_tables.py`` (docs/pairs.md): it states the runs' commit and writes each backbone's
+    headline row and the run's tables; it refuses, in one line, runs outside a git clone or in a clone with
+    local changes."""
+    import shutil
+    import sys
+
+    workdir, _ = finished_run
+    clone = tmp_path / "clone"
+    shutil.copytree(workdir / "results/tiny", clone / "results/tiny")
+    script = [sys.executable, str(REPO / "benchmarks/pair_tables.py"), str(clone / "results/tiny")]
+
+    def generate():
+        return subprocess.run(script, capture_output=True, text=True, timeout=120)
+
+    outside = generate()
+    assert outside.returncode == 1 and outside.stderr.strip().endswith("not inside a git clone; run the workflow "
+                                                                        "in a clone of the commit to document")
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (clone / "Snakefile").write_text("# the code\n")
+    subprocess.run([*git, "add", "Snakefile"], check=True)
+    subprocess.run([*git, "commit", "-qm", "code"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True).stdout.strip()
+    proc = generate()
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert f"Runs of commit `{commit}`" in text
+    rows = [line for line in text.split("\n## ")[0].splitlines() if line.startswith("| tiny |")]
+    assert [r.split(" | ")[1] for r in rows] == ["finetuned", "imagenet"]
+    assert "#### tiny / imagenet / accuracy (%)" in text
+    (clone / "Snakefile").write_text("# changed\n")
+    dirty = generate()
+    assert dirty.returncode == 1 and "local changes (Snakefile …)" in dirty.stderr
