@@ -64,47 +64,93 @@ def pct(value) -> str:
     return "–" if pd.isna(value) else f"{100 * value:.1f}"
 
 
-def pair(row, acc: str = "accuracy", bal: str = "balanced_accuracy") -> str:
-    return "–" if row is None else f"{pct(row[acc])} / {pct(row[bal])}"
+def preset_entry(name: str) -> dict:
+    """The experiment's entry in the preset that names it ({} for none, e.g. the demo)."""
+    import yaml
+
+    for preset in sorted((Path(__file__).resolve().parents[1] / "config" / "presets").glob("*.yaml")):
+        entry = ((yaml.safe_load(preset.read_text()) or {}).get("experiments") or {}).get(name)
+        if entry:
+            return entry
+    return {}
+
+
+def finetuned_backbones(root: Path) -> tuple:
+    """The backbones with a ``finetune:`` block in the config dump of the run that made ``results/<experiment>``
+    (``results/report/runs/<its experiments>/config.yaml``; the newest where several name it)."""
+    import yaml
+
+    runs = (root.parent / "report" / "runs").glob("*/config.yaml")
+    dumps = [p for p in runs if root.name in p.parent.name.split("-")]
+    if not dumps:
+        return ("finetuned",)
+    config = yaml.safe_load(max(dumps, key=lambda p: p.stat().st_mtime).read_text()) or {}
+    return tuple(k for k, v in (config.get("backbones") or {}).items() if isinstance(v, dict) and "finetune" in v)
 
 
 def paper_rows(root: Path) -> dict:
-    """Per backbone: the paper's best cell and ours on the same cells (plain SVM, as the paper), or {}."""
-    import yaml
-
+    """Per backbone: ``(table id, the paper's cells beside ours)``, ours with the plain SVM as in the paper."""
     cells = pd.read_csv(root / "accuracy.csv")
-    table_id = None
-    for preset in sorted((Path(__file__).resolve().parents[1] / "config" / "presets").glob("*.yaml")):
-        entry = ((yaml.safe_load(preset.read_text()) or {}).get("experiments") or {}).get(root.name)
-        if entry:
-            table_id = entry.get("paper_table")
-    out = {}
+    table_id = preset_entry(root.name).get("paper_table")
+    out, finetuned = {}, finetuned_backbones(root)
     for backbone, group in cells.groupby("backbone"):
         plain = paper_table(group[group["center"] == "none"])
-        comp = paper_comparison(plain, table_id, paper_backbone(backbone, ("finetuned",))) if table_id else None
+        comp = paper_comparison(plain, table_id, paper_backbone(backbone, finetuned)) if table_id else None
         out[backbone] = (table_id, comp)
     return out
 
 
-def headline_rows(root: Path) -> list[str]:
+METRICS = ("source only", "floor", "default", "best")
+
+
+def headline(root: Path) -> list[dict]:
+    """Per backbone of one experiment: the paper's best cell and ours on its cells, and accuracy / balanced
+    accuracy (fractions) of source only, the floor, the default and the best cell."""
     rows = []
     papers = paper_rows(root)
     for path in sorted((root / "selection").glob("*.csv")):
         table = pd.read_csv(path)
         head = selection_headline(table)
-        best = table[table["kind"] == "oracle"]
-        source = table[table["kind"] == "source_only"]
-        floor = head["baseline"]
-        if floor is None:                                  # the pick is the floor's cell itself
-            floor = table[table["kind"] == "baseline"].iloc[0] if (table["kind"] == "baseline").any() else None
+        kind = {k: table[table["kind"] == k] for k in ("oracle", "source_only", "baseline")}
+        first = {k: (v.iloc[0] if len(v) else None) for k, v in kind.items()}
         table_id, comp = papers.get(path.stem, (None, None))
-        paper = "–"
+        paper = None
         if comp is not None and not comp.empty and comp["ours"].notna().any():
-            top = comp.loc[comp["paper"].idxmax()]
-            paper = f"{top['paper']:.1f} ({table_id}) vs ours {comp['ours'].max():.1f}"
-        rows.append(f"| {root.name} | {path.stem} | {paper} | {pair(source.iloc[0]) if len(source) else '–'} | "
-                    f"{pair(floor)} | {pair(head['pick'])} | {pair(best.iloc[0]) if len(best) else '–'} |")
+            paper = (table_id, comp["paper"].max(), comp["ours"].max())
+        values = dict(zip(METRICS, (first["source_only"], first["baseline"], head["pick"],
+                                    first["oracle"])))
+        rows.append({"experiment": root.name, "backbone": path.stem, "group": preset_entry(root.name).get("group"),
+                     "paper": paper,
+                     **{m: None if r is None else (r["accuracy"], r["balanced_accuracy"]) for m, r in values.items()}})
     return rows
+
+
+def headline_markdown(rows: list[dict]) -> list[str]:
+    """The headline table, with a mean row per group of several experiments (Corel-1000's splits)."""
+    def cell(v):
+        return "–" if v is None else f"{pct(v[0])} / {pct(v[1])}"
+
+    def line(r, name):
+        paper = "–" if r["paper"] is None else f"{r['paper'][1]:.1f} ({r['paper'][0]}) vs ours {r['paper'][2]:.1f}"
+        return f"| {name} | {r['backbone']} | {paper} | " + " | ".join(cell(r[m]) for m in METRICS) + " |"
+
+    out = [line(r, r["experiment"]) for r in rows]
+    groups = {}
+    for r in rows:
+        if r["group"]:
+            groups.setdefault((r["group"], r["backbone"]), []).append(r)
+    for (group, backbone), members in groups.items():
+        if len(members) < 2:
+            continue
+        mean = {"backbone": backbone, "paper": None}
+        for m in METRICS:
+            got = [r[m] for r in members if r[m] is not None]
+            mean[m] = tuple(float(pd.Series(v).mean()) for v in zip(*got)) if got else None
+        papers = [r["paper"] for r in members if r["paper"]]
+        if papers:
+            mean["paper"] = (papers[0][0], papers[0][1], float(pd.Series([p[2] for p in papers]).mean()))
+        out.append(line(mean, f"**{group}** (mean of {len(members)})"))
+    return out
 
 
 def experiment_section(root: Path) -> list[str]:
@@ -137,7 +183,7 @@ def main(argv=None) -> int:
              "<!-- generated by benchmarks/pair_tables.py: rerun it instead of editing -->", "",
              f"Runs of commit `{commit[:7]}` (a clone without local changes), finished {date}, on {machine()}; "
              f"generated by `python benchmarks/pair_tables.py {' '.join(f'results/{r.name}' for r in args.results)}`"
-             " in that clone.", ""]
+             " in that clone's folder.", ""]
     if args.command:
         lines += ["Commands:", "", "```bash", *args.command, "```", ""]
     lines += ["Accuracy / balanced accuracy, %. **paper**: the paper's best cell of its table for the pair and "
@@ -148,8 +194,7 @@ def main(argv=None) -> int:
               "",
               "| experiment | backbone | paper | source only | floor | default | best |",
               "|---|---|---|---|---|---|---|"]
-    for root in args.results:
-        lines += headline_rows(root)
+    lines += headline_markdown([row for root in args.results for row in headline(root)])
     lines.append("")
     for root in args.results:
         lines += experiment_section(root)
