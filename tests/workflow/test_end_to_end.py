@@ -6,7 +6,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from .helpers import REPO, SNAKEMAKE, planned_jobs, snakemake, variant
+from .helpers import PICK_ORANGE, REPO, SNAKEMAKE, assert_landing_page_shows, planned_jobs, snakemake, variant
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,7 @@ def test_html_report(finished_run, tmp_path):
         assert name in html
     # the landing page leads with each experiment's pick beside the source-only classifier (rule report_landing)
     assert "At a glance" in html and "source only" in html and "rule report_landing" not in html
+    assert_landing_page_shows(out, tmp_path, "tiny", PICK_ORANGE)      # headless Chromium, where installed
 
 
 def test_feature_store_attributes(finished_run):

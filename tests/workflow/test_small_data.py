@@ -13,7 +13,7 @@ import yaml
 
 from layerfuse.synthetic import make_demo_dataset
 
-from .helpers import snakemake
+from .helpers import COUNTS_BLUE, assert_landing_page_shows, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +103,7 @@ def test_each_config_reports_its_own_run(small_run, unlabelled_run, tmp_path):
     assert "Experiments in this run: shopone." in pages["shopone"] and "results/field/" not in pages["shopone"]
     assert "Experiments in this run: field." in pages["field"] and "shopone" not in pages["field"]
     assert "results/shopone/" in pages["shopone"] and "results/field/" in pages["field"]
+    assert_landing_page_shows(tmp_path / "shopone.html", tmp_path, "shopone", COUNTS_BLUE)   # unlabelled: counts
     never = own_config(root, "never", "shopthree", **QUICK)
     for config, args, why in ((never, (), "no finished run of this config to report"),
                               (first, ("--config", "svm={C: 0.5}"), "the results were made with another config")):
