@@ -160,8 +160,7 @@ def experiment_section(root: Path) -> list[str]:
         if comp is not None and not comp.empty:
             lines += [comparison_markdown(comp, f"{root.name} / {backbone}: ours / paper's Table {table_id} "
                                                 f"(difference), plain SVM (`svm.center: none`)"), ""]
-    body = (root / "tables.md").read_text()
-    lines += [line.replace("### ", "#### ", 1) if line.startswith("### ") else line for line in body.splitlines()]
+    lines += (root / "tables.md").read_text().splitlines()
     return lines + [""]
 
 

@@ -242,7 +242,7 @@ def test_pair_tables_document_runs_of_one_clean_commit(finished_run, tmp_path):
     assert f"Runs of commit `{commit}`" in text
     rows = [line for line in text.split("\n## ")[0].splitlines() if line.startswith("| tiny |")]
     assert [r.split(" | ")[1] for r in rows] == ["finetuned", "imagenet"]
-    assert "#### tiny / imagenet / accuracy (%)" in text
+    assert "\n### tiny / imagenet / accuracy (%)" in text
     (clone / "Snakefile").write_text("# changed\n")
     dirty = generate()
     assert dirty.returncode == 1 and "local changes (Snakefile …)" in dirty.stderr
