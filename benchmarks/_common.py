@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import resource
 import time
@@ -11,13 +12,23 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_command(experiment: str) -> str:
-    """The command whose run writes ``results/<experiment>``: the preset that names it, or ``make run``."""
+@functools.lru_cache(maxsize=None)
+def preset_of(experiment: str) -> tuple[str, dict] | None:
+    """``(file name, entry)`` of the preset that names ``experiment`` under ``experiments``; None for none."""
     import yaml
 
     for preset in sorted((REPO / "config" / "presets").glob("*.yaml")):
-        if experiment in (yaml.safe_load(preset.read_text()) or {}).get("experiments", {}):
-            return f".venv/bin/snakemake --cores 2 --configfile config/presets/{preset.name}"
+        entry = ((yaml.safe_load(preset.read_text()) or {}).get("experiments") or {}).get(experiment)
+        if entry is not None:
+            return preset.name, entry
+    return None
+
+
+def run_command(experiment: str) -> str:
+    """The command whose run writes ``results/<experiment>``: the preset that names it, or ``make run``."""
+    found = preset_of(experiment)
+    if found:
+        return f".venv/bin/snakemake --cores 2 --configfile config/presets/{found[0]}"
     if experiment == "demo":
         return "make run"
     return f"the workflow with a config naming experiment {experiment!r}"

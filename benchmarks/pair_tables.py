@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import require_run, run_seconds  # noqa: E402
+from _common import preset_of, require_run, run_seconds  # noqa: E402
 
 from layerfuse.__main__ import summary  # noqa: E402
 from layerfuse.report import comparison_markdown, paper_backbone, paper_comparison, paper_table  # noqa: E402
@@ -66,26 +66,21 @@ def pct(value) -> str:
 
 def preset_entry(name: str) -> dict:
     """The experiment's entry in the preset that names it ({} for none, e.g. the demo)."""
-    import yaml
-
-    for preset in sorted((Path(__file__).resolve().parents[1] / "config" / "presets").glob("*.yaml")):
-        entry = ((yaml.safe_load(preset.read_text()) or {}).get("experiments") or {}).get(name)
-        if entry:
-            return entry
-    return {}
+    found = preset_of(name)
+    return found[1] if found else {}
 
 
 def finetuned_backbones(root: Path) -> tuple:
     """The backbones with a ``finetune:`` block in the config dump of the run that made ``results/<experiment>``
-    (``results/report/runs/<its experiments>/config.yaml``; the newest where several name it)."""
+    (``results/report/runs/*/config.yaml`` whose experiments name it; the newest where several do)."""
     import yaml
 
-    runs = (root.parent / "report" / "runs").glob("*/config.yaml")
-    dumps = [p for p in runs if root.name in p.parent.name.split("-")]
-    if not dumps:
+    dumps = [(p.stat().st_mtime, yaml.safe_load(p.read_text()) or {})
+             for p in (root.parent / "report" / "runs").glob("*/config.yaml")]
+    mine = [config for _, config in sorted(dumps, key=lambda d: d[0]) if root.name in (config.get("experiments") or {})]
+    if not mine:
         return ("finetuned",)
-    config = yaml.safe_load(max(dumps, key=lambda p: p.stat().st_mtime).read_text()) or {}
-    return tuple(k for k, v in (config.get("backbones") or {}).items() if isinstance(v, dict) and "finetune" in v)
+    return tuple(k for k, v in (mine[-1].get("backbones") or {}).items() if isinstance(v, dict) and "finetune" in v)
 
 
 def paper_rows(root: Path) -> dict:
@@ -103,11 +98,11 @@ def paper_rows(root: Path) -> dict:
 METRICS = ("source only", "floor", "default", "best")
 
 
-def headline(root: Path) -> list[dict]:
-    """Per backbone of one experiment: the paper's best cell and ours on its cells, and accuracy / balanced
-    accuracy (fractions) of source only, the floor, the default and the best cell."""
+def headline(root: Path, papers: dict) -> list[dict]:
+    """Per backbone of one experiment: the paper's best cell and ours on its cells (``papers``: its
+    :func:`paper_rows`), and accuracy / balanced accuracy (fractions) of source only, the floor, the default and
+    the best cell."""
     rows = []
-    papers = paper_rows(root)
     for path in sorted((root / "selection").glob("*.csv")):
         table = pd.read_csv(path)
         head = selection_headline(table)
@@ -153,10 +148,10 @@ def headline_markdown(rows: list[dict]) -> list[str]:
     return out
 
 
-def experiment_section(root: Path) -> list[str]:
+def experiment_section(root: Path, papers: dict) -> list[str]:
     lines = [f"## {root.name}", "", f"Job time {run_seconds(root) / 60:.1f} min (the run's `benchmarks/` files).",
              "", "```", *summary(root), "```", ""]
-    for backbone, (table_id, comp) in paper_rows(root).items():
+    for backbone, (table_id, comp) in papers.items():
         if comp is not None and not comp.empty:
             lines += [comparison_markdown(comp, f"{root.name} / {backbone}: ours / paper's Table {table_id} "
                                                 f"(difference), plain SVM (`svm.center: none`)"), ""]
@@ -193,10 +188,11 @@ def main(argv=None) -> int:
               "",
               "| experiment | backbone | paper | source only | floor | default | best |",
               "|---|---|---|---|---|---|---|"]
-    lines += headline_markdown([row for root in args.results for row in headline(root)])
+    papers = {root: paper_rows(root) for root in args.results}
+    lines += headline_markdown([row for root in args.results for row in headline(root, papers[root])])
     lines.append("")
     for root in args.results:
-        lines += experiment_section(root)
+        lines += experiment_section(root, papers[root])
     text = "\n".join(lines).rstrip() + "\n"
     if args.out:
         args.out.write_text(text)

@@ -68,7 +68,7 @@ def render_in_browser(page: Path, screenshot: Path, height: int = 2600) -> str:
 
     import pytest
 
-    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    browser = next(filter(None, map(shutil.which, BROWSERS)), None)
     if browser is None:
         pytest.skip(f"no headless browser here ({', '.join(BROWSERS)}): the report is checked as HTML only")
     with tempfile.TemporaryDirectory() as profile:
