@@ -82,14 +82,16 @@ def evaluate_svm_mb(none_pair, adapted: dict, *, solver: str = "auto", selection
     return max(MIN_MB, BASE_MB + int((held + work) / _MB))
 
 
-def fit_pca_mb(sample_store, *, n_components: int = 256, block_memory_mb: float = 1024) -> int:
+def fit_pca_mb(sample_store, *, n_components: int = 256, block_memory_mb: float = 1024, threads: int = 1) -> int:
     """``fit_pca`` on a sample store of ``n`` maps of ``d`` values (:func:`layerfuse.reduce.fit_pca_sample`): a
-    block of columns (``block_memory_mb``), the ``n x n`` Gram matrix (float64, with its eigensolver's copy and
-    workspace), the ``d x k`` float32 loadings and the ``n x k`` scores."""
+    block of columns (``block_memory_mb``) per thread, with its ``n x n`` float32 Gram product, the summed
+    ``n x n`` Gram matrix (float64, with its eigensolver's copy and workspace), the ``d x k`` float32 loadings
+    and the ``n x k`` scores."""
     with h5py.File(_existing(sample_store), "r") as f:
         n, d = f["features"].shape[0], int(np.prod(f["features"].shape[1:]))
     k = min(n_components, max(n - 1, 1))
-    work = block_memory_mb * _MB + 3 * 8 * n * n + 4 * d * k + 8 * n * k
+    jobs = max(1, int(threads))
+    work = jobs * (block_memory_mb * _MB + 4 * n * n) + 3 * 8 * n * n + 4 * d * k + 8 * n * k
     return max(MIN_MB, BASE_MB + int(work / _MB))
 
 

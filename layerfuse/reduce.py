@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,34 @@ def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
     return pooled.reshape(n, -1)
 
 
+def _in_order(items, work, n_jobs: int = 1):
+    """``work(item)`` for each item of the iterator ``items``, ``n_jobs`` items at a time in threads, results
+    in the items' order.  At most ``n_jobs`` items exist at once (the next is drawn, i.e. read, in this
+    thread once one finishes), so memory is ``n_jobs`` items.  Each call runs whole on one thread: with BLAS
+    on one thread (:func:`_one_blas_thread`) every product is the call a single thread makes, and the
+    results are the same bits whatever ``n_jobs``."""
+    if n_jobs <= 1:
+        for item in items:
+            yield work(item)
+        return
+    with ThreadPoolExecutor(n_jobs) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= n_jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _one_blas_thread():
+    """BLAS on one thread for the duration: a product's last bits depend on its threads, so a fit computes
+    the same numbers on any machine, and parallel work is spread over whole products (:func:`_in_order`)."""
+    from threadpoolctl import threadpool_limits   # scikit-learn's dependency
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _row_blocks(n: int, n_features: int, memory_mb: float, align: int = 32):
     rows = max(1, int(memory_mb * 2**20 // (4 * max(n_features, 1))))
     rows = max(align, rows // align * align)  # whole 32-image chunks
@@ -90,11 +120,16 @@ class GramPCA:
     block_memory_mb : float, default=1024
         Memory for one block of feature columns of both domains (float32);
         bounds the peak memory together with the ``n x n`` Gram matrices.
+    n_jobs : int, default=1
+        Blocks of columns multiplied at once, each on one thread (``n_jobs`` blocks held): the same bits
+        whatever ``n_jobs``, since every product is the one a single thread computes and the blocks' Gram
+        matrices are summed in their order (BLAS runs on one thread throughout the fit).
     """
 
-    def __init__(self, n_components: int = PCA_COMPONENTS, *, block_memory_mb: float = 1024):
+    def __init__(self, n_components: int = PCA_COMPONENTS, *, block_memory_mb: float = 1024, n_jobs: int = 1):
         self.n_components = n_components
         self.block_memory_mb = block_memory_mb
+        self.n_jobs = n_jobs
 
     def _grams(self, source, target, source_rows=None, target_rows=None):
         """``X_s X_sᵀ`` and ``X_t X_sᵀ`` in one pass over blocks of feature columns.
@@ -115,15 +150,21 @@ class GramPCA:
         if source.ndim == 4:   # whole chunks of a compressed store; the same blocks in an uncompressed one
             align = source.chunks[1] if source.chunks is not None else MAP_CHUNK_CHANNELS
             step = max(align, step // align * align)
+        def read(lo):                               # HDF5 reads one at a time (h5py's lock), here
+            block = _columns(source, lo, lo + step)
+            target_block = None if target is None else block if shared else _columns(target, lo, lo + step)
+            return block, target_block
+
+        def products(blocks):
+            xs = _pick(blocks[0], source_rows)
+            return gram(xs), None if blocks[1] is None else _pick(blocks[1], target_rows) @ xs.T
+
         g = np.zeros((ns, ns))
         c = np.zeros((nt, ns))
-        for lo in range(0, n_cols, step):
-            block = _columns(source, lo, lo + step)
-            xs = _pick(block, source_rows)
-            g += gram(xs)
-            if target is not None:
-                xt = _pick(block if shared else _columns(target, lo, lo + step), target_rows)
-                c += xt @ xs.T
+        for gs, cs in _in_order(map(read, range(0, n_cols, step)), products, self.n_jobs):
+            g += gs                                   # in the blocks' order: the sum's bits do not depend on n_jobs
+            if cs is not None:
+                c += cs
         return g, c
 
     def fit_transform_stores(self, source_dset, target_dset, source_rows=None, target_rows=None) -> PCAResult:
@@ -133,7 +174,11 @@ class GramPCA:
         if ns < 2:
             raise ValueError(f"PCA needs at least 2 source images, got {ns}")
         k = min(int(self.n_components), ns - 1, d)
-        g, c = self._grams(source_dset, target_dset, source_rows, target_rows)   # X_s X_sᵀ, X_t X_sᵀ
+        with _one_blas_thread():
+            g, c = self._grams(source_dset, target_dset, source_rows, target_rows)   # X_s X_sᵀ, X_t X_sᵀ
+            return self._fit_grams(g, c, k, ns)
+
+    def _fit_grams(self, g, c, k: int, ns: int) -> PCAResult:
         row_mean = g.mean(axis=0)                              # (1ᵀ G / n)
         gc = g - row_mean[None, :] - row_mean[:, None] + row_mean.mean()   # H G H
         evals, evecs = np.linalg.eigh(gc)
@@ -160,12 +205,14 @@ class GramPCA:
                          self.source_coef_)
 
 
-def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_memory_mb: float = 512):
+def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_memory_mb: float = 512,
+                 n_jobs: int = 1):
     """``(mean, loadings)`` of a fitted :class:`GramPCA` for projecting new maps: ``(x - mean) @ loadings``.
 
     The Gram-matrix PCA never forms its ``d x k`` loadings; a saved model needs them:
     ``loadings = (X_s - mean)ᵀ U Λ^-½`` in one pass over the source store's columns, so that
     ``(X_t - mean) @ loadings`` equals the target scores of :meth:`GramPCA.fit_transform_stores`.
+    ``n_jobs`` blocks of columns at once, each on one thread (the same bits whatever ``n_jobs``).
     """
     per_col = int(np.prod(source_dset.shape[2:])) if source_dset.ndim > 2 else 1
     step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
@@ -174,12 +221,20 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     d = int(np.prod(source_dset.shape[1:]))
     # filled in place, block by block: the loadings (4 bytes per value and component) are held once
     mean, loadings = np.empty(d), np.empty((d, coef.shape[1]), np.float32)
-    for lo in range(0, source_dset.shape[1], step):
-        block = _pick(_columns(source_dset, lo, lo + step), source_rows)   # every row: no copy of the block
+
+    def read(lo):
+        return lo, _pick(_columns(source_dset, lo, lo + step), source_rows)   # every row: no copy of the block
+
+    def project(item):                            # each block fills its own rows of mean and loadings
+        lo, block = item
         cols = slice(lo * per_col, lo * per_col + block.shape[1])
         mean[cols] = block.mean(axis=0, dtype=np.float64)
         block -= mean[cols].astype(np.float32)
         np.matmul(block.T, coef, out=loadings[cols])
+
+    with _one_blas_thread():
+        for _ in _in_order(map(read, range(0, source_dset.shape[1], step)), project, n_jobs):
+            pass
     return mean, loadings
 
 
@@ -299,16 +354,19 @@ def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(keep)
 
 
-def fit_pca_sample(store, n_components: int = PCA_COMPONENTS, block_memory_mb: float = 1024) -> dict:
+def fit_pca_sample(store, n_components: int = PCA_COMPONENTS, block_memory_mb: float = 1024,
+                   n_jobs: int = 1) -> dict:
     """PCA fitted on every row of a map store (the source's fitting sample): ``mean`` and ``loadings``
     (``d x k`` float32) for :func:`project_maps`, and the ``explained_variance``.  On the whole source
-    this is the PCA :func:`reduce_store_pair` fits, up to rounding."""
+    this is the PCA :func:`reduce_store_pair` fits, up to rounding.  ``n_jobs``: blocks of columns
+    multiplied at once (:class:`GramPCA`); the same bits whatever it is, ``n_jobs`` blocks held."""
     with h5py.File(store, "r") as f:
         x = f["features"]
-        res = GramPCA(n_components, block_memory_mb=block_memory_mb).fit_transform_stores(x, None)
+        res = GramPCA(n_components, block_memory_mb=block_memory_mb, n_jobs=n_jobs).fit_transform_stores(x, None)
         # the loadings (d x k float32) are held beside each block of columns: the block gets what they leave
         loadings_mb = int(np.prod(x.shape[1:])) * res.source_coef.shape[1] * 4 / 2**20
-        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=max(64.0, block_memory_mb - loadings_mb))
+        mean, loadings = pca_loadings(x, res.source_coef, block_memory_mb=max(64.0, block_memory_mb - loadings_mb),
+                                      n_jobs=n_jobs)
     return {"mean": mean.astype(np.float32), "loadings": loadings,
             "explained_variance": res.explained_variance}
 

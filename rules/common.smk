@@ -518,9 +518,9 @@ def evaluate_svm_mem_mb(wildcards, input):
                                       selection=score_selection(wildcards), center=config["svm"]["center"])
 
 
-def fit_pca_mem_mb(wildcards, input):
+def fit_pca_mem_mb(wildcards, input, threads):
     spec = config["reducers"][wildcards.reducer]
-    return job_memory.fit_pca_mb(input.sample, **reducer_kwargs(spec, "pca"))
+    return job_memory.fit_pca_mb(input.sample, **reducer_kwargs(spec, "pca"), threads=threads)
 
 
 def fit_adapter_mem_mb(wildcards, input):

@@ -208,6 +208,8 @@ if ONE_PASS_BACKBONES and not STORE_MAPS and PCA_REDUCERS:
             "results/{experiment}/pca/{backbone}/{local_layer}/{reducer}.h5",
         params:
             reducer=reducer_params,
+        # blocks of columns multiplied at once, one per thread: the same model whatever the threads
+        threads: workflow.cores
         priority: 10
         log:
             "logs/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.log",

@@ -63,10 +63,11 @@ def extract_shard(images, weights_pth, weights_json, params: dict, outputs: dict
                             rows=(shard * size, (shard + 1) * size), pca_models=pca_models, pca_in_pass=pca_in_pass)
 
 
-def fit_pca(sample, images, reducer: dict, out) -> None:
+def fit_pca(sample, images, reducer: dict, out, threads: int = 1) -> None:
     """PCA's mean and loadings from the sample's maps, with the sample's size and the source's in the
-    attributes (``n_sample``, ``n_source``): projected onto in every image's extraction pass."""
-    fitted = fit_pca_sample(sample, **reducer_kwargs(reducer, "pca"))
+    attributes (``n_sample``, ``n_source``): projected onto in every image's extraction pass.  ``threads``
+    blocks of the maps' columns are multiplied at once, each on one thread: the same model whatever it is."""
+    fitted = fit_pca_sample(sample, **reducer_kwargs(reducer, "pca"), n_jobs=threads)
     n_sample, n_source = len(read_labels(sample)), len(read_labels(images))
     write_arrays(out, fitted, {"reducer": json.dumps(reducer), "n_sample": n_sample, "n_source": n_source,
                                "layerfuse_version": __version__})

@@ -94,8 +94,10 @@ def test_a_store_not_made_yet_is_named_for_snakemake_to_ask_again(tmp_path):
 
 @needs_proc
 @pytest.mark.slow
-def test_fit_pca_estimate_covers_the_measured_peak(tmp_path, monkeypatch):
-    """fit_pca on a sample store of block maps as the pass writes them (float16, images x channels x h x w)."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fit_pca_estimate_covers_the_measured_peak(tmp_path, monkeypatch, threads):
+    """fit_pca on a sample store of block maps as the pass writes them (float16, images x channels x h x w),
+    on one thread and on two (two blocks of columns held at once)."""
     import h5py
 
     monkeypatch.setattr(job_memory, "MIN_MB", 0)
@@ -106,6 +108,7 @@ def test_fit_pca_estimate_covers_the_measured_peak(tmp_path, monkeypatch):
         f["labels"] = rng.integers(0, 10, 1200)
     reducer = {"method": "pca", "n_components": 256, "block_memory_mb": 128}
     peak = _peak_mb(f"from layerfuse.stages import fit_pca\n"
-                    f"fit_pca({str(sample)!r}, {str(sample)!r}, {json.dumps(reducer)}, {str(tmp_path / 'pca.h5')!r})")
-    estimate = job_memory.fit_pca_mb(sample, n_components=256, block_memory_mb=128)
+                    f"fit_pca({str(sample)!r}, {str(sample)!r}, {json.dumps(reducer)}, {str(tmp_path / 'pca.h5')!r}, "
+                    f"threads={threads})")
+    estimate = job_memory.fit_pca_mb(sample, n_components=256, block_memory_mb=128, threads=threads)
     assert peak <= estimate <= 2 * peak, (peak, estimate)

@@ -127,6 +127,34 @@ def test_pca_is_bit_identical_on_chunked_and_contiguous_stores(tmp_path, rng, bl
         np.testing.assert_array_equal(packed[d], raw[d])
 
 
+def test_pca_fit_is_the_same_bits_whatever_its_threads(tmp_path, rng):
+    """fit_pca multiplies blocks of columns side by side, one thread each, and sums their Gram matrices in
+    the blocks' order: the model is the same bits on one thread or three (so a run's results do not depend
+    on --cores), and it is the PCA scikit-learn fits."""
+    from layerfuse.reduce import GramPCA, fit_pca_sample
+
+    x = (rng.rand(40, 48, 5, 5) * (rng.rand(40, 48, 5, 5) > 0.5)).astype(np.float16)
+    with h5py.File(tmp_path / "sample.h5", "w") as f:
+        f["features"] = x
+    # 0.01 MB: blocks of 16 channels (the store's alignment), 3 of them
+    fits = [fit_pca_sample(tmp_path / "sample.h5", 8, block_memory_mb=0.01, n_jobs=j) for j in (1, 2, 3)]
+    for fit in fits[1:]:
+        for key in ("mean", "loadings", "explained_variance"):
+            np.testing.assert_array_equal(fit[key], fits[0][key])
+    flat = x.reshape(40, -1).astype(np.float64)
+    ref = PCA(8, svd_solver="full").fit(flat)
+    np.testing.assert_allclose(fits[0]["explained_variance"], ref.explained_variance_, rtol=1e-4)
+    scores = (flat - fits[0]["mean"]) @ fits[0]["loadings"]
+    np.testing.assert_allclose(np.abs(scores), np.abs(ref.transform(flat)), rtol=1e-3, atol=1e-3)
+    # the target's cross products too (the stored maps' reduce_layer)
+    with h5py.File(tmp_path / "sample.h5", "r") as f:
+        pair = [GramPCA(8, block_memory_mb=0.01, n_jobs=j).fit_transform_stores(f["features"], f["features"],
+                                                                                np.arange(30), np.arange(30, 40))
+                for j in (1, 3)]
+    np.testing.assert_array_equal(pair[0].target, pair[1].target)
+    np.testing.assert_array_equal(pair[0].source, pair[1].source)
+
+
 def test_pca_sample_rows_are_a_seeded_stratified_sample():
     """Every row where the source is no larger than the sample; else sorted rows keeping each class's share,
     the same for the same seed."""

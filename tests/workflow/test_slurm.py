@@ -162,7 +162,7 @@ def test_profile_slurm_matches_a_local_run(tmp_path, slurm_cluster, mini_baselin
     workdir = seeded_workdir(tmp_path, mini_baseline)
     threads = min(4, cpus)
     proc = snakemake(workdir, "--profile", str(REPO / "profiles/slurm"),
-                     "--set-threads", "extract_shard=1", f"finetune_backbone={threads}",
+                     "--set-threads", "extract_shard=1", f"finetune_backbone={threads}", f"fit_pca={threads}",
                      "--slurm-init-seconds-before-status-checks", "1",
                      config=sharded_config(tmp_path, shard_size=8), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
