@@ -17,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from layerfuse._linalg import gram
 from layerfuse.h5io import MAP_CHUNK_CHANNELS, read_arrays
@@ -89,8 +90,6 @@ def _in_order(items, work, n_jobs: int = 1):
 def _one_blas_thread():
     """BLAS on one thread for the duration: a product's last bits depend on its threads, so a fit computes
     the same numbers on any machine, and parallel work is spread over whole products (:func:`_in_order`)."""
-    from threadpoolctl import threadpool_limits   # scikit-learn's dependency
-
     return threadpool_limits(limits=1, user_api="blas")
 
 
