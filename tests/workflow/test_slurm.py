@@ -163,7 +163,8 @@ def test_profile_slurm_matches_a_local_run(tmp_path, slurm_cluster, mini_baselin
     threads = min(4, cpus)
     proc = snakemake(workdir, "--profile", str(REPO / "profiles/slurm"),
                      "--set-threads", "extract_shard=1", f"finetune_backbone={threads}", f"fit_pca={threads}",
-                     "--slurm-init-seconds-before-status-checks", "1",
+                     # a round of status checks every 2 s, not 10 (about 20 s of this test)
+                     "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
                      config=sharded_config(tmp_path, shard_size=8), check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
