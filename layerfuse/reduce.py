@@ -71,7 +71,7 @@ def _in_order(items, work, n_jobs: int = 1):
     """``work(item)`` for each item of the iterator ``items``, ``n_jobs`` items at a time in threads, results
     in the items' order.  At most ``n_jobs`` items exist at once (the next is drawn, i.e. read, in this
     thread once one finishes), so memory is ``n_jobs`` items.  Each call runs whole on one thread: with BLAS
-    on one thread (:func:`_one_blas_thread`) every product is the call a single thread makes, and the
+    on one thread (:data:`_ONE_BLAS_THREAD`) every product is the call a single thread makes, and the
     results are the same bits whatever ``n_jobs``."""
     if n_jobs <= 1:
         for item in items:
@@ -87,10 +87,9 @@ def _in_order(items, work, n_jobs: int = 1):
             yield pending.popleft().result()
 
 
-def _one_blas_thread():
-    """BLAS on one thread for the duration: a product's last bits depend on its threads, so a fit computes
-    the same numbers on any machine, and parallel work is spread over whole products (:func:`_in_order`)."""
-    return threadpool_limits(limits=1, user_api="blas")
+# BLAS on one thread while the decorated fit runs: a product's last bits depend on its threads, so a fit computes
+# the same numbers on any machine, and parallel work is spread over whole products (_in_order)
+_ONE_BLAS_THREAD = threadpool_limits.wrap(limits=1, user_api="blas")
 
 
 def _row_blocks(n: int, n_features: int, memory_mb: float, align: int = 32):
@@ -149,6 +148,7 @@ class GramPCA:
         if source.ndim == 4:   # whole chunks of a compressed store; the same blocks in an uncompressed one
             align = source.chunks[1] if source.chunks is not None else MAP_CHUNK_CHANNELS
             step = max(align, step // align * align)
+
         def read(lo):                               # HDF5 reads one at a time (h5py's lock), here
             block = _columns(source, lo, lo + step)
             target_block = None if target is None else block if shared else _columns(target, lo, lo + step)
@@ -166,6 +166,7 @@ class GramPCA:
                 c += cs
         return g, c
 
+    @_ONE_BLAS_THREAD
     def fit_transform_stores(self, source_dset, target_dset, source_rows=None, target_rows=None) -> PCAResult:
         """Fit on the source rows and return source and target scores (rows as in :meth:`_grams`)."""
         ns = source_dset.shape[0] if source_rows is None else len(source_rows)
@@ -173,11 +174,7 @@ class GramPCA:
         if ns < 2:
             raise ValueError(f"PCA needs at least 2 source images, got {ns}")
         k = min(int(self.n_components), ns - 1, d)
-        with _one_blas_thread():
-            g, c = self._grams(source_dset, target_dset, source_rows, target_rows)   # X_s X_sᵀ, X_t X_sᵀ
-            return self._fit_grams(g, c, k, ns)
-
-    def _fit_grams(self, g, c, k: int, ns: int) -> PCAResult:
+        g, c = self._grams(source_dset, target_dset, source_rows, target_rows)   # X_s X_sᵀ, X_t X_sᵀ
         row_mean = g.mean(axis=0)                              # (1ᵀ G / n)
         gc = g - row_mean[None, :] - row_mean[:, None] + row_mean.mean()   # H G H
         evals, evecs = np.linalg.eigh(gc)
@@ -204,6 +201,7 @@ class GramPCA:
                          self.source_coef_)
 
 
+@_ONE_BLAS_THREAD
 def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_memory_mb: float = 512,
                  n_jobs: int = 1):
     """``(mean, loadings)`` of a fitted :class:`GramPCA` for projecting new maps: ``(x - mean) @ loadings``.
@@ -231,9 +229,7 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
         block -= mean[cols].astype(np.float32)
         np.matmul(block.T, coef, out=loadings[cols])
 
-    with _one_blas_thread():
-        for _ in _in_order(map(read, range(0, source_dset.shape[1], step)), project, n_jobs):
-            pass
+    deque(_in_order(map(read, range(0, source_dset.shape[1], step)), project, n_jobs), maxlen=0)   # run them all
     return mean, loadings
 
 
