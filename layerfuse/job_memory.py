@@ -21,7 +21,7 @@ from .h5io import pair_shape, read_labels
 from .svm import SQUARED_BLOCK_ROWS, resolve_solver
 from .tca import KERNEL_BLOCK_ROWS
 
-__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "fit_pca_mb", "extraction_pass_mb"]
+__all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "fit_pca_mb", "fit_pca_threads", "extraction_pass_mb"]
 
 BASE_MB = 300                     # the interpreter with numpy, scipy, scikit-learn and h5py loaded
 MIN_MB = 1000                     # the other rules' 1 GB: room for a BLAS with many threads' buffers
@@ -30,8 +30,9 @@ _MB = 2 ** 20
 
 
 PASS_MB = 3000                    # an extraction pass: the network, a batch and its activations
-# what an extraction job may ask for before `extract.pca_in_pass: auto` splits its PCA projections into a pass per
-# block: a 16 GB laptop beside its desktop, a common 8 GB cluster slot
+# what one job may ask for by default: a 16 GB laptop beside its desktop, a common 8 GB cluster slot (an
+# extraction pass within it projects every PCA block, `extract.pca_in_pass: auto`; `fit_pca` takes the threads
+# whose column blocks fit it)
 PASS_BUDGET_MB = 8000
 
 
@@ -93,6 +94,16 @@ def fit_pca_mb(sample_store, *, n_components: int = 256, block_memory_mb: float 
     jobs = max(1, int(threads))
     work = jobs * (block_memory_mb * _MB + 4 * n * n) + 3 * 8 * n * n + 4 * d * k + 8 * n * k
     return max(MIN_MB, BASE_MB + int(work / _MB))
+
+
+def fit_pca_threads(cores: int, *, n_sample: int, block_memory_mb: float = 1024,
+                    budget_mb: float = PASS_BUDGET_MB) -> int:
+    """``fit_pca``'s threads: ``cores``, but no more than the column blocks (one per thread, ``block_memory_mb``
+    and its ``n x n`` float32 product, :func:`fit_pca_mb`) that fit ``budget_mb`` at a sample of ``n_sample``
+    images, and at least one.  The model is the same bits on any number of threads, so the cap changes no
+    result: it keeps a many-core machine from holding a gigabyte per core (``--cores 16``: 17 GB)."""
+    per_thread = block_memory_mb * _MB + 4 * n_sample * n_sample
+    return max(1, min(int(cores), int(budget_mb * _MB // per_thread)))
 
 
 def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 3000, solver: str = "auto") -> int:

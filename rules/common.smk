@@ -518,6 +518,14 @@ def evaluate_svm_mem_mb(wildcards, input):
                                       selection=score_selection(wildcards), center=config["svm"]["center"])
 
 
+def fit_pca_threads(wildcards):
+    """Every core whose column block fits job_memory.PASS_BUDGET_MB at a sample of extract.pca_sample images (a
+    fixed budget, as for extract.pca_in_pass): the same model on any number of threads."""
+    spec = reducer_kwargs(config["reducers"][wildcards.reducer], "pca")
+    return job_memory.fit_pca_threads(workflow.cores, n_sample=config["extract"]["pca_sample"],
+                                      **{k: spec[k] for k in ("block_memory_mb",) if k in spec})
+
+
 def fit_pca_mem_mb(wildcards, input, threads):
     spec = config["reducers"][wildcards.reducer]
     return job_memory.fit_pca_mb(input.sample, **reducer_kwargs(spec, "pca"), threads=threads)

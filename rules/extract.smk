@@ -209,7 +209,7 @@ if ONE_PASS_BACKBONES and not STORE_MAPS and PCA_REDUCERS:
         params:
             reducer=reducer_params,
         # blocks of columns multiplied at once, one per thread: the same model whatever the threads
-        threads: workflow.cores
+        threads: fit_pca_threads
         priority: 10
         log:
             "logs/{experiment}/fit_pca/{backbone}/{local_layer}/{reducer}.log",

@@ -112,3 +112,16 @@ def test_fit_pca_estimate_covers_the_measured_peak(tmp_path, monkeypatch, thread
                     f"threads={threads})")
     estimate = job_memory.fit_pca_mb(sample, n_components=256, block_memory_mb=128, threads=threads)
     assert peak <= estimate <= 2 * peak, (peak, estimate)
+
+
+def test_fit_pca_takes_the_cores_whose_column_blocks_fit_the_budget():
+    """Each thread holds a column block and its n x n product: --cores 16 at the defaults gets the threads
+    whose blocks fit the fixed job budget, a 2-core machine both cores, and a block larger than the budget
+    still one thread."""
+    per_thread_mb = 1024 + 4 * 5000 ** 2 / 2 ** 20
+    capped = job_memory.fit_pca_threads(16, n_sample=5000)
+    assert capped == int(job_memory.PASS_BUDGET_MB // per_thread_mb) < 16
+    assert capped * job_memory.fit_pca_threads(1, n_sample=5000) * per_thread_mb <= job_memory.PASS_BUDGET_MB
+    assert job_memory.fit_pca_threads(2, n_sample=5000) == 2
+    assert job_memory.fit_pca_threads(16, n_sample=300, block_memory_mb=64) == 16
+    assert job_memory.fit_pca_threads(16, n_sample=5000, block_memory_mb=10 * job_memory.PASS_BUDGET_MB) == 1
