@@ -110,9 +110,8 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(precision, device)
     compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = fold_batchnorm(model, keep=set(nodes)).to(device, compute_dtype)
-    if device == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last on either device: oneDNN's and cuDNN's fast convolutions (bf16 tensor cores) want it
+    model = fold_batchnorm(model, keep=set(nodes)).to(device, compute_dtype, memory_format=torch.channels_last)
     extractor = create_feature_extractor(model, return_nodes=nodes).eval()
 
     def prepared(batch):
@@ -212,15 +211,22 @@ def _pass_rows(n_all: int, batch_size: int, rows=None, image_rows=None):
 
 class _InPassReductions:
     """Called on a batch's ``{layer key: tensor}``: the tensors of the plain stores, and each reduction
-    computed from its layer's maps as a map store would hold them (``local_dtype``, then float32)."""
+    computed from its layer's maps as a map store would hold them (``local_dtype``, then float32).
+    ``on_device``: the maps are rounded and reduced on the tensors' own device (a GPU's), so that only the
+    reduced rows cross to the host; else on the host in numpy (the CPU's pass: the same bits as the reducers
+    on stored maps)."""
 
-    def __init__(self, plain: list[str], reductions: dict, local_dtype: str):
+    def __init__(self, plain: list[str], reductions: dict, local_dtype: str, on_device: bool = False):
         self.plain, self.reductions, self.local_dtype = plain, reductions, local_dtype
+        self.on_device = on_device
         self.buffers = {}                               # per layer: the stored dtype, then float32, C order
 
     def _as_stored(self, layer: str, t):
+        stored_dtype = getattr(torch, self.local_dtype)
+        if self.on_device:                              # C order (the store's) in float32, where the maps are
+            return t.to(stored_dtype).to(torch.float32, memory_format=torch.contiguous_format)
         if layer not in self.buffers or self.buffers[layer][0].shape != t.shape:
-            self.buffers[layer] = (torch.empty(t.shape, dtype=getattr(torch, self.local_dtype)),
+            self.buffers[layer] = (torch.empty(t.shape, dtype=stored_dtype),
                                    torch.empty(t.shape, dtype=torch.float32))
         stored, wide = self.buffers[layer]
         # one conversion per layer, in torch: numpy's float16 casts are slow
@@ -232,7 +238,9 @@ class _InPassReductions:
         for key, (lk, fn) in self.reductions.items():
             if lk not in as_stored:
                 as_stored[lk] = self._as_stored(lk, out[lk])
-            vals[key] = torch.from_numpy(np.ascontiguousarray(fn(as_stored[lk]), dtype=np.float32))
+            reduced = fn(as_stored[lk])
+            vals[key] = reduced.to("cpu", torch.float32) if self.on_device else \
+                torch.from_numpy(np.ascontiguousarray(reduced, dtype=np.float32))
         return vals
 
 
@@ -390,7 +398,7 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
     nodes = {s.layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
     extractor, prepared, precision, device = feature_extractor(s.model, s.spec, nodes, s.precision)
     overlap = device != "cpu" if s.overlap_writes == "auto" else s.overlap_writes
-    reduced = _InPassReductions(plain, needed, s.local_dtype)
+    reduced = _InPassReductions(plain, needed, s.local_dtype, on_device=device != "cpu")
     with contextlib.ExitStack() as stack:
         stack.enter_context(_blosc_threads(1 if overlap else torch.get_num_threads()))
         # probe output shapes with one image

@@ -40,12 +40,12 @@ def flatten_pool(maps: np.ndarray, segment: int = 100) -> np.ndarray:
     """
     if segment < 1:
         raise ValueError(f"flatten segment must be >= 1, got {segment}")
-    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    flat = _float32(maps).reshape(len(maps), -1)
     d = flat.shape[1]
     full = d // segment
     out = flat[:, :full * segment].reshape(len(flat), full, segment).mean(axis=2)
     if d % segment:
-        out = np.concatenate([out, flat[:, full * segment:].mean(axis=1, keepdims=True)], axis=1)
+        out = _side_by_side(out, flat[:, full * segment:].mean(axis=1, keepdims=True))
     return out
 
 
@@ -55,7 +55,7 @@ def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
     ``region=None`` (or the map size) averages each whole map: 256 values (the
     paper's 55 x 55 region).  Partial squares at the border are dropped.
     """
-    maps = np.asarray(maps, dtype=np.float32)
+    maps = _float32(maps)
     if maps.ndim != 4:
         raise ValueError(f"pool2d needs (n, channels, height, width) maps, got shape {maps.shape}")
     n, c, h, w = maps.shape
@@ -65,6 +65,23 @@ def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
     hh, ww = h // r, w // r
     pooled = maps[:, :, :hh * r, :ww * r].reshape(n, c, hh, r, ww, r).mean(axis=(3, 5))
     return pooled.reshape(n, -1)
+
+
+def _float32(maps):
+    """``maps`` as float32: a numpy array, or a torch tensor kept on its device (a pass on a GPU reduces its maps
+    there, :func:`flatten_pool`, :func:`pool2d` and :func:`project_maps` taking either)."""
+    if type(maps).__module__.partition(".")[0] == "torch":
+        return maps.float()
+    return np.asarray(maps, dtype=np.float32)
+
+
+def _side_by_side(a, b):
+    """The columns of ``a`` then ``b`` (numpy arrays, or torch tensors on one device)."""
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b], axis=1)
+    both = a.new_empty((a.shape[0], a.shape[1] + b.shape[1]))
+    both[:, :a.shape[1]], both[:, a.shape[1]:] = a, b
+    return both
 
 
 def _in_order(items, work, n_jobs: int = 1):
@@ -308,9 +325,11 @@ PROJECTION_ROWS = 16
 
 def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np.ndarray:
     """PCA scores of a batch of maps, ``(x - mean) @ loadings`` (:func:`pca_loadings`), float32, in products of
-    :data:`PROJECTION_ROWS` rows."""
-    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
-    out = np.empty((len(flat), loadings.shape[1]), np.float32)
+    :data:`PROJECTION_ROWS` rows.  A torch tensor of maps, with ``mean`` and ``loadings`` tensors on its device,
+    is projected there."""
+    flat = _float32(maps).reshape(len(maps), -1)
+    out = flat.new_empty((len(flat), loadings.shape[1])) if hasattr(flat, "new_empty") else \
+        np.empty((len(flat), loadings.shape[1]), np.float32)
     for lo in range(0, len(flat), PROJECTION_ROWS):
         out[lo:lo + PROJECTION_ROWS] = (flat[lo:lo + PROJECTION_ROWS] - mean) @ loadings
     return out
@@ -324,14 +343,20 @@ class StoredProjection:
     def __init__(self, path):
         self.path = path
         self.arrays = None
+        self.on_device = None                 # (mean, loadings) as float32 tensors on the device of the last maps
 
     def __call__(self, maps: np.ndarray) -> np.ndarray:
         if self.arrays is None:
             self.arrays, _ = read_arrays(self.path, ["mean", "loadings"])
-        return project_maps(maps, self.arrays["mean"], self.arrays["loadings"])
+        maps = _float32(maps)
+        if isinstance(maps, np.ndarray):
+            return project_maps(maps, self.arrays["mean"], self.arrays["loadings"])
+        if self.on_device is None or self.on_device[0].device != maps.device:   # copied there once a pass
+            self.on_device = (maps.new_tensor(self.arrays["mean"]), maps.new_tensor(self.arrays["loadings"]))
+        return project_maps(maps, *self.on_device)
 
     def release(self) -> None:
-        self.arrays = None
+        self.arrays = self.on_device = None
 
 
 def pca_sample_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

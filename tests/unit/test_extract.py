@@ -361,3 +361,61 @@ def test_pca_in_a_pass_of_its_own_writes_the_main_pass_bytes_and_holds_its_loadi
     with pytest.raises(RuntimeError, match="own pass dies"):
         run(tmp_path / "failed", ["block1-pca"], fails)
     assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").glob("*.h5"))
+
+
+def test_reductions_on_the_device_equal_the_host_ones(tmp_path):
+    """A pass on a GPU rounds and reduces its maps where they are (flatten, pool2d and a stored PCA model on
+    torch tensors, the model copied to the maps' device once): run here on CPU tensors, the same rows as the
+    host path's numpy, to float rounding, with the store's float16 rounding and C order from channels_last
+    maps."""
+    import torch
+
+    from layerfuse.extract import _InPassReductions
+    from layerfuse.reduce import StoredProjection, reduce_maps
+
+    rng = np.random.default_rng(2)
+    maps = torch.from_numpy(rng.random((5, 8, 6, 6), dtype=np.float32) * 4).contiguous(
+        memory_format=torch.channels_last)
+    pca_path = tmp_path / "pca.h5"
+    with h5py.File(pca_path, "w") as f:
+        f["mean"] = rng.random(8 * 6 * 6, dtype=np.float32)
+        f["loadings"] = rng.standard_normal((8 * 6 * 6, 3), dtype=np.float32)
+    reductions = {"b-flatten": ("b", lambda m: reduce_maps(m, "flatten", {"segment": 7})),   # a partial segment
+                  "b-pool2d": ("b", lambda m: reduce_maps(m, "pool2d", {"region": 4})),
+                  "b-pca": ("b", StoredProjection(pca_path))}
+    batch = {"g": maps[:, :, 0, 0], "b": maps}
+    host = _InPassReductions(["g"], reductions, "float16")(batch)
+    device = _InPassReductions(["g"], reductions, "float16", on_device=True)(batch)
+    stored = maps.to(torch.float16).numpy().astype(np.float32)
+    assert reductions["b-pca"][1].on_device[1].dtype == torch.float32
+    assert device["g"] is batch["g"]                                    # a plain store's tensor as it came
+    for key in reductions:
+        t = device[key]
+        assert t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous(), key
+        np.testing.assert_allclose(t.numpy(), host[key].numpy(), rtol=1e-5, atol=1e-5 * host[key].abs().max().item())
+    np.testing.assert_array_equal(host["b-pool2d"].numpy(), reduce_maps(stored, "pool2d", {"region": 4}))
+    assert host["b-flatten"].shape == (5, 42)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device: the GPU pass is not run")
+def test_a_gpu_pass_writes_the_cpu_pass_stores_to_rounding(tmp_path, image_store, model, monkeypatch):
+    """Where a GPU exists the pass runs there in fp32, its reductions on the device: the stores match a CPU
+    pass to float rounding."""
+    import torch
+
+    from layerfuse.reduce import reduce_maps
+
+    reductions = {"block1-flatten": ("block1", lambda m: reduce_maps(m, "flatten", {"segment": 100})),
+                  "block1-pool2d": ("block1", lambda m: reduce_maps(m, "pool2d", {}))}
+
+    def run(out_dir):
+        outputs = {k: out_dir / f"{k}.h5" for k in ["global", *reductions]}
+        extract_features(image_store, outputs, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4,
+                         threads=2, precision="fp32", compile_model=False, reductions=reductions)
+        return {k: h5py.File(p)["features"][()] for k, p in outputs.items()}
+
+    gpu = run(tmp_path / "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = run(tmp_path / "cpu")
+    for key in gpu:
+        np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-3, atol=1e-3 * np.abs(cpu[key]).max())
