@@ -87,11 +87,14 @@ def build_resnet50(spec: BackboneSpec, state_dict: dict | None = None, num_class
 def preprocess(images_uint8, spec: BackboneSpec):
     """NHWC uint8 RGB images (numpy or tensor) to the NCHW float tensor the weights expect."""
     x = torch.as_tensor(images_uint8).permute(0, 3, 1, 2).float()
+
+    def channels(values):                      # on the images' device (a GPU's, where the pass runs there)
+        return torch.from_numpy(values).view(1, 3, 1, 1).to(x.device)
+
     if spec.preprocessing == "caffe":
-        x = x.flip(1) - torch.from_numpy(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
+        x = x.flip(1) - channels(CAFFE_BGR_MEAN)
     else:
-        x = (x / 255.0 - torch.from_numpy(TORCH_RGB_MEAN).view(1, 3, 1, 1)) \
-            / torch.from_numpy(TORCH_RGB_STD).view(1, 3, 1, 1)
+        x = (x / 255.0 - channels(TORCH_RGB_MEAN)) / channels(TORCH_RGB_STD)
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -115,6 +115,8 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     extractor = create_feature_extractor(model, return_nodes=nodes).eval()
 
     def prepared(batch):
+        if device != "cpu":      # the uint8 images cross to the device (a quarter of float32) and are prepared there
+            batch = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
         return preprocess(batch, spec).to(device, compute_dtype)
 
     return extractor, prepared, precision, device
@@ -431,8 +433,9 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
         static = run is not extractor
         stores.mark_compiled(static)
         writer = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
+        reader = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if overlap else None
         _forward_batches(source, s.batch_size, step, lambda sub: run(padded(sub) if static else prepared(sub)),
-                         reduced, write, writer)
+                         reduced, write, writer, reader)
         stores.finish()
     for _, fn in needed.values():
         if hasattr(fn, "release"):   # what the reduction holds (a PCA's loadings) goes before the next pass
@@ -440,12 +443,19 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
     return precision, static
 
 
-def _forward_batches(source: _ImageRows, batch_size: int, step: int, forward, reduced, write, writer) -> None:
+def _forward_batches(source: _ImageRows, batch_size: int, step: int, forward, reduced, write, writer,
+                     reader=None) -> None:
     """Every batch of ``source`` through ``forward`` ``step`` images at a time, then ``reduced`` and
-    ``write`` (in ``writer``'s thread, if any, while the next batch runs)."""
+    ``write`` (in ``writer``'s thread, if any, while the next batch runs); ``reader``'s thread, if any, reads
+    the next batch of images while this one runs."""
+    def read(lo):
+        return source.read(lo, lo + batch_size)
+
     pending = None  # the write in flight (one batch: bounded memory, errors surface at .result())
+    ahead = reader.submit(read, 0) if reader and source.n else None
     for lo in range(0, source.n, batch_size):
-        batch = source.read(lo, lo + batch_size)
+        batch = ahead.result() if ahead else read(lo)
+        ahead = reader.submit(read, lo + batch_size) if reader and lo + batch_size < source.n else None
         parts = []
         for i in range(0, len(batch), step):
             sub = batch[i:i + step]
