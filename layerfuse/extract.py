@@ -92,11 +92,12 @@ def load_recorded_backbone(weights_pth, weights_json):
 
 
 def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha256: str, precision: str,
-                        image_list_sha256: str, image_size: int, **extra) -> dict:
-    """The attributes every feature store carries: what was computed, by which weights, from which images."""
+                        image_list_sha256: str, image_size: int, device: str = "cpu", **extra) -> dict:
+    """The attributes every feature store carries: what was computed, by which weights, on which device
+    (``cpu`` or ``cuda``: their features agree to rounding only), from which images."""
     return {"layer": layer, "node": node, "architecture": spec.architecture, "preprocessing": spec.preprocessing,
             "maxpool_pad": spec.maxpool_pad, "weights_sha256": weights_sha256, "precision": precision,
-            "image_list_sha256": image_list_sha256, "image_size": image_size, **extra,
+            "device": device, "image_list_sha256": image_list_sha256, "image_size": image_size, **extra,
             "layerfuse_version": __version__}
 
 
@@ -408,7 +409,7 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
             probe = reduced(extractor(prepared(np.zeros((1,) + source.images.shape[1:], np.uint8))))
         attrs = {key: feature_store_attrs(key, s.layers[needed[key][0] if key in needed else key], s.spec,
                                           s.weights_sha256, precision, source.image_list_sha256,
-                                          source.images.shape[1], batchnorm_folded=True) for key in keys}
+                                          source.images.shape[1], device, batchnorm_folded=True) for key in keys}
         stores = _Stores(files, {k: s.outputs[k] for k in keys},
                          {k: (source.n,) + tuple(t.shape[1:]) for k, t in probe.items()}, source.labels,
                          source.image_ids, attrs, local_dtype=s.local_dtype, compression=s.compression,
@@ -478,7 +479,7 @@ def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs:
     in the batches and order an unsharded pass writes them: the same files, byte for byte.
 
     ``attrs`` ({layer key: attributes}) are what the unsharded pass would record
-    (:func:`feature_store_attrs`); the shards must agree on the precision and compilation they ran with.
+    (:func:`feature_store_attrs`); the shards must agree on the precision, compilation and device they ran with.
     """
     with h5py.File(images_path, "r") as src:
         labels = src["labels"][()]
@@ -487,11 +488,12 @@ def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs:
     with contextlib.ExitStack() as stack:
         stack.enter_context(reuse_large_allocations())
         opened = [{k: stack.enter_context(h5py.File(p, "r")) for k, p in shard.items()} for shard in shards]
-        ran = {(str(f.attrs["precision"]), bool(f.attrs["compiled"])) for shard in opened for f in shard.values()}
+        ran = {(str(f.attrs["precision"]), bool(f.attrs["compiled"]), str(f.attrs.get("device", "cpu")))
+               for shard in opened for f in shard.values()}
         if len(ran) != 1:
-            raise ValueError(f"the shards ran with different precisions or compilation {sorted(ran)}: "
-                             "set extract.precision and extract.compile")
-        (precision, compiled), = ran
+            raise ValueError(f"the shards ran with different precisions, compilation or devices {sorted(ran)}: "
+                             "set extract.precision and extract.compile, and run every shard on one kind of node")
+        (precision, compiled, device), = ran
         bounds, lo = [], 0
         for shard in opened:
             rows = {f["features"].shape[0] for f in shard.values()}
@@ -506,7 +508,8 @@ def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs:
         first = opened[0]
         shapes = {k: (n,) + first[k]["features"].shape[1:] for k in outputs}
         stores = _Stores(stack, outputs, shapes, labels, image_ids,
-                         {k: {**attrs[k], "precision": precision} for k in outputs}, local_dtype=local_dtype,
+                         {k: {**attrs[k], "precision": precision, "device": device} for k in outputs},
+                         local_dtype=local_dtype,
                          compression=compression, batch_size=batch_size, direct_io=direct_io)
         stores.mark_compiled(compiled)
         for shard, (a, b) in zip(opened, bounds):

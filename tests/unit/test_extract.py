@@ -235,7 +235,7 @@ def test_list_layers_names_the_configured_nodes_with_their_shapes():
 @pytest.mark.parametrize("compression", ["none", "lz4"])
 def test_gathered_shards_are_the_unsharded_stores_byte_for_byte(tmp_path, image_store, model, compression):
     """Shards of 4 of the 7 images (the last one past the end: empty), gathered in order, give the files of
-    one pass over all 7, byte for byte, maps and vectors."""
+    one pass over all 7, byte for byte, maps and vectors; shards run on different devices are refused."""
     def run(name, **kw):
         outputs = {k: tmp_path / name / f"{k}.h5" for k in LAYERS}
         (tmp_path / name).mkdir()
@@ -258,6 +258,13 @@ def test_gathered_shards_are_the_unsharded_stores_byte_for_byte(tmp_path, image_
     assert not any(tmp_path.glob("short-*"))
     with pytest.raises(ValueError, match=r"a shard starts on a batch"):
         run("misaligned", rows=(2, 6))
+    with h5py.File(shards[1]["global"], "r+") as f:               # a shard run on a GPU node
+        assert f.attrs["device"] == "cpu"
+        f.attrs["device"] = "cuda"
+    with pytest.raises(ValueError, match=r"different precisions, compilation or devices .*'cuda'"):
+        gather_features(image_store, shards, {k: tmp_path / f"mixed-{k}.h5" for k in LAYERS}, attrs=attrs,
+                        batch_size=4, compression=compression)
+    assert not any(tmp_path.glob("mixed-*"))
 
 
 def test_too_little_disk_is_one_line_before_any_store(tmp_path, image_store, model, monkeypatch):
