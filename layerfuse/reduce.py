@@ -67,17 +67,20 @@ def pool2d(maps: np.ndarray, region: int | None = None) -> np.ndarray:
     return pooled.reshape(n, -1)
 
 
+def _is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor (a pass on a GPU reduces its maps there: :func:`flatten_pool`,
+    :func:`pool2d` and :func:`project_maps` take numpy arrays or tensors, and torch is not imported here)."""
+    return type(x).__module__.partition(".")[0] == "torch"
+
+
 def _float32(maps):
-    """``maps`` as float32: a numpy array, or a torch tensor kept on its device (a pass on a GPU reduces its maps
-    there, :func:`flatten_pool`, :func:`pool2d` and :func:`project_maps` taking either)."""
-    if type(maps).__module__.partition(".")[0] == "torch":
-        return maps.float()
-    return np.asarray(maps, dtype=np.float32)
+    """``maps`` as float32: a numpy array, or a torch tensor kept on its device."""
+    return maps.float() if _is_tensor(maps) else np.asarray(maps, dtype=np.float32)
 
 
 def _side_by_side(a, b):
     """The columns of ``a`` then ``b`` (numpy arrays, or torch tensors on one device)."""
-    if isinstance(a, np.ndarray):
+    if not _is_tensor(a):
         return np.concatenate([a, b], axis=1)
     both = a.new_empty((a.shape[0], a.shape[1] + b.shape[1]))
     both[:, :a.shape[1]], both[:, a.shape[1]:] = a, b
@@ -328,7 +331,7 @@ def project_maps(maps: np.ndarray, mean: np.ndarray, loadings: np.ndarray) -> np
     :data:`PROJECTION_ROWS` rows.  A torch tensor of maps, with ``mean`` and ``loadings`` tensors on its device,
     is projected there."""
     flat = _float32(maps).reshape(len(maps), -1)
-    out = flat.new_empty((len(flat), loadings.shape[1])) if hasattr(flat, "new_empty") else \
+    out = flat.new_empty((len(flat), loadings.shape[1])) if _is_tensor(flat) else \
         np.empty((len(flat), loadings.shape[1]), np.float32)
     for lo in range(0, len(flat), PROJECTION_ROWS):
         out[lo:lo + PROJECTION_ROWS] = (flat[lo:lo + PROJECTION_ROWS] - mean) @ loadings
@@ -349,7 +352,7 @@ class StoredProjection:
         if self.arrays is None:
             self.arrays, _ = read_arrays(self.path, ["mean", "loadings"])
         maps = _float32(maps)
-        if isinstance(maps, np.ndarray):
+        if not _is_tensor(maps):
             return project_maps(maps, self.arrays["mean"], self.arrays["loadings"])
         if self.on_device is None or self.on_device[0].device != maps.device:   # copied there once a pass
             self.on_device = (maps.new_tensor(self.arrays["mean"]), maps.new_tensor(self.arrays["loadings"]))
