@@ -113,6 +113,23 @@ def native_bf16(device: str = "cpu") -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` where torch sees a CUDA device, else ``cpu``; ``cpu`` as asked; ``cuda`` where there is
+    one, else a one-line ``RuntimeError`` naming ``extract.device`` (checked in the job: a cluster's submitting
+    host may have no GPU where its nodes do)."""
+    if device not in DEVICES:
+        raise ValueError(f"extract.device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("extract.device is cuda, but torch sees no CUDA device on this machine; "
+                           "use auto (a GPU where there is one) or cpu")
+    return device
+
+
 def resolve_precision(precision: str, device: str = "cpu") -> str:
     """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; ``fp32``/``bf16`` unchanged."""
     if precision not in ("auto", "fp32", "bf16"):

@@ -19,7 +19,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from tqdm import tqdm
 
 from . import __version__
-from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess, resolve_precision
+from .backbones import BackboneSpec, build_resnet50, fold_batchnorm, preprocess, resolve_device, resolve_precision
 from .h5io import RowWriter, atomic_path, open_feature_store, write_meta, writes_rows
 from .memory import reuse_large_allocations
 from .weights import load_state_dict
@@ -101,14 +101,16 @@ def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha25
             "layerfuse_version": __version__}
 
 
-def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precision: str = "auto"):
+def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precision: str = "auto",
+                      device: str = "auto"):
     """``(extractor, prepared, precision, device)``: ``extractor(prepared(uint8 batch))`` gives
-    ``{key: tensor}`` for ``nodes`` ({torchvision node: key}), on the GPU where there is one.
+    ``{key: tensor}`` for ``nodes`` ({torchvision node: key}), on ``device`` (``auto``: the GPU where there is
+    one, :func:`~layerfuse.backbones.resolve_device`).
 
     BatchNorm is folded into the convs; bf16 runs the folded network in bf16 throughout (weights cast
     once), which on 2 AVX512-BF16 cores ran 1.25x the images/s of fp32 weights under autocast.
     """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     precision = resolve_precision(precision, device)
     compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     # channels_last on either device: oneDNN's and cuDNN's fast convolutions (bf16 tensor cores) want it
@@ -253,7 +255,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
                      compression: str | None = "none", threads: int | None = None,
                      overlap_writes: bool | str = "auto", compile_model: bool | str = "auto",
                      direct_io: bool = True, rows: tuple[int, int] | None = None, image_rows=None,
-                     reductions: dict | None = None, own_pass=()) -> dict:
+                     reductions: dict | None = None, own_pass=(), device: str = "auto") -> dict:
     """Run ``model`` over the image store and write one feature store per layer key.
 
     Parameters
@@ -280,6 +282,9 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
         With ``compression="none"``, write the maps with ``O_DIRECT`` (past the page cache) where
         the file system allows it; the file is the same either way.
 
+    device : {"auto", "cpu", "cuda"}
+        Where the network and the in-pass reductions run (``extract.device``): ``auto`` is a GPU where torch sees
+        one.  Recorded in each store; a GPU's features equal a CPU's to rounding only.
     compile_model : {"auto", True, False}
         Run the network through ``torch.compile`` (inductor, frozen weights, one
         static batch shape: the last batch is padded).  Same features to ~1e-6
@@ -323,7 +328,7 @@ def extract_features(images_path: str | os.PathLike, outputs: dict[str, str | os
     if threads:
         torch.set_num_threads(int(threads))
     settings = _PassSettings(outputs, layers, reductions, set(own_pass), model, spec, weights_sha256, batch_size,
-                             precision, local_dtype, compression, overlap_writes, compile_model, direct_io)
+                             precision, local_dtype, compression, overlap_writes, compile_model, direct_io, device)
     # the main pass writes every store but those of `own_pass`, each of which gets a pass of its own
     passes = [[k for k in outputs if k not in own_pass]] + [[k] for k in outputs if k in own_pass]
     passes = [keys for keys in passes if keys]
@@ -366,6 +371,7 @@ class _PassSettings:
     overlap_writes: bool | str
     compile_model: bool | str
     direct_io: bool
+    device: str
 
 
 class _ImageRows:
@@ -399,7 +405,7 @@ def _one_pass(keys: list[str], files: contextlib.ExitStack, source: _ImageRows, 
     # at 224x224. Maps and projections do not depend on the batch (tested), so neither do the stores.
     step = max(1, s.batch_size // 2) if keys[0] in s.own_pass else s.batch_size
     nodes = {s.layers[k]: k for k in plain + [lk for lk, _ in needed.values()]}
-    extractor, prepared, precision, device = feature_extractor(s.model, s.spec, nodes, s.precision)
+    extractor, prepared, precision, device = feature_extractor(s.model, s.spec, nodes, s.precision, s.device)
     overlap = device != "cpu" if s.overlap_writes == "auto" else s.overlap_writes
     reduced = _InPassReductions(plain, needed, s.local_dtype, on_device=device != "cpu")
     with contextlib.ExitStack() as stack:
@@ -492,7 +498,7 @@ def gather_features(images_path: str | os.PathLike, shards: list[dict], outputs:
                for shard in opened for f in shard.values()}
         if len(ran) != 1:
             raise ValueError(f"the shards ran with different precisions, compilation or devices {sorted(ran)}: "
-                             "set extract.precision and extract.compile, and run every shard on one kind of node")
+                             "set extract.precision, extract.compile and extract.device")
         (precision, compiled, device), = ran
         bounds, lo = [], 0
         for shard in opened:

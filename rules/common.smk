@@ -322,8 +322,10 @@ def store_backbone(backbone, layer):
 
 # What an extraction computes; one_pass and shard_size only say how jobs are cut, pca_in_pass how a job uses
 # its memory, so switching them reruns nothing by itself (the scripts read pca_in_pass from the config).
+# device: a chosen one reruns the extraction; auto (the GPU where there is one, as before the key) does not.
 EXTRACT_PARAMS = {k: v for k, v in config["extract"].items()
-                  if k not in ("one_pass", "shard_size", "store_maps", "pca_sample", "pca_in_pass")}
+                  if k not in ("one_pass", "shard_size", "store_maps", "pca_sample", "pca_in_pass")
+                  and (k, v) != ("device", "auto")}
 SHARD_SIZE = config["extract"]["shard_size"]
 
 

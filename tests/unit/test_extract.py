@@ -98,6 +98,28 @@ def test_precision_auto_follows_the_hardware(tmp_path, image_store, model):
         resolve_precision("fp16")
 
 
+def test_device_auto_follows_torch_and_a_missing_gpu_is_one_line(tmp_path, image_store, model, monkeypatch):
+    """extract.device: auto is the GPU where torch sees one, cpu is honoured, and cuda without a GPU fails before
+    any store is opened, naming the key; the store records the device that ran."""
+    import torch
+
+    from layerfuse.backbones import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="extract.device must be one of auto, cpu, cuda"):
+        resolve_device("gpu")
+    _, arrays = _extract(image_store, tmp_path / "cpu", model, {"global": "flatten"}, device="cpu",
+                         compile_model=False)
+    assert arrays["global.attrs"]["device"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    (tmp_path / "cuda").mkdir()
+    with pytest.raises(RuntimeError, match=r"^extract.device is cuda, but torch sees no CUDA device"):
+        _extract(image_store, tmp_path / "cuda", model, {"global": "flatten"}, device="cuda")
+    assert not any((tmp_path / "cuda").glob("*.h5*"))
+
+
 def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
     """auto compiles deep passes over many images; a shallow or small pass stays eager."""
     from layerfuse.extract import _deep
