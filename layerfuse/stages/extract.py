@@ -49,7 +49,8 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
                         weights_sha256=record["sha256"], batch_size=ex["batch_size"],
                         precision=ex["precision"], local_dtype=ex["local_dtype"],
                         compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows,
-                        device=ex.get("device", "auto"),
+                        # a chosen device (auto, the library's default, is left out of the params: no rerun)
+                        **{k: ex[k] for k in ("device",) if k in ex},
                         image_rows=image_rows, reductions=reductions,
                         own_pass=() if pca_in_pass else [k for k, (_, fn) in reductions.items()
                                                          if isinstance(fn, StoredProjection)])

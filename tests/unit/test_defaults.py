@@ -56,7 +56,7 @@ COUNTERPARTS = {
     "global_layer": [_param(report.paper_table, "global_layer"), _param(stages.aggregate_scores, "global_layer"),
                      _param(stages.finetune_backbone, "global_layer"), _param(report.tables_markdown, "global_layer")],
     **{f"extract.{k}": [_param(extract.extract_features, k)] for k in ("batch_size", "precision", "local_dtype",
-                                                                        "compression")},
+                                                                        "compression", "device")},
     "extract.compile": [_param(extract.extract_features, "compile_model")],
     "fusion.scaling": [_param(fusion.fuse, "scaling")],
     **{f"tca.{k}": [_param(tca.TCA, k), _param(tca.JDA, k)] for k in ("kernel", "gamma", "bandwidth_factor", "mu",

@@ -427,24 +427,27 @@ def test_reductions_on_the_device_equal_the_host_ones(tmp_path):
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device: the GPU pass is not run")
-def test_a_gpu_pass_writes_the_cpu_pass_stores_to_rounding(tmp_path, image_store, model, monkeypatch):
+def test_a_gpu_pass_writes_the_cpu_pass_stores_to_rounding(tmp_path, image_store, model):
     """Where a GPU exists the pass runs there in fp32, its reductions on the device: the stores match a CPU
     pass to float rounding."""
-    import torch
+    from layerfuse.reduce import StoredProjection, reduce_maps
 
-    from layerfuse.reduce import reduce_maps
-
+    rng = np.random.default_rng(3)
+    pca_path = tmp_path / "pca.h5"
+    with h5py.File(pca_path, "w") as f:                         # block1's maps of a 64x64 image, 5 components
+        f["mean"] = rng.random(256 * 15 * 15, dtype=np.float32)
+        f["loadings"] = rng.standard_normal((256 * 15 * 15, 5), dtype=np.float32)
     reductions = {"block1-flatten": ("block1", lambda m: reduce_maps(m, "flatten", {"segment": 100})),
-                  "block1-pool2d": ("block1", lambda m: reduce_maps(m, "pool2d", {}))}
+                  "block1-pool2d": ("block1", lambda m: reduce_maps(m, "pool2d", {})),
+                  "block1-pca": ("block1", StoredProjection(pca_path))}
 
-    def run(out_dir):
-        outputs = {k: out_dir / f"{k}.h5" for k in ["global", *reductions]}
+    def run(device):
+        outputs = {k: tmp_path / device / f"{k}.h5" for k in ["global", *reductions]}
         extract_features(image_store, outputs, layers=LAYERS, model=model, spec=BackboneSpec(), batch_size=4,
-                         threads=2, precision="fp32", compile_model=False, reductions=reductions)
+                         threads=2, precision="fp32", compile_model=False, reductions=reductions, device=device)
+        assert all(h5py.File(p).attrs["device"] == device for p in outputs.values())
         return {k: h5py.File(p)["features"][()] for k, p in outputs.items()}
 
-    gpu = run(tmp_path / "gpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cpu = run(tmp_path / "cpu")
+    gpu, cpu = run("cuda"), run("cpu")
     for key in gpu:
         np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-3, atol=1e-3 * np.abs(cpu[key]).max())
