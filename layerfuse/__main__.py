@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int,
                    help="images per forward pass (default: the model's extraction batch size)")
     p.add_argument("--threads", type=_positive_int, help="torch's CPU threads (default: torch's own choice)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where the network runs (default: the model's extract.device where one was chosen, else "
+                        "auto: a GPU where there is one)")
     p = sub.add_parser("summary", help="a few lines per finished experiment: the pick, its accuracy and the "
                                        "source-only classifier's, where the predictions and model are")
     p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="results/<experiment> of a finished run")
@@ -166,7 +169,7 @@ def _run(args) -> int:
         from .model import predict  # torch: classifying images needs the network
 
         table = predict(args.model, args.paths, args.output, weights=args.weights, batch_size=args.batch_size,
-                        threads=args.threads)
+                        threads=args.threads, device=args.device)
     except (ValueError, OSError) as exc:                  # one line; no traceback for bad input
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -116,17 +116,17 @@ def native_bf16(device: str = "cpu") -> bool:
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str = "auto", name: str = "extract.device") -> str:
     """``auto`` -> ``cuda`` where torch sees a CUDA device, else ``cpu``; ``cpu`` as asked; ``cuda`` where there is
-    one, else a one-line ``RuntimeError`` naming ``extract.device`` (checked in the job: a cluster's submitting
+    one, else a one-line ``ValueError`` naming the setting ``name`` (checked in the job: a cluster's submitting
     host may have no GPU where its nodes do)."""
     if device not in DEVICES:
-        raise ValueError(f"extract.device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise ValueError(f"{name} must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("extract.device is cuda, but torch sees no CUDA device on this machine; "
-                           "use auto (a GPU where there is one) or cpu")
+        raise ValueError(f"{name} is cuda, but torch sees no CUDA device on this machine; "
+                         "use auto (a GPU where there is one) or cpu")
     return device
 
 

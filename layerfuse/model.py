@@ -372,8 +372,12 @@ def _scan_paths(paths) -> list[tuple[Path, Path, str, dict]]:
 
 
 def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | None = None,
-            threads: int | None = None):
+            threads: int | None = None, device: str | None = None):
     """Classify image files and folders (searched recursively) with a saved model.
+
+    ``device`` (``auto``, ``cpu`` or ``cuda``): where the network runs; by default the device the model's
+    extraction chose (``extract.device``), else ``auto``, a GPU where there is one (whose features equal the
+    CPU's to rounding only).
 
     Returns a table with a row per file: ``image`` (relative to its folder, or as given), ``predicted``,
     ``probability`` and ``margin`` (as in the workflow's predictions), ``cell``, ``refine`` (the method that
@@ -397,7 +401,8 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     pipeline = _Pipeline(record, arrays)
     local = {f"local{i}": node for i, node in enumerate(pipeline.local_nodes())}
     nodes = {record["layers"]["global"]: "global", **{node: key for key, node in local.items()}}
-    extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"])
+    extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"],
+                                                  device or record["extract"].get("device", "auto"), "--device")
     local_dtype = getattr(torch, record["extract"]["local_dtype"])
     classes = np.asarray(record["classes"])
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
@@ -424,8 +429,8 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
             if ok:
                 with torch.inference_mode():
                     out = extractor(prepared(np.stack([image for _, image in ok])))
-                g = out["global"].to(torch.float32).numpy()
-                maps = {node: out[key].to(local_dtype).contiguous().to(torch.float32).numpy()
+                g = out["global"].to("cpu", torch.float32).numpy()     # from a GPU's memory, where it ran
+                maps = {node: out[key].to(local_dtype).contiguous().to("cpu", torch.float32).numpy()
                         for key, node in local.items()}
                 pred, margin = decide(pipeline.decision(pipeline.features(g, maps)), pipeline.classes)
                 probability = platt_probability(margin, platt["a"], platt["b"])

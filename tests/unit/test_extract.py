@@ -115,7 +115,7 @@ def test_device_auto_follows_torch_and_a_missing_gpu_is_one_line(tmp_path, image
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
     (tmp_path / "cuda").mkdir()
-    with pytest.raises(RuntimeError, match=r"^extract.device is cuda, but torch sees no CUDA device"):
+    with pytest.raises(ValueError, match=r"^extract.device is cuda, but torch sees no CUDA device"):
         _extract(image_store, tmp_path / "cuda", model, {"global": "flatten"}, device="cuda")
     assert not any((tmp_path / "cuda").glob("*.h5*"))
 

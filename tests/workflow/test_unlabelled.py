@@ -183,6 +183,11 @@ def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path):
     assert "model.json: not found" in error()
     assert "no such file or folder" in _predict_cli(tmp_path / "nope", "--model", work / "results/field/model/imagenet",
                                                      "-o", tmp_path / "p.csv").stderr
+    if not __import__("torch").cuda.is_available():                 # a GPU asked for where there is none
+        shutil.rmtree(model)
+        shutil.copytree(work / "results/field/model/imagenet", model)
+        assert "--device is cuda, but torch sees no CUDA device" in error(
+            "--device", "cuda", "--weights", work / "resources/weights/imagenet.pth")
 
 
 def test_unlabelled_target_without_images_is_refused_in_one_line(tmp_path):
