@@ -162,12 +162,8 @@ class GramPCA:
         ns = source.shape[0] if source_rows is None else len(source_rows)
         nt = 0 if target is None else target.shape[0] if target_rows is None else len(target_rows)
         n_read = source.shape[0] if shared else source.shape[0] + target.shape[0]
-        per_col = int(np.prod(source.shape[2:])) if source.ndim > 2 else 1
         n_cols = source.shape[1]
-        step = max(1, int(self.block_memory_mb * 2**20 // (4 * per_col * n_read)))
-        if source.ndim == 4:   # whole chunks of a compressed store; the same blocks in an uncompressed one
-            align = source.chunks[1] if source.chunks is not None else MAP_CHUNK_CHANNELS
-            step = max(align, step // align * align)
+        step = _column_step(source, n_read, self.block_memory_mb, whole_chunks=True)
 
         def read(lo):                               # HDF5 reads one at a time (h5py's lock), here
             block = _columns(source, lo, lo + step)
@@ -232,7 +228,7 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
     ``n_jobs`` blocks of columns at once, each on one thread (the same bits whatever ``n_jobs``).
     """
     per_col = int(np.prod(source_dset.shape[2:])) if source_dset.ndim > 2 else 1
-    step = max(1, int(block_memory_mb * 2**20 // (4 * per_col * source_dset.shape[0])))
+    step = _column_step(source_dset, source_dset.shape[0], block_memory_mb)
     # float32 products, as the Gram's: the loadings are stored as float32, float64 doubled this pass's time
     coef = np.asarray(source_coef, np.float32)
     d = int(np.prod(source_dset.shape[1:]))
@@ -251,6 +247,18 @@ def pca_loadings(source_dset, source_coef: np.ndarray, source_rows=None, block_m
 
     deque(_in_order(map(read, range(0, source_dset.shape[1], step)), project, n_jobs), maxlen=0)   # run them all
     return mean, loadings
+
+
+def _column_step(dset, n_rows: int, memory_mb: float, whole_chunks: bool = False) -> int:
+    """Feature columns (channels of maps) per block: ``n_rows`` rows of them fill ``memory_mb`` in float32.
+    ``whole_chunks``: a multiple of a map store's chunk (whole chunks of a compressed store; the same blocks
+    in an uncompressed one)."""
+    per_col = int(np.prod(dset.shape[2:])) if dset.ndim > 2 else 1
+    step = max(1, int(memory_mb * 2**20 // (4 * per_col * n_rows)))
+    if whole_chunks and dset.ndim == 4:
+        align = dset.chunks[1] if dset.chunks is not None else MAP_CHUNK_CHANNELS
+        step = max(align, step // align * align)
+    return step
 
 
 def _columns(dset, lo, hi) -> np.ndarray:
