@@ -386,9 +386,10 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     """
     import torch  # torch and the network's modules load only when images are classified (2 s)
 
-    from .extract import BackboneSpec, feature_extractor, load_backbone  # torch: as above
+    from .extract import BackboneSpec, feature_extractor, load_backbone, resolve_device  # torch: as above
 
     record, arrays = load_model(model_dir)
+    device = resolve_device(device or record["extract"].get("device", "auto"), "--device")   # before the weights load
     bb = record["backbone"]
     weights = Path(weights) if weights else Path(model_dir) / bb["weights"]
     if not weights.is_file():
@@ -401,8 +402,7 @@ def predict(model_dir, paths, out_csv=None, *, weights=None, batch_size: int | N
     pipeline = _Pipeline(record, arrays)
     local = {f"local{i}": node for i, node in enumerate(pipeline.local_nodes())}
     nodes = {record["layers"]["global"]: "global", **{node: key for key, node in local.items()}}
-    extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"],
-                                                  device or record["extract"].get("device", "auto"), "--device")
+    extractor, prepared, _, _ = feature_extractor(model, spec, nodes, record["extract"]["precision"], device)
     local_dtype = getattr(torch, record["extract"]["local_dtype"])
     classes = np.asarray(record["classes"])
     cell = "/".join(record["cell"][k] for k in ("featureset", "adapter", "center"))
