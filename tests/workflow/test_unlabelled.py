@@ -153,7 +153,7 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
         assert got == expected, (featureset, adapter, center)
 
 
-def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path):
+def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path, capsys):
     work, _, _ = unlabelled_run
     model = tmp_path / "model"
     shutil.copytree(work / "results/field/model/imagenet", model)
@@ -183,11 +183,16 @@ def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path):
     assert "model.json: not found" in error()
     assert "no such file or folder" in _predict_cli(tmp_path / "nope", "--model", work / "results/field/model/imagenet",
                                                      "-o", tmp_path / "p.csv").stderr
-    if not __import__("torch").cuda.is_available():                 # a GPU asked for where there is none
-        shutil.rmtree(model)
-        shutil.copytree(work / "results/field/model/imagenet", model)
-        assert "--device is cuda, but torch sees no CUDA device" in error(
-            "--device", "cuda", "--weights", work / "resources/weights/imagenet.pth")
+    if not __import__("torch").cuda.is_available():    # a GPU asked for where there is none (the CLI in this process)
+        from layerfuse.__main__ import main
+
+        capsys.readouterr()
+        code = main(["predict", str(target), "--model", str(work / "results/field/model/imagenet"),
+                     "-o", str(tmp_path / "p.csv"), "--device", "cuda"])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and not (tmp_path / "p.csv").exists(), lines
+        assert lines == ["error: --device is cuda, but torch sees no CUDA device on this machine; "
+                         "use auto (a GPU where there is one) or cpu"], lines
 
 
 def test_unlabelled_target_without_images_is_refused_in_one_line(tmp_path):
