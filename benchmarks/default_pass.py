@@ -100,12 +100,11 @@ def main(argv=None) -> int:
         store = tmp / "images.h5"
         _image_store(store, args.images, args.size)
         # the blocks' map size as the network gives it: one image through block1
-        probe = {}
         extract_features(store, {"block1": tmp / "probe.h5"}, layers=DEFAULT_LAYERS, model=model, spec=BackboneSpec(),
                          batch_size=batch_size, threads=args.threads, image_rows=[0])
         with h5py.File(tmp / "probe.h5", "r") as f:
-            probe["shape"] = f["features"].shape[1:]
-        d = int(np.prod(probe["shape"]))
+            shape = f["features"].shape[1:]
+        d = int(np.prod(shape))
         reductions = {}
         for block in blocks:
             for name, spec in reducers.items():
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
     k = max(s.get("n_components", 0) for s in reducers.values())
     projection_gflop = 2 * d * k * len(blocks) / 1e9
     print(f"{args.images} images of {args.size} px on {name}; precision {precision}, batch {batch_size}; "
-          f"blocks {blocks} of {tuple(probe['shape'])} ({d:,} values), reducers {sorted(reducers)}")
+          f"blocks {blocks} of {tuple(shape)} ({d:,} values), reducers {sorted(reducers)}")
     print(f"plain pass (Global only): {plain:.1f} images/s (rounds {', '.join(f'{x:.1f}' for x in times['plain'])})")
     print(f"default pass (Global + {len(reductions)} reductions in the pass): {default:.1f} images/s "
           f"(rounds {', '.join(f'{x:.1f}' for x in times['default'])})")

@@ -102,7 +102,7 @@ def feature_store_attrs(layer: str, node: str, spec: BackboneSpec, weights_sha25
 
 
 def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precision: str = "auto",
-                      device: str = "auto", device_setting: str = "extract.device"):
+                      device: str = "auto"):
     """``(extractor, prepared, precision, device)``: ``extractor(prepared(uint8 batch))`` gives
     ``{key: tensor}`` for ``nodes`` ({torchvision node: key}), on ``device`` (``auto``: the GPU where there is
     one, :func:`~layerfuse.backbones.resolve_device`).
@@ -110,7 +110,7 @@ def feature_extractor(model, spec: BackboneSpec, nodes: dict[str, str], precisio
     BatchNorm is folded into the convs; bf16 runs the folded network in bf16 throughout (weights cast
     once), which on 2 AVX512-BF16 cores ran 1.25x the images/s of fp32 weights under autocast.
     """
-    device = resolve_device(device, device_setting)
+    device = resolve_device(device)
     precision = resolve_precision(precision, device)
     compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     # channels_last on either device: oneDNN's and cuDNN's fast convolutions (bf16 tensor cores) want it

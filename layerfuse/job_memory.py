@@ -92,7 +92,7 @@ def fit_pca_mb(sample_store, *, n_components: int = 256, block_memory_mb: float 
         n, d = f["features"].shape[0], int(np.prod(f["features"].shape[1:]))
     k = min(n_components, max(n - 1, 1))
     jobs = max(1, int(threads))
-    work = jobs * (block_memory_mb * _MB + 4 * n * n) + 3 * 8 * n * n + 4 * d * k + 8 * n * k
+    work = jobs * _fit_pca_thread_bytes(n, block_memory_mb) + 3 * 8 * n * n + 4 * d * k + 8 * n * k
     return max(MIN_MB, BASE_MB + int(work / _MB))
 
 
@@ -102,8 +102,12 @@ def fit_pca_threads(cores: int, *, n_sample: int, block_memory_mb: float = 1024,
     and its ``n x n`` float32 product, :func:`fit_pca_mb`) that fit ``budget_mb`` at a sample of ``n_sample``
     images, and at least one.  The model is the same bits on any number of threads, so the cap changes no
     result: it keeps a many-core machine from holding a gigabyte per core (``--cores 16``: 17 GB)."""
-    per_thread = block_memory_mb * _MB + 4 * n_sample * n_sample
-    return max(1, min(int(cores), int(budget_mb * _MB // per_thread)))
+    return max(1, min(int(cores), int(budget_mb * _MB // _fit_pca_thread_bytes(n_sample, block_memory_mb))))
+
+
+def _fit_pca_thread_bytes(n: int, block_memory_mb: float) -> float:
+    """What each of ``fit_pca``'s threads holds: a block of columns and its ``n x n`` float32 Gram product."""
+    return block_memory_mb * _MB + 4 * n * n
 
 
 def fit_tca_mb(fused_pair, *, n_landmarks: int = 1000, auto_threshold: int = 3000, solver: str = "auto") -> int:
