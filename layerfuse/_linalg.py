@@ -23,3 +23,21 @@ def gram(a: np.ndarray, block: int = 4096) -> np.ndarray:
             out[lo:hi, hi:] = a[lo:hi] @ a[hi:].T
             out[hi:, lo:hi] = out[lo:hi, hi:].T
     return out
+
+
+def sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances, computed in place in one N x M buffer."""
+    d = gram(a) if b is a else a @ b.T
+    aa = np.einsum("ij,ij->i", a, a)
+    bb = aa if b is a else np.einsum("ij,ij->i", b, b)
+    d *= -2.0
+    d += aa[:, None]
+    d += bb[None, :]
+    return np.maximum(d, 0.0, out=d)
+
+
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """``exp(-gamma * |a - b|²)`` with squared Euclidean distances (no temporaries beyond the result)."""
+    k = sq_dists(a, b)
+    k *= -gamma
+    return np.exp(k, out=k)

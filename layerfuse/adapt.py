@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .tca import rbf_kernel
+from ._linalg import rbf_kernel
 
 __all__ = ["METHODS", "NO_ADAPTER", "NESTED_KEY", "AdapterMethod", "AdapterFailure", "register_method",
            "adapter_parameters", "check_adapter", "make_adapter", "grid_cells", "parse_cell", "adapter_specs",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from .images import DomainSpec, read_manifest, resolve_classes, scan_folder
 from .job_memory import extraction_pass_mb
 from .reduce import PCA_COMPONENTS, check_reducer, is_fitted
 
-__all__ = ["ConfigError", "validate_config", "check_config", "check_data_sizes", "cap_to_data", "dropped_defaults",
+__all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "check_data_sizes", "cap_to_data", "dropped_defaults",
            "check_output_folders", "resolve_pca_in_pass", "pca_components_held", "featuresets", "adapters",
            "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
 
@@ -86,13 +87,25 @@ def coerce_strings(value, schema: dict, root: dict):
     return value
 
 
+def load_schema(schema_path) -> dict:
+    """The parsed schema file, read once per content of the file (parsing it in pure Python took 40 ms, on
+    every Snakemake parse and every config a test checks).  Callers must not change it."""
+    path = Path(schema_path)
+    return _parsed_schema(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: str, mtime_ns: int) -> dict:
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def validate_config(config: dict, schema_path) -> dict:
     """Validate ``config`` against the JSON schema, filling defaults in place (as snakemake's ``validate``).
 
     Raises :class:`ConfigError` with one line ``<dotted.key>: <problem>``, the
     most relevant of all violations (``jsonschema.exceptions.best_match``).
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
@@ -354,7 +367,7 @@ def dropped_defaults(given: dict, schema_path) -> list[str]:
     """One line per top-level mapping the user wrote that leaves out entries of its default (a mapping given in
     the config replaces the default one, it is not merged into it: e.g. ``reducers: {pca: ...}`` alone drops
     flatten and pool2d)."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     lines = []
     for key, prop in schema.get("properties", {}).items():
         default = prop.get("default") if isinstance(prop, dict) else None

@@ -18,8 +18,7 @@ import numpy as np
 
 from .adapt import NESTED_KEY
 from .h5io import pair_shape, read_labels
-from .svm import SQUARED_BLOCK_ROWS, resolve_solver
-from .tca import KERNEL_BLOCK_ROWS
+from .solvers import KERNEL_BLOCK_ROWS, SQUARED_BLOCK_ROWS, resolve_solver
 
 __all__ = ["evaluate_svm_mb", "fit_tca_mb", "fit_adapter_mb", "fit_pca_mb", "fit_pca_threads", "extraction_pass_mb"]
 

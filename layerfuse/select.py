@@ -26,6 +26,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
 from .calibration import platt_probability, weighted_platt
+from .candidates import SCOPES, candidate_cells, scoring_settings
 from .images import read_manifest
 from .layout import cell_decisions, cell_predictions
 from .svm import make_calibrated_svm, source_sample
@@ -152,41 +153,6 @@ def pick_cells(scores, criteria, candidates=None) -> dict[str, int]:
             continue
         picks[name] = int(np.nanargmax(col))
     return picks
-
-
-SCOPES = ("global", "all")
-
-
-def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise ValueError(f"selection.scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-
-
-def candidate_cells(cells, scope: str, *, center: str, global_layer: str) -> np.ndarray:
-    """The cells a criterion may pick: ``global``, the global feature set's adapters at the tables'
-    centring ``center``; ``all``, every cell."""
-    _check_scope(scope)
-    if scope == "all":
-        return np.ones(len(cells), bool)
-    return ((cells["featureset"] == global_layer) & (cells["center"] == center)).to_numpy()
-
-
-def scoring_settings(selection: dict, featureset: str, *, scope: str, center: str, global_layer: str,
-                     vote_members: str = "featureset", default: str = "dev"):
-    """The criteria's settings for one feature set's ``evaluate_svm`` (``selection`` as given, None where
-    no cell of it is scored): with scope ``global``, ``centerings`` limits them to the cells
-    :func:`candidate_cells` lets the selection pick, at ``center`` (the criteria are most of a large
-    grid's time), and where the vote takes every feature set's cells (``vote_members: all``) the other
-    feature sets' cells at ``center`` are scored by the ``default`` criterion alone (their weights in the vote)
-    and refined; with ``all``, every cell."""
-    _check_scope(scope)
-    if scope == "all":
-        return selection
-    if featureset == global_layer:
-        return {**selection, "centerings": [center]}
-    if vote_members == "all" and (selection.get("combine") or {}).get("method", "none") != "none":
-        return {**selection, "criteria": [default], "centerings": [center]}
-    return None
 
 
 def selection_table(cells, criteria, *, default: str = "dev", center: str, global_layer: str, scope: str = "global"):

@@ -33,21 +33,11 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .solvers import SOLVERS, SQUARED_BLOCK_ROWS, resolve_solver
+
 __all__ = ["LinearSVM", "SOLVERS", "SVM_KEYS", "resolve_solver", "make_svm", "svm_kwargs", "fit_svm", "decide",
            "decision_matrix",
            "make_calibrated_svm", "source_sample"]
-
-SOLVERS = ("auto", "newton", "liblinear")
-SQUARED_BLOCK_ROWS = 8192    # rows squared at a time for the preconditioner (a float32 copy of this many rows)
-
-
-def resolve_solver(solver: str, n_samples: int, n_features: int) -> str:
-    """The method ``solver`` runs on an ``n_samples x n_features`` source: ``auto`` is liblinear where
-    images <= features (``LinearSVC``'s dual), the Newton method elsewhere."""
-    if solver == "liblinear" or (solver == "auto" and n_samples <= n_features):
-        return "liblinear"
-    return "newton"
-
 
 # the keys of the config's ``svm`` slice that the classifier takes (``center`` is the data's, not its)
 SVM_KEYS = ("C", "class_weight", "tol", "max_iter", "solver")

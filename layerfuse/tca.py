@@ -24,14 +24,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from layerfuse._linalg import gram
+from layerfuse._linalg import gram, rbf_kernel, sq_dists
+from layerfuse.solvers import KERNEL_BLOCK_ROWS
 from layerfuse.svm import make_svm
 
 __all__ = ["TCA", "JDA", "PSEUDO_LABELERS", "median_gamma", "nearest_source_labels", "rbf_kernel", "stack_domains",
            "domain_labels"]
-
-
-KERNEL_BLOCK_ROWS = 8192     # rows of the Nyström map built at a time (a float64 copy of this many rows)
 
 
 def stack_domains(xs: np.ndarray, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,31 +42,13 @@ def domain_labels(n_source: int, n_target: int) -> np.ndarray:
     return np.r_[np.zeros(n_source), -np.ones(n_target)]
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances, computed in place in one N x M buffer."""
-    d = gram(a) if b is a else a @ b.T
-    aa = np.einsum("ij,ij->i", a, a)
-    bb = aa if b is a else np.einsum("ij,ij->i", b, b)
-    d *= -2.0
-    d += aa[:, None]
-    d += bb[None, :]
-    return np.maximum(d, 0.0, out=d)
-
-
-def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """``exp(-gamma * |a - b|²)`` with squared Euclidean distances (no temporaries beyond the result)."""
-    k = _sq_dists(a, b)
-    k *= -gamma
-    return np.exp(k, out=k)
-
-
 def median_gamma(x: np.ndarray, *, factor: float = 1.0, max_samples: int = 2000, random_state=0) -> float:
     """``1 / (factor² · median |xi - xj|²)``: the median heuristic, ``factor`` times wider."""
     rng = np.random.default_rng(random_state)
     if len(x) > max_samples:
         x = x[rng.choice(len(x), max_samples, replace=False)]
     x = _wide(np.asarray(x))
-    d = _sq_dists(x, x)[np.triu_indices(len(x), 1)]
+    d = sq_dists(x, x)[np.triu_indices(len(x), 1)]
     med = float(np.median(d)) if d.size else 0.0
     if not np.isfinite(med) or med <= 0:
         med = 1.0

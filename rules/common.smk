@@ -30,7 +30,7 @@ from layerfuse.config import (
 from layerfuse import job_memory
 from layerfuse.layout import report_folder
 from layerfuse.reduce import PCA_COMPONENTS, is_fitted, reducer_kwargs
-from layerfuse.select import scoring_settings
+from layerfuse.candidates import scoring_settings
 from layerfuse.fingerprint import fingerprint_name, refresh_fingerprint
 
 SCHEMA = Path(workflow.basedir) / "schemas/config.schema.yaml"

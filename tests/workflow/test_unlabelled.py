@@ -154,20 +154,29 @@ def test_every_cell_exports_a_model_that_reproduces_it(unlabelled_run, tmp_path,
 
 
 def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path, capsys):
+    """Each refusal is one ``error:`` line, exit status 1 and no output file: the first through a new
+    interpreter (``python -m layerfuse``, as a user runs it), the rest through the CLI's ``main`` in this
+    process (the same code without a new interpreter's torch import)."""
+    from layerfuse.__main__ import main
+
     work, _, _ = unlabelled_run
     model = tmp_path / "model"
     shutil.copytree(work / "results/field/model/imagenet", model)
     target = work / "data/target"
+    out = tmp_path / "p.csv"
 
-    def error(*extra):
-        proc = _predict_cli(target, "--model", model, "-o", tmp_path / "p.csv", *extra)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert not (tmp_path / "p.csv").exists()
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    def error(*extra, images=target, model=model):
+        capsys.readouterr()
+        code = main(["predict", str(images), "--model", str(model), "-o", str(out), *map(str, extra)])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and not out.exists(), lines
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
         return lines[0]
 
-    assert "weights not found" in error("--weights", tmp_path / "none.pth")
+    proc = _predict_cli(target, "--model", model, "-o", out, "--weights", tmp_path / "none.pth")
+    assert proc.returncode == 1 and not out.exists(), proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [error("--weights", tmp_path / "none.pth")]
+    assert "weights not found" in proc.stderr
     other = tmp_path / "other.pth"
     data = (work / "resources/weights/imagenet.pth").read_bytes()
     other.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
@@ -181,18 +190,11 @@ def test_predict_refuses_bad_models_in_one_line(unlabelled_run, tmp_path, capsys
     assert "was modified" in error()
     (model / "model.json").unlink()
     assert "model.json: not found" in error()
-    assert "no such file or folder" in _predict_cli(tmp_path / "nope", "--model", work / "results/field/model/imagenet",
-                                                     "-o", tmp_path / "p.csv").stderr
-    if not __import__("torch").cuda.is_available():    # a GPU asked for where there is none (the CLI in this process)
-        from layerfuse.__main__ import main
-
-        capsys.readouterr()
-        code = main(["predict", str(target), "--model", str(work / "results/field/model/imagenet"),
-                     "-o", str(tmp_path / "p.csv"), "--device", "cuda"])
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert code == 1 and not (tmp_path / "p.csv").exists(), lines
-        assert lines == ["error: --device is cuda, but torch sees no CUDA device on this machine; "
-                         "use auto (a GPU where there is one) or cpu"], lines
+    assert "no such file or folder" in error(images=tmp_path / "nope", model=work / "results/field/model/imagenet")
+    if not __import__("torch").cuda.is_available():    # a GPU asked for where there is none
+        assert error("--device", "cuda", model=work / "results/field/model/imagenet") == (
+            "error: --device is cuda, but torch sees no CUDA device on this machine; use auto (a GPU where there is "
+            "one) or cpu")
 
 
 def test_unlabelled_target_without_images_is_refused_in_one_line(tmp_path):
