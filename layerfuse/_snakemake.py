@@ -122,6 +122,8 @@ def run(job) -> None:
     """
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # skada's POT loads torch as a backend on import (2 s); a job only hands POT numpy arrays
+    os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")
     in_job = sys.stderr is not sys.__stderr__            # the script sent stderr to the rule's log
     lock = _hold_job_lock(sys.stderr.name) if in_job else None  # noqa: F841 (held while open)
     try:

@@ -108,3 +108,17 @@ def test_the_workflows_plan_imports_neither_torch_nor_scikit_learn():
             + "; print(sorted(m for m in ('torch', 'sklearn', 'skada') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", modules
+
+
+def test_a_scoring_job_loads_no_torch():
+    """A job (``layerfuse._snakemake.run``) that scores the label-free criteria and fits skada's adapters imports
+    skada, whose POT would load torch as a backend (2 s a job): the job leaves that backend out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from layerfuse._snakemake import run; from layerfuse import select; "
+            "from layerfuse.adapt import make_adapter; "
+            "run(lambda: (select._scorers(0), make_adapter({'method': 'linear_ot'}))); "
+            "print('skada' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["True", "False"], out.stdout + out.stderr
