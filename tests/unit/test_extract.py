@@ -58,6 +58,7 @@ def test_overlapped_writes_give_identical_stores(tmp_path, image_store, model):
     assert seq["global.attrs"]["compiled"] == np.False_
 
 
+@pytest.mark.slow                      # a cold torch.compile (5 s): the full suite
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile needs a C++ compiler")
 def test_compiled_extraction_matches_eager(tmp_path, image_store, model):
     """torch.compile (frozen weights, padded static last batch) gives the eager features to 1e-4."""
@@ -130,7 +131,8 @@ def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
     assert facts["compiled"] is False  # 7 images: a cold compile would cost more than it saves
 
 
-@pytest.mark.parametrize("compression", ["zstd", "lz4", "lzf", "gzip"])
+# one codec in make test-fast, every codec in the full suite
+@pytest.mark.parametrize("compression", ["zstd", *(pytest.param(c, marks=pytest.mark.slow) for c in ("lz4", "lzf", "gzip"))])
 def test_compression_is_lossless(tmp_path, image_store, model, compression):
     """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd and lz4."""
     layers = {"block1": "layer1.0"}
@@ -197,7 +199,7 @@ def test_folded_batchnorm_matches_the_network():
         assert err < 1e-5, (key, err)
 
 
-@pytest.mark.parametrize("batch_size", [4, 3])
+@pytest.mark.parametrize("batch_size", [4, pytest.param(3, marks=pytest.mark.slow)])   # 3: the full suite
 def test_direct_rows_match_buffered_and_chunked(tmp_path, image_store, model, batch_size):
     """Uncompressed maps written past the page cache hold the same bits as buffered and lz4 stores.
 
@@ -254,7 +256,7 @@ def test_list_layers_names_the_configured_nodes_with_their_shapes():
     assert dict(list_layers(BackboneSpec("torchvision", "torch", True)))["layer1.0"] == (256, 56, 56)
 
 
-@pytest.mark.parametrize("compression", ["none", "lz4"])
+@pytest.mark.parametrize("compression", ["none", pytest.param("lz4", marks=pytest.mark.slow)])   # lz4: the full suite
 def test_gathered_shards_are_the_unsharded_stores_byte_for_byte(tmp_path, image_store, model, compression):
     """Shards of 4 of the 7 images (the last one past the end: empty), gathered in order, give the files of
     one pass over all 7, byte for byte, maps and vectors; shards run on different devices are refused."""

@@ -203,6 +203,7 @@ def test_unlabelled_target_is_scanned_below_any_folder(tmp_path):
     assert rows["elsewhere/"]["reason"] == "symlinked folder (not followed)"
 
 
+@pytest.mark.slow                      # 2,000 images written and decoded twice (6 s): the full suite
 def test_prepare_domain_streams_decoded_images_into_the_store(tmp_path):
     """The store gets the decoded images block by block, as they come: the same pixels as decoding the
     domain into one array, at a fraction of that array's memory (a 100,000-image source is 15 GB)."""

@@ -41,6 +41,7 @@ print(json.dumps({"active": active, "default": default, "inside": inside, "grown
 """
 
 
+@pytest.mark.slow                      # gigabyte blocks (3 s): the full suite
 @pytest.mark.skipif(_glibc() is None, reason="glibc malloc only")
 def test_large_blocks_are_reused_inside_and_returned_after():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)

@@ -57,7 +57,7 @@ def test_newton_reaches_linearsvc_optimum(n, d, k, class_weight, offset):
     assert (ours.predict(X2) == ref.predict(X2)).mean() >= 0.995
 
 
-@pytest.mark.parametrize("d", [64, 256])
+@pytest.mark.parametrize("d", [64, pytest.param(256, marks=pytest.mark.slow)])   # 256: the full suite
 def test_newton_at_the_default_tolerance_is_as_close_to_the_optimum_as_liblinear(d):
     """Both solvers stop by liblinear's rule at tol 1e-4 (the default): on these weakly separated classes
     (many images near a boundary) the Newton method's predictions agree with the optimum's (LinearSVC at
