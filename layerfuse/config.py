@@ -17,8 +17,8 @@ from .job_memory import extraction_pass_mb
 from .reduce import PCA_COMPONENTS, check_reducer, is_fitted
 
 __all__ = ["ConfigError", "load_schema", "validate_config", "check_config", "check_data_sizes", "cap_to_data",
-           "dropped_defaults", "check_output_folders", "resolve_pca_in_pass", "pca_components_held", "featuresets", "adapters",
-           "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
+           "dropped_defaults", "check_output_folders", "resolve_pca_in_pass", "pca_components_held", "featuresets",
+           "adapters", "backbone_spec", "domain_specs", "experiment_classes", "check_duplicate_keys", "node_is_frozen"]
 
 
 class ConfigError(ValueError):

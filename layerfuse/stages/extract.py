@@ -50,7 +50,7 @@ def extract_features(images, weights_pth, weights_json, params: dict, outputs: d
                         precision=ex["precision"], local_dtype=ex["local_dtype"],
                         compression=ex["compression"], threads=threads, compile_model=ex["compile"], rows=rows,
                         # a chosen device (auto, the library's default, is left out of the params: no rerun)
-                        **{k: ex[k] for k in ("device",) if k in ex},
+                        **({"device": ex["device"]} if "device" in ex else {}),
                         image_rows=image_rows, reductions=reductions,
                         own_pass=() if pca_in_pass else [k for k, (_, fn) in reductions.items()
                                                          if isinstance(fn, StoredProjection)])

@@ -132,7 +132,8 @@ def test_compile_auto_only_where_it_pays(tmp_path, image_store, model):
 
 
 # one codec in make test-fast, every codec in the full suite
-@pytest.mark.parametrize("compression", ["zstd", *(pytest.param(c, marks=pytest.mark.slow) for c in ("lz4", "lzf", "gzip"))])
+@pytest.mark.parametrize("compression",
+                         ["zstd", *(pytest.param(c, marks=pytest.mark.slow) for c in ("lz4", "lzf", "gzip"))])
 def test_compression_is_lossless(tmp_path, image_store, model, compression):
     """Every store compression gives the uncompressed store's bits, in fewer bytes for zstd and lz4."""
     layers = {"block1": "layer1.0"}

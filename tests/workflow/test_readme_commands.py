@@ -144,6 +144,7 @@ def test_list_layers_answers_from_its_cache_without_torch(tmp_path):
 def test_fit_pca_takes_the_cores_whose_column_blocks_fit(scratch_checkout):
     """`make run`'s workflow planned with 16 cores: each PCA fit gets the threads whose column blocks fit the
     job budget (layerfuse.job_memory.fit_pca_threads), not all 16; the same model on any number."""
+    from layerfuse.config import load_schema
     from layerfuse.job_memory import fit_pca_threads
 
     proc = subprocess.run([SNAKEMAKE, "--cores", "16", "--dry-run", "all"], cwd=scratch_checkout,
@@ -152,6 +153,6 @@ def test_fit_pca_takes_the_cores_whose_column_blocks_fit(scratch_checkout):
     assert proc.returncode == 0, out[-3000:]
     blocks = re.findall(r"rule fit_pca:\n((?: {4}.*\n)+)", out)          # each job's indented lines
     threads = [int(re.search(r"threads: (\d+)", b).group(1)) if "threads:" in b else 1 for b in blocks]
-    expected = fit_pca_threads(16, n_sample=yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())
-                               ["properties"]["extract"]["properties"]["pca_sample"]["default"])
+    schema = load_schema(REPO / "schemas/config.schema.yaml")
+    expected = fit_pca_threads(16, n_sample=schema["properties"]["extract"]["properties"]["pca_sample"]["default"])
     assert threads and set(threads) == {expected} and 1 < expected < 16, (threads, expected)
